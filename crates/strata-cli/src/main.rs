@@ -1,0 +1,127 @@
+//! `strata`: the command-line interface. Resource commands talk to the control plane over
+//! HTTPS using a profile (`--profile`, `STRATA_PROFILE`, default `/var/lib/strata/admin-profile.json`);
+//! `strata up` / `strata server` run the control plane in the foreground; `strata audit verify`
+//! checks a data directory offline.
+
+mod client;
+mod commands;
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use output::Format;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a secure-by-default IaaS control plane"
+)]
+pub struct Cli {
+    /// Client profile (endpoint, CA, credentials).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_PROFILE",
+        default_value = "/var/lib/strata/admin-profile.json"
+    )]
+    pub profile: PathBuf,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Format,
+    /// Subscription for resource-group commands (default: the profile's).
+    #[arg(long, global = true, env = "STRATA_SUBSCRIPTION")]
+    pub subscription: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Data directory (database, keys, certificates, admin profile).
+    #[arg(long, default_value = "/var/lib/strata")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (HTTPS only).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// PostgreSQL URL for a shared store (default: embedded SQLite in the data directory).
+    #[arg(long, env = "STRATA_DATABASE")]
+    pub database: Option<String>,
+    /// Extra DNS names / IPs for the server certificate.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+    /// Token issuer URL (default https://LISTEN).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Requests per second allowed per principal.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate_limit: f64,
+    /// Access-token lifetime in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub token_lifetime: i64,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane (and, once hosts exist, a local agent) in the foreground.
+    Up(ServeArgs),
+    /// Run the control plane only.
+    Server(ServeArgs),
+    /// Sign in as a user and save a profile holding the short-lived token.
+    Login(commands::LoginArgs),
+    /// Resource groups.
+    #[command(subcommand)]
+    Group(commands::GroupCmd),
+    /// Subscriptions.
+    #[command(subcommand, name = "sub")]
+    Subscription(commands::SubCmd),
+    /// Users.
+    #[command(subcommand)]
+    User(commands::UserCmd),
+    /// Service principals.
+    #[command(subcommand)]
+    Sp(commands::SpCmd),
+    /// Directory groups (of users and service principals).
+    #[command(subcommand)]
+    Ad(commands::AdCmd),
+    /// Roles, assignments, deny assignments and PIM.
+    #[command(subcommand)]
+    Role(commands::RoleCmd),
+    /// Ask the authorization engine for a decision and its reason.
+    #[command(subcommand)]
+    Authz(commands::AuthzCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(commands::AuditCmd),
+    /// Call any API path: `strata api GET /subscriptions`.
+    Api(commands::ApiArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("STRATA_LOG").unwrap_or_else(|_| "info".into());
+    let level = match filter.as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The resource types this control plane serves, where each may live, and the POST actions
+//! each accepts. Adding a type starts here.
+
+use strata_types::{ResourceId, ResourceTypeName};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Subscription,
+    ResourceGroup,
+    User,
+    Group,
+    ServicePrincipal,
+    RoleDefinition,
+    RoleAssignment,
+    DenyAssignment,
+    RoleEligibility,
+    ActivationRequest,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Subscription,
+        Kind::ResourceGroup,
+        Kind::User,
+        Kind::Group,
+        Kind::ServicePrincipal,
+        Kind::RoleDefinition,
+        Kind::RoleAssignment,
+        Kind::DenyAssignment,
+        Kind::RoleEligibility,
+        Kind::ActivationRequest,
+    ];
+
+    /// Canonical type name, as RBAC actions and responses spell it.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Kind::Subscription => strata_types::path::SUBSCRIPTIONS_TYPE,
+            Kind::ResourceGroup => strata_types::path::RESOURCE_GROUPS_TYPE,
+            Kind::User => "Strata.Identity/users",
+            Kind::Group => "Strata.Identity/groups",
+            Kind::ServicePrincipal => "Strata.Identity/servicePrincipals",
+            Kind::RoleDefinition => "Strata.Authorization/roleDefinitions",
+            Kind::RoleAssignment => "Strata.Authorization/roleAssignments",
+            Kind::DenyAssignment => "Strata.Authorization/denyAssignments",
+            Kind::RoleEligibility => "Strata.Authorization/roleEligibilitySchedules",
+            Kind::ActivationRequest => "Strata.Authorization/roleAssignmentScheduleRequests",
+        }
+    }
+
+    pub fn type_key(self) -> String {
+        self.type_name().to_ascii_lowercase()
+    }
+
+    pub fn from_type(t: &ResourceTypeName) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.type_name().eq_ignore_ascii_case(t.as_str()))
+    }
+
+    pub fn action(self, verb: &str) -> String {
+        format!("{}/{verb}", self.type_name())
+    }
+
+    /// Identity and authorization data: a write to it rebuilds the directory snapshot.
+    pub fn is_directory(self) -> bool {
+        !matches!(self, Kind::Subscription | Kind::ResourceGroup)
+    }
+
+    /// Authorization objects attach to any scope (tenant, subscription, group or resource).
+    pub fn is_extension(self) -> bool {
+        matches!(
+            self,
+            Kind::RoleAssignment
+                | Kind::DenyAssignment
+                | Kind::RoleEligibility
+                | Kind::ActivationRequest
+        )
+    }
+
+    /// Where this kind may be created; `Err` explains the rule.
+    pub fn check_parent(self, parent: &ResourceId) -> Result<(), String> {
+        let ok = match self {
+            Kind::Subscription | Kind::ResourceGroup => true, // the path grammar places them
+            Kind::User | Kind::Group | Kind::ServicePrincipal | Kind::RoleDefinition => {
+                parent.is_tenant()
+            }
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} live at the tenant root: use /providers/{}/NAME",
+                self.type_name(),
+                self.type_name()
+            ))
+        }
+    }
+
+    /// POST actions on one resource of this kind (`…/{name}/{action}`).
+    pub fn post_actions(self) -> &'static [&'static str] {
+        match self {
+            Kind::User => &["enableMfa", "disableMfa", "revokeSessions"],
+            Kind::ServicePrincipal => &[
+                "addPassword",
+                "addCertificate",
+                "removeCredential",
+                "revokeSessions",
+            ],
+            _ => &[],
+        }
+    }
+
+    /// Whether PATCH is meaningful (authorization objects are immutable, as in Azure).
+    pub fn patchable(self) -> bool {
+        !matches!(
+            self,
+            Kind::RoleAssignment
+                | Kind::DenyAssignment
+                | Kind::ActivationRequest
+                | Kind::RoleEligibility
+        )
+    }
+}

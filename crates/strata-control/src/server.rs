@@ -1,0 +1,241 @@
+//! HTTPS front door: a TLS 1.3 accept loop feeding an axum router whose only non-public route
+//! is the ARM dispatcher. There is no plaintext listener.
+
+use crate::app::App;
+use crate::dispatch::{self, Incoming, Reply};
+use crate::token::{self, SeenAssertions};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_types::resource::MAX_BODY_BYTES;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Clone)]
+pub struct Shared {
+    pub app: Arc<App>,
+    pub seen: Arc<SeenAssertions>,
+}
+
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-ms-request-id", v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn reply_response(r: Reply, request_id: &str) -> Response {
+    let mut resp = match &r.body {
+        Some(b) => json_response(r.status, b, request_id),
+        None => {
+            let mut resp = StatusCode::from_u16(r.status)
+                .unwrap_or(StatusCode::OK)
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(request_id) {
+                resp.headers_mut().insert("x-ms-request-id", v);
+            }
+            resp
+        }
+    };
+    if let Some(etag) = r.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    if let Some(s) = r.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if r.status == 401 {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            let e = strata_types::ApiError::bad_request(
+                "RequestBodyTooLarge",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            );
+            json_response(
+                400,
+                &serde_json::to_value(e.body()).unwrap_or(Value::Null),
+                &new_request_id(),
+            )
+        })
+}
+
+async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
+    let request_id = new_request_id();
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let rid = request_id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let incoming = Incoming {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            authorization: header_str(&parts.headers, header::AUTHORIZATION),
+            if_match: header_str(&parts.headers, header::IF_MATCH),
+            if_none_match: header_str(&parts.headers, header::IF_NONE_MATCH),
+            client_ip: peer,
+            body: &bytes,
+        };
+        dispatch::handle(&s.app, incoming, &rid)
+    })
+    .await;
+    match result {
+        Ok(reply) => reply_response(reply, &request_id),
+        Err(_) => reply_response(
+            Reply::error(&strata_types::ApiError::internal()),
+            &request_id,
+        ),
+    }
+}
+
+async fn token_route(State(s): State<Shared>, req: Request<Body>) -> Response {
+    let request_id = new_request_id();
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_default();
+    let bytes = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let rid = request_id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        token::token_endpoint(&s.app, &s.seen, &bytes, &peer, &rid)
+    })
+    .await;
+    match result {
+        Ok((status, body)) => json_response(status, &body, &request_id),
+        Err(_) => json_response(
+            500,
+            &serde_json::json!({"error": "server_error"}),
+            &request_id,
+        ),
+    }
+}
+
+async fn discovery(State(s): State<Shared>) -> Response {
+    json_response(200, &token::discovery(&s.app), &new_request_id())
+}
+
+async fn jwks(State(s): State<Shared>) -> Response {
+    let keys = serde_json::to_value(&s.app.tokens().jwks).unwrap_or(Value::Null);
+    json_response(200, &keys, &new_request_id())
+}
+
+async fn openapi() -> Response {
+    json_response(200, &crate::openapi::document(), &new_request_id())
+}
+
+async fn health() -> Response {
+    json_response(
+        200,
+        &serde_json::json!({ "status": "ok" }),
+        &new_request_id(),
+    )
+}
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(token_route))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(health))
+        .fallback(arm)
+        .with_state(shared)
+}
+
+/// Accepts TLS connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service =
+                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Peer(addr));
+                    let mut router = router.clone();
+                    async move { tower::Service::call(&mut router, req.map(Body::new)).await }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(15))
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error"); } }
+                _ = stop.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+            }
+        });
+    }
+}

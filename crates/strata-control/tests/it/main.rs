@@ -1,0 +1,15 @@
+//! Control-plane integration tests: a real HTTPS server on loopback per test, real SQLite (and
+//! PostgreSQL in `postgres`), driven the way a client would.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step should panic"
+)]
+
+mod harness;
+
+mod api;
+mod authn;
+mod authz;
+mod openapi;
+mod postgres;
