@@ -38,8 +38,22 @@ fn check(key: &str, pre: &Precondition, current: Option<u64>) -> Result<()> {
     }
 }
 
+/// Applies one batch in its own transaction (reads and writes the counters).
 pub(crate) fn apply(tx: &mut dyn Tx, batch: Batch) -> Result<Committed> {
-    let (mut rev, mut seq) = tx.counters()?;
+    let mut counters = tx.counters()?;
+    let out = apply_with(tx, batch, &mut counters)?;
+    tx.set_counters(counters.0, counters.1)?;
+    Ok(out)
+}
+
+/// Applies one batch given the current `(revision, next_audit_seq)`, advancing them; the caller
+/// persists the counters (once per group commit).
+pub(crate) fn apply_with(
+    tx: &mut dyn Tx,
+    batch: Batch,
+    counters: &mut (u64, u64),
+) -> Result<Committed> {
+    let (mut rev, mut seq) = *counters;
     let mut out = Committed {
         revisions: Vec::with_capacity(batch.ops.len()),
         deleted: Vec::new(),
@@ -95,6 +109,6 @@ pub(crate) fn apply(tx: &mut dyn Tx, batch: Batch) -> Result<Committed> {
         out.audit_seqs.push(seq);
         seq += 1;
     }
-    tx.set_counters(rev, seq)?;
+    *counters = (rev, seq);
     Ok(out)
 }

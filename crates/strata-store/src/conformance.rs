@@ -26,6 +26,7 @@ pub const CASES: &[Case] = &[
         meta_init_is_first_writer_wins,
     ),
     ("concurrent_writers", concurrent_writers),
+    ("racing_creates_one_winner", racing_creates_one_winner),
 ];
 
 /// Runs every case against `store`, which must start empty.
@@ -361,5 +362,48 @@ fn concurrent_writers(store: &dyn Store) {
             .enumerate()
             .all(|(i, r)| r.seq == start_audit + i as u64),
         "no gaps"
+    );
+}
+
+fn racing_creates_one_winner(store: &dyn Store) {
+    let start_rev = store.revision().unwrap();
+    let start_audit = store.audit_len().unwrap();
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let wins = &wins;
+            s.spawn(move || {
+                for i in 0..10 {
+                    let r = store.commit(Batch {
+                        ops: vec![put(
+                            &format!("/race/{i}"),
+                            "t",
+                            "/race",
+                            &format!("{{\"by\":{t}}}"),
+                            Precondition::MustNotExist,
+                        )],
+                        audit: vec![entry("race/write")],
+                    });
+                    match r {
+                        Ok(_) => {
+                            wins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(StoreError::Precondition { .. }) => {}
+                        Err(e) => panic!("unexpected error: {e:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 10, "exactly one creator wins each key");
+    assert_eq!(
+        store.revision().unwrap(),
+        start_rev + 10,
+        "losers left no revision behind"
+    );
+    assert_eq!(
+        store.audit_len().unwrap(),
+        start_audit + 10,
+        "losers left no audit entry behind"
     );
 }

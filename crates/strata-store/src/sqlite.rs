@@ -10,6 +10,7 @@ use crate::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use strata_audit::{Hash, SignedCheckpoint};
 
 const SCHEMA: &str = "
@@ -29,7 +30,91 @@ CREATE TABLE IF NOT EXISTS counters (
 INSERT OR IGNORE INTO counters (id, revision, audit_seq) VALUES (1, 0, 0);
 ";
 
+/// A batch waiting for the next group commit, and where to send its outcome.
+struct Pending {
+    batch: Batch,
+    reply: std::sync::mpsc::SyncSender<Result<Committed>>,
+}
+
+/// Commits `pending` in one transaction and answers every waiter.
+fn commit_group(conn: &mut Connection, pending: Vec<Pending>) {
+    let mut outcomes: Vec<(
+        std::sync::mpsc::SyncSender<Result<Committed>>,
+        Result<Committed>,
+    )> = Vec::with_capacity(pending.len());
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = e.to_string();
+            for p in pending {
+                let _ = p.reply.send(Err(StoreError::Backend(msg.clone().into())));
+            }
+            return;
+        }
+    };
+    let mut counters = match SqliteTx(&tx).counters() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = e.to_string();
+            for p in pending {
+                let _ = p.reply.send(Err(StoreError::Backend(msg.clone().into())));
+            }
+            return;
+        }
+    };
+    for p in pending {
+        // Audit-only batches cannot fail a precondition: no savepoint needed.
+        let needs_savepoint = !p.batch.ops.is_empty();
+        let saved = counters;
+        let outcome = (|| {
+            if needs_savepoint {
+                tx.prepare_cached("SAVEPOINT batch")?.execute([])?;
+            }
+            match commit::apply_with(&mut SqliteTx(&tx), p.batch, &mut counters) {
+                Ok(c) => {
+                    if needs_savepoint {
+                        tx.prepare_cached("RELEASE batch")?.execute([])?;
+                    }
+                    Ok(c)
+                }
+                Err(e) => {
+                    counters = saved;
+                    if needs_savepoint {
+                        tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    }
+                    Err(e)
+                }
+            }
+        })();
+        outcomes.push((p.reply, outcome));
+    }
+    if let Err(e) = SqliteTx(&tx).set_counters(counters.0, counters.1) {
+        let msg = e.to_string();
+        for (reply, _) in outcomes {
+            let _ = reply.send(Err(StoreError::Backend(msg.clone().into())));
+        }
+        return;
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (reply, outcome) in outcomes {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(StoreError::Backend(msg.clone().into())));
+            }
+        }
+    }
+}
+
 pub struct SqliteStore {
+    queue: Mutex<Vec<Pending>>,
+    /// Group commits done, and batches they carried (see [`SqliteStore::group_stats`]).
+    groups: AtomicU64,
+    grouped: AtomicU64,
     path: PathBuf,
     read_only: bool,
     writer: Mutex<Connection>,
@@ -82,6 +167,9 @@ impl SqliteStore {
         }
         writer.execute_batch(SCHEMA)?;
         Ok(Self {
+            queue: Mutex::new(Vec::new()),
+            groups: AtomicU64::new(0),
+            grouped: AtomicU64::new(0),
             path: path.to_path_buf(),
             read_only: false,
             writer: Mutex::new(writer),
@@ -99,11 +187,19 @@ impl SqliteStore {
         }
         let writer = open_conn(path, true)?;
         Ok(Self {
+            queue: Mutex::new(Vec::new()),
+            groups: AtomicU64::new(0),
+            grouped: AtomicU64::new(0),
             path: path.to_path_buf(),
             read_only: true,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// `(group commits, batches committed)` since open: their ratio is the mean group size.
+    pub fn group_stats(&self) -> (u64, u64) {
+        (self.groups.load(Relaxed), self.grouped.load(Relaxed))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -147,52 +243,43 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     })
 }
 
-struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);
+struct SqliteTx<'a>(&'a Connection);
 
 impl Tx for SqliteTx<'_> {
     fn counters(&mut self) -> Result<(u64, u64)> {
-        let (r, s): (i64, i64) = self.0.query_row(
-            "SELECT revision, audit_seq FROM counters WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (r, s): (i64, i64) = self
+            .0
+            .prepare_cached("SELECT revision, audit_seq FROM counters WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok((to_u64(r), to_u64(s)))
     }
     fn set_counters(&mut self, revision: u64, next_seq: u64) -> Result<()> {
-        self.0.execute(
-            "UPDATE counters SET revision = ?1, audit_seq = ?2 WHERE id = 1",
-            params![to_i64(revision), to_i64(next_seq)],
-        )?;
+        self.0
+            .prepare_cached("UPDATE counters SET revision = ?1, audit_seq = ?2 WHERE id = 1")?
+            .execute(params![to_i64(revision), to_i64(next_seq)])?;
         Ok(())
     }
     fn revision_of(&mut self, key: &str) -> Result<Option<u64>> {
         let r: Option<i64> = self
             .0
-            .query_row(
-                "SELECT revision FROM resources WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT revision FROM resources WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?;
         Ok(r.map(to_u64))
     }
     fn upsert(&mut self, key: &str, rtype: &str, parent: &str, body: &str, rev: u64) -> Result<()> {
-        self.0.execute(
+        self.0.prepare_cached(
             "INSERT INTO resources (key, rtype, parent, body, revision) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(key) DO UPDATE SET rtype = excluded.rtype, parent = excluded.parent,
                 body = excluded.body, revision = excluded.revision",
-            params![key, rtype, parent, body, to_i64(rev)],
-        )?;
+        )?.execute(params![key, rtype, parent, body, to_i64(rev)])?;
         Ok(())
     }
     fn delete(&mut self, key: &str) -> Result<Option<String>> {
         let rtype: Option<String> = self
             .0
-            .query_row(
-                "DELETE FROM resources WHERE key = ?1 RETURNING rtype",
-                [key],
-                |r| r.get(0),
-            )
+            .prepare_cached("DELETE FROM resources WHERE key = ?1 RETURNING rtype")?
+            .query_row([key], |r| r.get(0))
             .optional()?;
         Ok(rtype)
     }
@@ -213,17 +300,17 @@ impl Tx for SqliteTx<'_> {
         rtype: &str,
         body: Option<&str>,
     ) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO changes (revision, key, rtype, body) VALUES (?1, ?2, ?3, ?4)",
-            params![to_i64(rev), key, rtype, body],
-        )?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO changes (revision, key, rtype, body) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![to_i64(rev), key, rtype, body])?;
         Ok(())
     }
     fn insert_audit(&mut self, seq: u64, entry: &[u8], leaf_hash: &[u8]) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO audit (seq, entry, leaf_hash) VALUES (?1, ?2, ?3)",
-            params![to_i64(seq), entry, leaf_hash],
-        )?;
+        self.0
+            .prepare_cached("INSERT INTO audit (seq, entry, leaf_hash) VALUES (?1, ?2, ?3)")?
+            .execute(params![to_i64(seq), entry, leaf_hash])?;
         Ok(())
     }
 }
@@ -280,12 +367,43 @@ impl Store for SqliteStore {
         })
     }
 
+    /// Group commit: the caller queues its batch, then whoever holds the write lock commits
+    /// every queued batch in one transaction (one fsync), each inside its own savepoint so a
+    /// failed precondition rolls back only that batch. Every caller returns only after the
+    /// transaction holding its batch is durable.
     fn commit(&self, batch: Batch) -> Result<Committed> {
-        let mut conn = self.writer.lock().map_err(|_| poisoned())?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = commit::apply(&mut SqliteTx(&tx), batch)?;
-        tx.commit()?;
-        Ok(out)
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        self.queue
+            .lock()
+            .map_err(|_| poisoned())?
+            .push(Pending { batch, reply });
+        loop {
+            match self.writer.try_lock() {
+                Ok(mut conn) => {
+                    // Leader: commit queued groups until the queue is empty (bounded), so
+                    // followers are answered without each having to take the lock.
+                    for _ in 0..64 {
+                        let pending =
+                            std::mem::take(&mut *self.queue.lock().map_err(|_| poisoned())?);
+                        if pending.is_empty() {
+                            break;
+                        }
+                        self.groups.fetch_add(1, Relaxed);
+                        self.grouped.fetch_add(pending.len() as u64, Relaxed);
+                        commit_group(&mut conn, pending);
+                    }
+                }
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            // Follower (or leader done): wait for our answer; if the current leader stops
+            // before reaching our batch, the timeout sends us back to try to lead.
+            match result.recv_timeout(std::time::Duration::from_millis(2)) {
+                Ok(r) => return r,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(poisoned()),
+            }
+        }
     }
 
     fn revision(&self) -> Result<u64> {
