@@ -18,9 +18,10 @@ fn main() -> ExitCode {
         Some("up") => up(&args[1..]),
         Some("ci") => ci(),
         Some("deps") => ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat()),
+        Some("bench-http") => bench_http(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  up [ARGS…]  install missing Debian packages, build, and run `strata up ARGS…`\n              (default: --data-dir /var/lib/strata --listen 127.0.0.1:8443)\n  ci          install test dependencies, start PostgreSQL, run fmt, clippy and every test\n  deps        only install the Debian packages"
+                "usage: cargo xtask <command>\n\n  up [ARGS…]  install missing Debian packages, build, and run `strata up ARGS…`\n              (default: --data-dir /var/lib/strata --listen 127.0.0.1:8443)\n  ci          install test dependencies, start PostgreSQL, run fmt, clippy and every test\n  deps        only install the Debian packages\n  bench-http  measure authenticated+authorized+audited GET throughput over HTTPS with wrk"
             );
             return ExitCode::from(2);
         }
@@ -217,4 +218,113 @@ fn find_pg_bin() -> Result<PathBuf> {
     versions
         .pop()
         .ok_or_else(|| "no PostgreSQL server binaries (initdb) under /usr/lib/postgresql".into())
+}
+
+/// Extracts a string field from a flat JSON text (enough for our own CLI output).
+fn json_field(text: &str, field: &str) -> Option<String> {
+    let key = format!("\"{field}\"");
+    let rest = &text[text.find(&key)? + key.len()..];
+    let rest = &rest[rest.find('"')? + 1..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// One wrk run; returns requests/s.
+fn wrk(url: &str, token: Option<&str>) -> Result<f64> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", "2", "-c", "64", "-d", "10s", "--latency"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    cmd.arg(url);
+    eprintln!("xtask: $ wrk -t 2 -c 64 -d 10s --latency {url}");
+    let out = cmd.output().map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{text}");
+    if text.contains("Non-2xx") {
+        return Err(format!("{url}: some responses were not 2xx"));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "could not read wrk's Requests/sec".into())
+}
+
+/// Authenticated + authorized + audited-path GET throughput over HTTPS on loopback, with the
+/// public `/healthz` (same TLS and HTTP stack, no auth, no store) as the in-run baseline.
+fn bench_http() -> Result {
+    ensure_packages(&["wrk"])?;
+    let root = root();
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "strata-cli",
+    ]))?;
+    let bin = root.join("target/release/strata");
+    let dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut server = Command::new(&bin)
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "10000000",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start strata: {e}"))?;
+    let profile = dir.join("admin-profile.json");
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&bin)
+            .arg("--profile")
+            .arg(&profile)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let result = (|| -> Result {
+        let mut ready = false;
+        for _ in 0..300 {
+            if profile.exists() && cli(&["group", "create", "-n", "bench", "-o", "json"]).is_ok() {
+                ready = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if !ready {
+            return Err("strata up did not become ready".into());
+        }
+        let text = std::fs::read_to_string(&profile).map_err(|e| e.to_string())?;
+        let endpoint = json_field(&text, "endpoint").ok_or("profile has no endpoint")?;
+        let sub = json_field(&text, "subscriptionId").ok_or("profile has no subscription")?;
+        let token = json_field(
+            &cli(&["account", "get-access-token", "-o", "json"])?,
+            "accessToken",
+        )
+        .ok_or("no token")?;
+        let base = wrk(&format!("{endpoint}/healthz"), None)?;
+        let full = wrk(
+            &format!("{endpoint}/subscriptions/{sub}/resourceGroups/bench"),
+            Some(&token),
+        )?;
+        println!("\nGET /healthz (TLS + HTTP only, baseline): {base:.0} req/s");
+        println!(
+            "GET resource group (authn + authz + store read): {full:.0} req/s ({:.2} of baseline)",
+            full / base
+        );
+        Ok(())
+    })();
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

@@ -118,6 +118,11 @@ impl Client {
         })
     }
 
+    /// A bearer token for this profile (requested once per process).
+    pub fn access_token(&self) -> Result<String> {
+        self.token()
+    }
+
     fn token(&self) -> Result<String> {
         if let Some(t) = self.token.borrow().as_ref() {
             return Ok(t.clone());

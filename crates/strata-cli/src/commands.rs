@@ -419,6 +419,14 @@ pub enum AuditCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum AccountCmd {
+    /// Print an access token for the profile's credentials (for scripts and load tests).
+    GetAccessToken,
+    /// Show the profile's endpoint, tenant and subscription.
+    Show,
+}
+
 #[derive(Args)]
 pub struct ApiArgs {
     /// HTTP method.
@@ -689,6 +697,20 @@ pub fn run(cli: Cli) -> Result<()> {
             ),
             AuditCmd::Verify { .. } => {}
         },
+        Command::Account(AccountCmd::GetAccessToken) => {
+            let token = c.access_token()?;
+            ctx.show(
+                &json!({ "accessToken": token, "tokenType": "Bearer" }),
+                &[("AccessToken", "/accessToken")],
+            );
+        }
+        Command::Account(AccountCmd::Show) => {
+            let p = &c.profile;
+            ctx.show(
+                &json!({ "endpoint": p.endpoint, "tenantId": p.tenant_id, "subscriptionId": p.subscription_id, "clientId": p.client_id }),
+                &[("Endpoint", "/endpoint"), ("TenantId", "/tenantId"), ("SubscriptionId", "/subscriptionId")],
+            );
+        }
         Command::Api(a) => {
             let body = a
                 .body

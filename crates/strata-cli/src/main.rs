@@ -101,6 +101,9 @@ pub enum Command {
     Audit(commands::AuditCmd),
     /// Call any API path: `strata api GET /subscriptions`.
     Api(commands::ApiArgs),
+    /// The signed-in account.
+    #[command(subcommand)]
+    Account(commands::AccountCmd),
 }
 
 fn main() -> std::process::ExitCode {

@@ -93,8 +93,13 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
         })
 }
 
+fn store_is_embedded(s: &Shared) -> bool {
+    s.app.store.backend() == "sqlite"
+}
+
 async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
     let request_id = new_request_id();
+    let is_get = req.method() == axum::http::Method::GET;
     let peer = req
         .extensions()
         .get::<Peer>()
@@ -105,8 +110,7 @@ async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let rid = request_id.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let run = move |s: Shared, rid: String| {
         let incoming = Incoming {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -118,15 +122,20 @@ async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
             body: &bytes,
         };
         dispatch::handle(&s.app, incoming, &rid)
-    })
-    .await;
-    match result {
-        Ok(reply) => reply_response(reply, &request_id),
-        Err(_) => reply_response(
-            Reply::error(&strata_types::ApiError::internal()),
-            &request_id,
-        ),
-    }
+    };
+    // Reads on the embedded store take microseconds: run them inline rather than paying a
+    // thread hand-off. Writes (fsync, argon2) and every PostgreSQL call go to the blocking pool.
+    let inline = is_get && store_is_embedded(&s);
+    let rid = request_id.clone();
+    let reply = if inline {
+        run(s, rid)
+    } else {
+        match tokio::task::spawn_blocking(move || run(s, rid)).await {
+            Ok(r) => r,
+            Err(_) => Reply::error(&strata_types::ApiError::internal()),
+        }
+    };
+    reply_response(reply, &request_id)
 }
 
 async fn token_route(State(s): State<Shared>, req: Request<Body>) -> Response {
