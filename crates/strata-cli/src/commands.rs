@@ -80,9 +80,17 @@ const AUDIT_COLS: &[Column<'static>] = &[
 
 #[derive(Args)]
 pub struct LoginArgs {
-    /// User name.
-    #[arg(short = 'u', long)]
-    pub username: String,
+    /// User name (for a user sign-in).
+    #[arg(short = 'u', long, required_unless_present = "service_principal")]
+    pub username: Option<String>,
+    /// Sign in as a service principal: the client id; the secret comes from standard input
+    /// (--password-stdin) or STRATA_CLIENT_SECRET. The profile then keeps the secret (0600).
+    #[arg(
+        long = "service-principal",
+        value_name = "CLIENT_ID",
+        conflicts_with = "username"
+    )]
+    pub service_principal: Option<String>,
     /// Current TOTP code, for accounts with MFA.
     #[arg(long)]
     pub totp: Option<String>,
@@ -449,6 +457,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.issuer = args.issuer;
         cfg.rate_limit_per_sec = args.rate_limit;
         cfg.token_lifetime_secs = args.token_lifetime;
+        if args.key_rotation_days < 1 {
+            bail!("--key-rotation-days must be at least 1");
+        }
+        cfg.key_rotation_secs = args.key_rotation_days * 86_400;
         let running = strata_control::start(cfg)
             .await
             .map_err(|e| anyhow!(chain(&e)))?;
@@ -732,11 +744,47 @@ fn scope_or_root(s: &str) -> String {
 
 fn login(profile: &std::path::Path, a: LoginArgs) -> Result<()> {
     let base = load_profile(profile)?;
-    let password = read_secret(a.password_stdin, "password")?;
     let agent = agent_for(&base)?;
+    if let Some(client_id) = a.service_principal {
+        let secret = if a.password_stdin {
+            read_secret(true, "client secret")?
+        } else {
+            std::env::var("STRATA_CLIENT_SECRET").map_err(|_| {
+                anyhow!("give the client secret on standard input with --password-stdin, or in STRATA_CLIENT_SECRET")
+            })?
+        };
+        // Prove the credentials work before saving them.
+        request_token(
+            &agent,
+            &base.endpoint,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+            ],
+        )?;
+        let p = strata_control::Profile {
+            client_id: Some(client_id.clone()),
+            client_secret: Some(secret),
+            access_token: None,
+            access_token_expires_at: None,
+            ..base
+        };
+        strata_control::setup::write_private(&a.out, &serde_json::to_vec_pretty(&p)?)
+            .map_err(|e| anyhow!(chain(&e)))?;
+        eprintln!(
+            "signed in as service principal {client_id}; profile written to {}",
+            a.out.display()
+        );
+        return Ok(());
+    }
+    let username = a
+        .username
+        .ok_or_else(|| anyhow!("--username is required"))?;
+    let password = read_secret(a.password_stdin, "password")?;
     let mut pairs = vec![
         ("grant_type", "password"),
-        ("username", a.username.as_str()),
+        ("username", username.as_str()),
         ("password", password.as_str()),
     ];
     if let Some(t) = a.totp.as_deref() {
@@ -744,22 +792,17 @@ fn login(profile: &std::path::Path, a: LoginArgs) -> Result<()> {
     }
     let (token, expires_in) = request_token(&agent, &base.endpoint, &pairs)?;
     let p = strata_control::Profile {
-        endpoint: base.endpoint,
-        ca_certificate: base.ca_certificate,
-        tenant_id: base.tenant_id,
-        subscription_id: base.subscription_id,
         client_id: None,
         client_secret: None,
         access_token: Some(token),
         access_token_expires_at: Some(strata_types::time::now_unix() + expires_in),
+        ..base
     };
     strata_control::setup::write_private(&a.out, &serde_json::to_vec_pretty(&p)?)
         .map_err(|e| anyhow!(chain(&e)))?;
     eprintln!(
-        "signed in as {}; profile written to {} (valid {} s)",
-        a.username,
-        a.out.display(),
-        expires_in
+        "signed in as {username}; profile written to {} (valid {expires_in} s)",
+        a.out.display()
     );
     Ok(())
 }
@@ -772,11 +815,8 @@ fn checked(name: &str) -> Result<&str> {
 
 fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
     let c = &ctx.client;
-    let path = |n: &str| {
-        format!(
-            "/providers/Strata.Identity/users/{}",
-            checked(n).unwrap_or("-invalid-")
-        )
+    let path = |n: &str| -> Result<String> {
+        Ok(format!("/providers/Strata.Identity/users/{}", checked(n)?))
     };
     match cmd {
         UserCmd::Create {
@@ -791,24 +831,24 @@ fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
             }
             let v = c.call_with(
                 "PUT",
-                &path(&name),
+                &path(&name)?,
                 Some(&json!({ "properties": props })),
                 &[("if-none-match", "*")],
             )?;
             ctx.show(&v, USER_COLS);
         }
-        UserCmd::Show { name } => ctx.show(&c.call("GET", &path(&name), None)?, USER_COLS),
+        UserCmd::Show { name } => ctx.show(&c.call("GET", &path(&name)?, None)?, USER_COLS),
         UserCmd::List => ctx.show(
             &c.call("GET", "/providers/Strata.Identity/users", None)?,
             USER_COLS,
         ),
         UserCmd::Delete { name } => {
-            c.call("DELETE", &path(&name), None)?;
+            c.call("DELETE", &path(&name)?, None)?;
         }
         UserCmd::Disable { name } => ctx.show(
             &c.call(
                 "PATCH",
-                &path(&name),
+                &path(&name)?,
                 Some(&json!({ "properties": { "accountEnabled": false } })),
             )?,
             USER_COLS,
@@ -816,17 +856,17 @@ fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
         UserCmd::Enable { name } => ctx.show(
             &c.call(
                 "PATCH",
-                &path(&name),
+                &path(&name)?,
                 Some(&json!({ "properties": { "accountEnabled": true } })),
             )?,
             USER_COLS,
         ),
         UserCmd::Revoke { name } => ctx.show(
-            &c.call("POST", &format!("{}/revokeSessions", path(&name)), None)?,
+            &c.call("POST", &format!("{}/revokeSessions", path(&name)?), None)?,
             USER_COLS,
         ),
         UserCmd::MfaEnable { name } => {
-            let v = c.call("POST", &format!("{}/enableMfa", path(&name)), None)?;
+            let v = c.call("POST", &format!("{}/enableMfa", path(&name)?), None)?;
             ctx.show(
                 &v,
                 &[
@@ -841,11 +881,11 @@ fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
 
 fn sp(ctx: &Ctx, cmd: SpCmd) -> Result<()> {
     let c = &ctx.client;
-    let path = |n: &str| {
-        format!(
+    let path = |n: &str| -> Result<String> {
+        Ok(format!(
             "/providers/Strata.Identity/servicePrincipals/{}",
-            checked(n).unwrap_or("-invalid-")
-        )
+            checked(n)?
+        ))
     };
     let secret_cols: &[Column<'_>] = &[
         ("ClientId", "/secretOutput/clientId"),
@@ -856,13 +896,13 @@ fn sp(ctx: &Ctx, cmd: SpCmd) -> Result<()> {
         SpCmd::Create { name, years_days } => {
             let created = c.call_with(
                 "PUT",
-                &path(&name),
+                &path(&name)?,
                 Some(&json!({ "properties": {} })),
                 &[("if-none-match", "*")],
             )?;
             let with_secret = c.call(
                 "POST",
-                &format!("{}/addPassword", path(&name)),
+                &format!("{}/addPassword", path(&name)?),
                 Some(&json!({ "expiresInDays": years_days })),
             )?;
             let out = json!({
@@ -883,18 +923,18 @@ fn sp(ctx: &Ctx, cmd: SpCmd) -> Result<()> {
                 ],
             );
         }
-        SpCmd::Show { name } => ctx.show(&c.call("GET", &path(&name), None)?, SP_COLS),
+        SpCmd::Show { name } => ctx.show(&c.call("GET", &path(&name)?, None)?, SP_COLS),
         SpCmd::List => ctx.show(
             &c.call("GET", "/providers/Strata.Identity/servicePrincipals", None)?,
             SP_COLS,
         ),
         SpCmd::Delete { name } => {
-            c.call("DELETE", &path(&name), None)?;
+            c.call("DELETE", &path(&name)?, None)?;
         }
         SpCmd::Disable { name } => ctx.show(
             &c.call(
                 "PATCH",
-                &path(&name),
+                &path(&name)?,
                 Some(&json!({ "properties": { "accountEnabled": false } })),
             )?,
             SP_COLS,
@@ -902,19 +942,19 @@ fn sp(ctx: &Ctx, cmd: SpCmd) -> Result<()> {
         SpCmd::Enable { name } => ctx.show(
             &c.call(
                 "PATCH",
-                &path(&name),
+                &path(&name)?,
                 Some(&json!({ "properties": { "accountEnabled": true } })),
             )?,
             SP_COLS,
         ),
         SpCmd::Revoke { name } => ctx.show(
-            &c.call("POST", &format!("{}/revokeSessions", path(&name)), None)?,
+            &c.call("POST", &format!("{}/revokeSessions", path(&name)?), None)?,
             SP_COLS,
         ),
         SpCmd::AddSecret { name, days } => ctx.show(
             &c.call(
                 "POST",
-                &format!("{}/addPassword", path(&name)),
+                &format!("{}/addPassword", path(&name)?),
                 Some(&json!({ "expiresInDays": days })),
             )?,
             secret_cols,
@@ -925,7 +965,7 @@ fn sp(ctx: &Ctx, cmd: SpCmd) -> Result<()> {
             ctx.show(
                 &c.call(
                     "POST",
-                    &format!("{}/addCertificate", path(&name)),
+                    &format!("{}/addCertificate", path(&name)?),
                     Some(&json!({ "certificate": pem })),
                 )?,
                 &[
@@ -940,11 +980,8 @@ fn sp(ctx: &Ctx, cmd: SpCmd) -> Result<()> {
 
 fn ad_group(ctx: &Ctx, cmd: AdGroupCmd) -> Result<()> {
     let c = &ctx.client;
-    let path = |n: &str| {
-        format!(
-            "/providers/Strata.Identity/groups/{}",
-            checked(n).unwrap_or("-invalid-")
-        )
+    let path = |n: &str| -> Result<String> {
+        Ok(format!("/providers/Strata.Identity/groups/{}", checked(n)?))
     };
     match cmd {
         AdGroupCmd::Create { name, members } => {
@@ -955,19 +992,19 @@ fn ad_group(ctx: &Ctx, cmd: AdGroupCmd) -> Result<()> {
             ctx.show(
                 &c.call(
                     "PUT",
-                    &path(&name),
+                    &path(&name)?,
                     Some(&json!({ "properties": { "members": ids } })),
                 )?,
                 GROUP_COLS,
             );
         }
-        AdGroupCmd::Show { name } => ctx.show(&c.call("GET", &path(&name), None)?, GROUP_COLS),
+        AdGroupCmd::Show { name } => ctx.show(&c.call("GET", &path(&name)?, None)?, GROUP_COLS),
         AdGroupCmd::List => ctx.show(
             &c.call("GET", "/providers/Strata.Identity/groups", None)?,
             GROUP_COLS,
         ),
         AdGroupCmd::Delete { name } => {
-            c.call("DELETE", &path(&name), None)?;
+            c.call("DELETE", &path(&name)?, None)?;
         }
         AdGroupCmd::MemberAdd { name, member } => group_members(ctx, &name, &member, true)?,
         AdGroupCmd::MemberRemove { name, member } => group_members(ctx, &name, &member, false)?,

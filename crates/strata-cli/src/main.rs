@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 600)]
     pub token_lifetime: i64,
+    /// Rotate the token-signing key after this many days.
+    #[arg(long, default_value_t = 30)]
+    pub key_rotation_days: i64,
 }
 
 #[derive(Subcommand)]

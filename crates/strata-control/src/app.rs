@@ -25,6 +25,8 @@ pub struct Settings {
     pub signin_rate_per_sec: f64,
     /// `iss` of issued tokens, e.g. `https://127.0.0.1:8443`.
     pub issuer: String,
+    /// Rotate the token-signing key when it is older than this (default 30 days).
+    pub key_rotation_secs: i64,
 }
 
 pub const AUDIENCE: &str = "strata";
@@ -32,6 +34,8 @@ pub const AUDIENCE: &str = "strata";
 /// The token-signing keys: the newest signs, all verify (rotation keeps the previous key).
 pub struct TokenKeys {
     pub signer: SigningKey,
+    /// When the signing key was created (Unix seconds): drives scheduled rotation.
+    pub signer_created_at: i64,
     pub verifier: Verifier,
     pub jwks: Jwks,
 }
@@ -65,6 +69,7 @@ impl TokenKeys {
         let signer = signers.pop().ok_or("no signing key")?;
         Ok(TokenKeys {
             signer,
+            signer_created_at: keys.last().map(|k| k.created_at).unwrap_or_default(),
             verifier,
             jwks,
         })
@@ -223,6 +228,28 @@ impl App {
         match self.dir.write() {
             Ok(mut d) => *d = Arc::new(fresh),
             Err(p) => *p.into_inner() = Arc::new(fresh),
+        }
+        Ok(())
+    }
+
+    /// Scheduled maintenance of the signing keys: rotates when the active key is older than the
+    /// rotation period, and picks up a rotation another replica made.
+    pub fn maintain_signing_keys(&self) -> Result<(), AppError> {
+        let now = strata_types::time::now_unix();
+        let current = self.tokens();
+        if now - current.signer_created_at > self.settings.key_rotation_secs {
+            let kid = self.rotate_signing_key()?;
+            tracing::info!(%kid, "rotated the token-signing key (scheduled)");
+            return Ok(());
+        }
+        let stored =
+            TokenKeys::load_or_create(self.store.as_ref(), &self.root, &self.settings.issuer)
+                .map_err(AppError::Keys)?;
+        if stored.signer.kid() != current.signer.kid() {
+            match self.tokens.write() {
+                Ok(mut t) => *t = Arc::new(stored),
+                Err(p) => *p.into_inner() = Arc::new(stored),
+            }
         }
         Ok(())
     }

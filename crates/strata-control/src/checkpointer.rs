@@ -1,5 +1,6 @@
-//! Background duties on a one-second tick: sign a checkpoint when the audit log grew, and
-//! rebuild the directory snapshot when another replica changed identity or authorization data.
+//! Background duties on a one-second tick: sign a checkpoint when the audit log grew, rebuild
+//! the directory snapshot when another replica changed identity or authorization data, and keep
+//! the token-signing keys on schedule.
 
 use crate::app::{App, log_chain};
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
             checkpoint_now(&a);
             if let Err(e) = a.refresh_directory() {
                 log_chain("directory refresh failed", &e);
+            }
+            if let Err(e) = a.maintain_signing_keys() {
+                log_chain("signing-key maintenance failed", &e);
             }
         })
         .await;

@@ -45,6 +45,8 @@ pub struct Config {
     pub issuer: Option<String>,
     pub rate_limit_per_sec: f64,
     pub token_lifetime_secs: i64,
+    /// Rotate the token-signing key after this many seconds (default 30 days).
+    pub key_rotation_secs: i64,
 }
 
 impl Config {
@@ -57,6 +59,7 @@ impl Config {
             issuer: None,
             rate_limit_per_sec: 500.0,
             token_lifetime_secs: 600,
+            key_rotation_secs: 30 * 86_400,
         }
     }
 }
@@ -303,6 +306,11 @@ fn bootstrap(
 
 /// Prepares everything and starts serving. Must be called inside a Tokio runtime.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    if cfg.key_rotation_secs < cfg.token_lifetime_secs {
+        return Err(StartError::Invalid(
+            "the signing-key rotation period must be at least the token lifetime (a retired key must outlive its tokens)".into(),
+        ));
+    }
     let dir = cfg.data_dir.clone();
     setup::ensure_data_dir(&dir)?;
     let root = setup::root_key(&dir)?;
@@ -365,6 +373,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             rate_limit_per_sec: cfg.rate_limit_per_sec,
             signin_rate_per_sec: 20.0,
             issuer,
+            key_rotation_secs: cfg.key_rotation_secs,
         };
         tokio::task::spawn_blocking(move || -> Result<(App, PathBuf), StartError> {
             let signer = audit_signer(store.as_ref(), &root, &dir)?;

@@ -197,6 +197,42 @@ fn cli_walkthrough_and_audit_tamper_detection() {
         check("Strata.Resources/subscriptions/resourceGroups/write")["decision"],
         "Denied"
     );
+    // The service principal signs in with its own profile: it can read the group, not change it.
+    let bot_profile = tmp.path().join("bot.json");
+    let out = Command::new(BIN)
+        .arg("--profile")
+        .arg(up.profile_path())
+        .args(["login", "--service-principal", client_id, "--out"])
+        .arg(&bot_profile)
+        .env("STRATA_CLIENT_SECRET", sp["clientSecret"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let as_bot = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--profile")
+            .arg(&bot_profile)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        as_bot(&["group", "show", "-n", "web", "-o", "json"])
+            .status
+            .success()
+    );
+    let refused = as_bot(&["group", "create", "-n", "web", "--tag", "x=y"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("AuthorizationFailed (403)"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     let deny = up.cli_json(&[
         "role",
         "deny",
@@ -217,7 +253,6 @@ fn cli_walkthrough_and_audit_tamper_detection() {
         denied["reason"].as_str().unwrap().contains("no-read"),
         "{denied}"
     );
-    let _ = client_id;
 
     // A bad command fails with a clear message and a non-zero exit.
     let (ok, _, err) = up.cli(&["group", "create", "-n", "bad name"]);

@@ -270,3 +270,37 @@ fn signing_key_rotation_keeps_old_tokens_valid() {
         200
     );
 }
+
+#[test]
+fn signing_keys_rotate_on_schedule() {
+    let s = Server::start_with(|c| {
+        c.token_lifetime_secs = 2;
+        c.key_rotation_secs = 2;
+    });
+    let first = jsonwebtoken::decode_header(&s.admin_token)
+        .unwrap()
+        .kid
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let (_, jwks, _) = s.req("GET", "/.well-known/jwks.json", None, None, &[]);
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids.len(),
+        2,
+        "the active key and its predecessor are published"
+    );
+    let fresh = s
+        .sp_token(
+            s.profile.client_id.as_deref().unwrap(),
+            s.profile.client_secret.as_deref().unwrap(),
+        )
+        .unwrap();
+    let now_kid = jsonwebtoken::decode_header(&fresh).unwrap().kid.unwrap();
+    assert_ne!(now_kid, first, "a new key signs after the rotation period");
+    assert!(kids.contains(&now_kid.as_str()));
+}
