@@ -5,8 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-/// Debian packages `strata up` needs on the host.
-const RUNTIME_PACKAGES: &[&str] = &["ca-certificates"];
+/// Debian packages `strata up` needs on the host (and to build it: the agent links the TPM
+/// software stack).
+const RUNTIME_PACKAGES: &[&str] = &[
+    "ca-certificates",
+    "pkg-config",
+    "libtss2-dev",
+    "swtpm",
+    "swtpm-tools",
+    "tpm2-tools",
+];
 /// Extra Debian packages the test suite needs (real PostgreSQL for the store tests).
 const TEST_PACKAGES: &[&str] = &["postgresql", "postgresql-client"];
 
