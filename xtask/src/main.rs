@@ -2,6 +2,8 @@
 //! test suite, exactly as CI runs it). Both first install the Debian packages they need, so a
 //! fresh Debian 12 machine needs nothing else. Plain std only: this builds in seconds.
 
+mod eventlog;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -27,9 +29,10 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("deps") => ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat()),
         Some("bench-http") => bench_http(),
+        Some("capture-eventlog") => eventlog::cli(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  up [ARGS…]  install missing Debian packages, build, and run `strata up ARGS…`\n              (default: --data-dir /var/lib/strata --listen 127.0.0.1:8443)\n  ci          install test dependencies, start PostgreSQL, run fmt, clippy and every test\n  deps        only install the Debian packages\n  bench-http  measure authenticated+authorized+audited GET throughput over HTTPS with wrk"
+                "usage: cargo xtask <command>\n\n  up [ARGS…]  install missing Debian packages, build, and run `strata up ARGS…`\n              (default: --data-dir /var/lib/strata --listen 127.0.0.1:8443)\n  ci          install test dependencies, start PostgreSQL, run fmt, clippy and every test\n  deps        only install the Debian packages\n  bench-http  measure authenticated+authorized+audited GET throughput over HTTPS with wrk\n  capture-eventlog [--out DIR]\n              boot an OVMF secure-boot guest with a swtpm vTPM under QEMU and save its\n              TCG event log and PCRs (the verifier's real-firmware fixture)"
             );
             return ExitCode::from(2);
         }

@@ -1,16 +1,22 @@
-//! A minimal, strict DER reader used only to find the public key in an X.509
-//! certificate.
+//! A minimal, strict DER reader for X.509 certificates: the public key of a
+//! client-assertion certificate ([`crate::assertion`]) and full certificate
+//! parsing ([`crate::x509`]).
 //!
 //! It reads one tag-length-value at a time: single-byte tags only, definite
 //! lengths in short form or minimal long form of at most 4 bytes, and every
 //! length is checked against the remaining input. It never recurses; callers
 //! descend a fixed, known structure, so nesting depth is bounded by the code.
 
+pub(crate) const TAG_BOOLEAN: u8 = 0x01;
 pub(crate) const TAG_INTEGER: u8 = 0x02;
 pub(crate) const TAG_BIT_STRING: u8 = 0x03;
+pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
 pub(crate) const TAG_NULL: u8 = 0x05;
 pub(crate) const TAG_OID: u8 = 0x06;
+pub(crate) const TAG_UTC_TIME: u8 = 0x17;
+pub(crate) const TAG_GENERALIZED_TIME: u8 = 0x18;
 pub(crate) const TAG_SEQUENCE: u8 = 0x30;
+pub(crate) const TAG_SET: u8 = 0x31;
 /// `[0] EXPLICIT`, constructed context-specific tag 0.
 pub(crate) const TAG_CONTEXT_0: u8 = 0xA0;
 
@@ -33,6 +39,15 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn peek_tag(&self) -> Option<u8> {
         self.data.first().copied()
+    }
+
+    /// Reads the next element, returning its tag, its contents and the whole
+    /// encoded element (tag, length and contents).
+    pub(crate) fn read_element(&mut self) -> Result<(u8, &'a [u8], &'a [u8]), DerError> {
+        let start = self.data;
+        let (tag, value) = self.read()?;
+        let consumed = start.len() - self.data.len();
+        Ok((tag, value, start.get(..consumed).ok_or(DerError)?))
     }
 
     /// Reads the next element, returning its tag and contents.
@@ -137,6 +152,22 @@ mod tests {
         ] {
             assert_eq!(Reader::new(bad).read(), Err(DerError), "{bad:02x?}");
         }
+    }
+
+    #[test]
+    fn whole_elements() {
+        let mut r = Reader::new(&[0x30, 0x03, 0x02, 0x01, 0x07, 0x05, 0x00]);
+        assert_eq!(
+            r.read_element(),
+            Ok((
+                0x30,
+                &[0x02, 0x01, 0x07][..],
+                &[0x30, 0x03, 0x02, 0x01, 0x07][..]
+            ))
+        );
+        assert_eq!(r.read_element(), Ok((0x05, &[][..], &[0x05, 0x00][..])));
+        assert!(r.finish().is_ok());
+        assert_eq!(Reader::new(&[0x30, 0x02]).read_element(), Err(DerError));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! * [`jwt`]: ES256 access tokens, JWKS publication and verification.
 //! * [`assertion`]: RFC 7523 `private_key_jwt` client assertions verified against
 //!   a registered X.509 certificate's public key.
+//! * [`x509`]: strict X.509 parsing and chain verification for TPM
+//!   endorsement-key certificates against configured vendor CAs.
 //!
 //! No error or `Debug` output of this crate ever contains a password, secret,
 //! token or key bytes.
@@ -18,3 +20,4 @@ pub mod jwt;
 pub mod password;
 pub mod secret;
 pub mod totp;
+pub mod x509;

@@ -10,6 +10,7 @@ mod jwt;
 mod password;
 mod secret;
 mod totp;
+mod x509;
 
 use base64::Engine as _;
 
