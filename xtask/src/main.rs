@@ -119,6 +119,14 @@ fn up(args: &[String]) -> Result {
             "--listen",
             "127.0.0.1:8443",
         ]);
+        // A machine without a TPM gets the single-host demo on a software TPM, clearly marked
+        // "development (software TPM)" everywhere; with a TPM the real one is used.
+        if !Path::new("/dev/tpmrm0").exists() {
+            eprintln!(
+                "xtask: no TPM at /dev/tpmrm0: running the local host on a software TPM (--dev-tpm)"
+            );
+            cmd.arg("--dev-tpm");
+        }
     } else {
         cmd.args(args);
     }

@@ -1,41 +1,31 @@
 //! A small, self-contained description of a measured UEFI boot for the boot simulator.
 //!
 //! [`BootPlan`] lists events (PCR, event type, event data, and the bytes whose hash is
-//! extended) and renders them as a TCG crypto-agile event log (TCG PC Client Platform
-//! Firmware Profile: a SHA-1-format `Spec ID Event03` header followed by `TCG_PCR_EVENT2`
-//! records with SHA-1 and SHA-256 digests). [`BootPlan::uefi`] builds a realistic boot:
-//! CRTM version and firmware blob, Secure Boot variables (SecureBoot, PK, KEK, db, dbx),
-//! separators on PCRs 0–7, shim / grub / kernel applications on PCR 4, and the kernel
-//! command line on PCR 8. Change one [`BootImages`] field to make a tampered host.
+//! extended) and renders them as a TCG crypto-agile event log with SHA-1 and SHA-256
+//! digests, written by `strata_attest::eventlog::LogBuilder` (the same implementation the
+//! verifier parses with). [`BootPlan::uefi`] builds a realistic boot: CRTM version and
+//! firmware blob, Secure Boot variables (SecureBoot, PK, KEK, db, dbx), separators on PCRs
+//! 0–7, shim / grub / kernel applications on PCR 4, and the kernel command line on PCR 8 the
+//! way GRUB records it (`EV_IPL`, data `kernel_cmdline: …\0`, digest of the bare command
+//! line). Change one [`BootImages`] field to make a tampered host.
+//!
+//! The agent's own measurements (hypervisor and agent binaries) are not part of the boot
+//! plan: the agent reports them beside the quote (`strata_attest::AgentMeasurement`).
 
 use std::collections::BTreeMap;
 
+use strata_attest::HashAlg;
+use strata_attest::eventlog::{
+    EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, FirmwareBlob, ImageLoadEvent,
+    KERNEL_CMDLINE_PREFIX, LogBuilder, UefiVariable, utf16z,
+};
+pub use strata_attest::eventlog::{
+    EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EFI_VARIABLE_DRIVER_CONFIG,
+    EV_IPL, EV_NO_ACTION, EV_S_CRTM_VERSION, EV_SEPARATOR,
+};
+
 use crate::testhost::BootEvents;
 use crate::tpm::{BankDigests, PcrBank};
-
-/// `EV_NO_ACTION`.
-pub const EV_NO_ACTION: u32 = 0x0000_0003;
-/// `EV_SEPARATOR`.
-pub const EV_SEPARATOR: u32 = 0x0000_0004;
-/// `EV_S_CRTM_VERSION`.
-pub const EV_S_CRTM_VERSION: u32 = 0x0000_0008;
-/// `EV_IPL`.
-pub const EV_IPL: u32 = 0x0000_000d;
-/// `EV_EFI_VARIABLE_DRIVER_CONFIG`.
-pub const EV_EFI_VARIABLE_DRIVER_CONFIG: u32 = 0x8000_0001;
-/// `EV_EFI_BOOT_SERVICES_APPLICATION`.
-pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
-/// `EV_EFI_PLATFORM_FIRMWARE_BLOB`.
-pub const EV_EFI_PLATFORM_FIRMWARE_BLOB: u32 = 0x8000_0008;
-
-/// EFI_GLOBAL_VARIABLE {8BE4DF61-93CA-11D2-AA0D-00E098032B8C}, in its on-disk byte order.
-const EFI_GLOBAL_VARIABLE: [u8; 16] = [
-    0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c,
-];
-/// EFI_IMAGE_SECURITY_DATABASE_GUID {D719B2CB-3D3A-4596-A3BC-DAD00E67656F}.
-const EFI_IMAGE_SECURITY_DATABASE: [u8; 16] = [
-    0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f,
-];
 
 /// One planned event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +134,12 @@ impl BootPlan {
         plan.push_measuring(
             0,
             EV_EFI_PLATFORM_FIRMWARE_BLOB,
-            firmware_blob(0xffc0_0000, images.firmware.len()),
+            FirmwareBlob {
+                description: Vec::new(),
+                base: 0xffc0_0000,
+                length: images.firmware.len() as u64,
+            }
+            .encode(),
             &images.firmware,
         );
         let sb = vec![u8::from(images.secure_boot)];
@@ -155,11 +150,12 @@ impl BootPlan {
             ("db", EFI_IMAGE_SECURITY_DATABASE, &images.db),
             ("dbx", EFI_IMAGE_SECURITY_DATABASE, &images.dbx),
         ] {
-            plan.push(
-                7,
-                EV_EFI_VARIABLE_DRIVER_CONFIG,
-                variable(guid, name, value),
-            );
+            let var = UefiVariable {
+                guid,
+                name: name.to_owned(),
+                data: value.clone(),
+            };
+            plan.push(7, EV_EFI_VARIABLE_DRIVER_CONFIG, var.encode());
         }
         for pcr in 0..8 {
             plan.push(pcr, EV_SEPARATOR, vec![0; 4]);
@@ -172,13 +168,14 @@ impl BootPlan {
             plan.push_measuring(
                 4,
                 EV_EFI_BOOT_SERVICES_APPLICATION,
-                image_load_event(path, image.len()),
+                ImageLoadEvent::with_file_path(path, image.len() as u64).encode(),
                 image,
             );
         }
-        let mut cmd = format!("kernel_cmdline: {}", images.cmdline).into_bytes();
+        // GRUB: the bare command line is measured, the prefixed string is logged.
+        let mut cmd = format!("{KERNEL_CMDLINE_PREFIX}{}", images.cmdline).into_bytes();
         cmd.push(0);
-        plan.push(8, EV_IPL, cmd);
+        plan.push_measuring(8, EV_IPL, cmd, images.cmdline.as_bytes());
         plan
     }
 
@@ -197,37 +194,13 @@ impl BootPlan {
         pcrs
     }
 
-    /// The crypto-agile event log.
+    /// The crypto-agile event log (SHA-1 and SHA-256 banks).
     pub fn to_log(&self) -> Vec<u8> {
-        let mut log = Vec::new();
-        // Spec ID event, in the legacy SHA-1 TCG_PCClientPCREvent format.
-        let mut spec = Vec::new();
-        spec.extend_from_slice(b"Spec ID Event03\0");
-        spec.extend_from_slice(&0u32.to_le_bytes()); // platformClass: client
-        spec.extend_from_slice(&[0, 2, 0, 2]); // version 2.0 errata 0, uintnSize 2 (64-bit)
-        spec.extend_from_slice(&(PcrBank::ALL.len() as u32).to_le_bytes());
-        for bank in PcrBank::ALL {
-            spec.extend_from_slice(&bank.alg_id().to_le_bytes());
-            spec.extend_from_slice(&(bank.digest_len() as u16).to_le_bytes());
-        }
-        spec.push(0); // vendorInfoSize
-        log.extend_from_slice(&0u32.to_le_bytes());
-        log.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
-        log.extend_from_slice(&[0; 20]);
-        log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
-        log.extend_from_slice(&spec);
+        let mut log = LogBuilder::new(&[HashAlg::Sha1, HashAlg::Sha256]);
         for e in &self.events {
-            log.extend_from_slice(&e.pcr.to_le_bytes());
-            log.extend_from_slice(&e.event_type.to_le_bytes());
-            log.extend_from_slice(&(PcrBank::ALL.len() as u32).to_le_bytes());
-            for bank in PcrBank::ALL {
-                log.extend_from_slice(&bank.alg_id().to_le_bytes());
-                log.extend_from_slice(&e.digest(bank));
-            }
-            log.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-            log.extend_from_slice(&e.data);
+            log.measure(e.pcr, e.event_type, e.data.clone(), &e.measured);
         }
-        log
+        log.build()
     }
 }
 
@@ -249,47 +222,6 @@ impl BootEvents for BootPlan {
     }
 }
 
-fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16()
-        .chain(std::iter::once(0))
-        .flat_map(u16::to_le_bytes)
-        .collect()
-}
-
-/// UEFI_PLATFORM_FIRMWARE_BLOB.
-fn firmware_blob(base: u64, len: usize) -> Vec<u8> {
-    let mut v = base.to_le_bytes().to_vec();
-    v.extend_from_slice(&(len as u64).to_le_bytes());
-    v
-}
-
-/// UEFI_VARIABLE_DATA.
-fn variable(guid: [u8; 16], name: &str, value: &[u8]) -> Vec<u8> {
-    let name16: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    let mut v = guid.to_vec();
-    v.extend_from_slice(&(name.encode_utf16().count() as u64).to_le_bytes());
-    v.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    v.extend_from_slice(&name16);
-    v.extend_from_slice(value);
-    v
-}
-
-/// UEFI_IMAGE_LOAD_EVENT with a file-path device path.
-fn image_load_event(path: &str, len: usize) -> Vec<u8> {
-    // Media device path, file path node (type 4, subtype 4), then the end node.
-    let path16 = utf16z(path);
-    let mut dp = vec![4, 4];
-    dp.extend_from_slice(&((4 + path16.len()) as u16).to_le_bytes());
-    dp.extend_from_slice(&path16);
-    dp.extend_from_slice(&[0x7f, 0xff, 4, 0]);
-    let mut v = 0x7e00_0000u64.to_le_bytes().to_vec(); // ImageLocationInMemory
-    v.extend_from_slice(&(len as u64).to_le_bytes()); // ImageLengthInMemory
-    v.extend_from_slice(&0u64.to_le_bytes()); // ImageLinkTimeAddress
-    v.extend_from_slice(&(dp.len() as u64).to_le_bytes());
-    v.extend_from_slice(&dp);
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +240,30 @@ mod tests {
         for pcr in g.keys() {
             assert_eq!(g[pcr] == b[pcr], *pcr != 4, "pcr {pcr}");
         }
+    }
+
+    #[test]
+    fn the_verifier_replays_the_log_to_the_expected_pcrs() {
+        use strata_attest::eventlog::{EventLog, replay};
+        let plan = BootPlan::uefi(&BootImages::default());
+        let log = EventLog::parse(&plan.to_log()).unwrap();
+        assert_eq!(log.events.len(), plan.events.len());
+        for (bank, alg) in [
+            (PcrBank::Sha1, HashAlg::Sha1),
+            (PcrBank::Sha256, HashAlg::Sha256),
+        ] {
+            assert_eq!(
+                replay(&log, alg).unwrap(),
+                plan.expected_pcrs(bank),
+                "{bank:?}"
+            );
+        }
+        let cmdline = log.events.last().unwrap();
+        assert_eq!(
+            cmdline.kernel_cmdline().as_deref(),
+            Some(BootImages::default().cmdline.as_str())
+        );
+        assert!(cmdline.data_is_bound(HashAlg::Sha256));
     }
 
     #[test]

@@ -5,5 +5,6 @@
 pub mod agent;
 pub mod bootplan;
 pub mod devtpm;
+pub mod release;
 pub mod testhost;
 pub mod tpm;

@@ -285,13 +285,19 @@ pub const ALL: &[ActionInfo] = &[
         "Attest a fabric host's measured boot",
     ),
     mgmt(
-        "Strata.Fabric/policies/read",
-        "List or read fabric policies",
+        "Strata.Fabric/referencePolicies/read",
+        "List or read host reference policies",
     ),
     mgmt(
-        "Strata.Fabric/policies/write",
-        "Create or update fabric policies",
+        "Strata.Fabric/referencePolicies/write",
+        "Import signed host reference-policy bundles",
     ),
+    mgmt(
+        "Strata.Fabric/joinTokens/read",
+        "List or read host join tokens",
+    ),
+    mgmt("Strata.Fabric/joinTokens/write", "Create host join tokens"),
+    mgmt("Strata.Fabric/joinTokens/delete", "Delete host join tokens"),
     data(
         "Strata.KeyVault/vaults/keys/read",
         "Read a key's public material and attributes",

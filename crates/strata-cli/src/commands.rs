@@ -446,7 +446,12 @@ pub struct ApiArgs {
     pub body: Option<String>,
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
+fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
+    if args.dev_tpm && !local_host {
+        bail!(
+            "--dev-tpm belongs to `strata up` (which runs a local host); `strata server` runs the control plane only"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -461,6 +466,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             bail!("--key-rotation-days must be at least 1");
         }
         cfg.key_rotation_secs = args.key_rotation_days * 86_400;
+        if !(1..=3600).contains(&args.attestation_interval) {
+            bail!("--attestation-interval must be 1-3600 seconds");
+        }
+        cfg.fabric.attestation_interval_secs = args.attestation_interval;
+        cfg.fabric.tpm_ca_files = args.tpm_ca;
+        cfg.fabric.release_key_files = args.policy_release_key;
+        if args.dev_tpm {
+            let data_dir = args.data_dir.clone();
+            let key =
+                tokio::task::spawn_blocking(move || crate::devhost::dev_release_key(&data_dir))
+                    .await??;
+            cfg.fabric.release_key_files.push(key);
+        }
         let running = strata_control::start(cfg)
             .await
             .map_err(|e| anyhow!(chain(&e)))?;
@@ -474,13 +492,43 @@ fn serve(args: ServeArgs) -> Result<()> {
             running.profile_path.display(),
             running.profile_path.display()
         );
-        eprintln!("strata: no hosts are enrolled yet; this build runs the control plane only");
+        let host = if local_host {
+            let (data_dir, profile, endpoint, dev) = (
+                args.data_dir.clone(),
+                running.profile_path.clone(),
+                running.endpoint.clone(),
+                args.dev_tpm,
+            );
+            let host = tokio::task::spawn_blocking(move || {
+                crate::devhost::start(&data_dir, &profile, &endpoint, dev)
+            })
+            .await??;
+            match &host {
+                crate::devhost::LocalHost::NotEnrolled(why) => eprintln!("strata: {why}"),
+                crate::devhost::LocalHost::Running { .. } => eprintln!(
+                    "strata: local host agent running{}; see `strata host list`",
+                    if args.dev_tpm {
+                        " on a software TPM (development, not hardware trust)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+            Some(host)
+        } else {
+            None
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         eprintln!("strata: shutting down");
+        if let Some(crate::devhost::LocalHost::Running { agent, stop, _tpm }) = host {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || agent.join()).await;
+            drop(_tpm);
+        }
         running.stop().await;
         Ok(())
     })
@@ -608,7 +656,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let out = cli.output;
     let profile = cli.profile.clone();
     let command = match cli.command {
-        Command::Up(a) | Command::Server(a) => return serve(a),
+        Command::Up(a) => return serve(a, true),
+        Command::Server(a) => return serve(a, false),
+        Command::Agent(a) => return crate::host::agent(a),
         Command::Login(a) => return login(&profile, a),
         Command::Audit(AuditCmd::Verify {
             data_dir,
@@ -732,7 +782,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let v = c.call(&a.method.to_ascii_uppercase(), &a.path, body.as_ref())?;
             print(Format::Json, &v, &[]);
         }
-        Command::Up(_) | Command::Server(_) | Command::Login(_) => {}
+        Command::Host(h) => crate::host::run(c, out, h)?,
+        Command::Up(_) | Command::Server(_) | Command::Login(_) | Command::Agent(_) => {}
     }
     Ok(())
 }

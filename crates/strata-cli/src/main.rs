@@ -5,6 +5,8 @@
 
 mod client;
 mod commands;
+mod devhost;
+mod host;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
@@ -68,11 +70,24 @@ pub struct ServeArgs {
     /// Rotate the token-signing key after this many days.
     #[arg(long, default_value_t = 30)]
     pub key_rotation_days: i64,
+    /// Seconds between host attestation rounds (1-3600).
+    #[arg(long, default_value_t = 10)]
+    pub attestation_interval: u64,
+    /// PEM file of TPM vendor CA certificates that EK certificates must chain to (repeatable).
+    #[arg(long = "tpm-ca")]
+    pub tpm_ca: Vec<PathBuf>,
+    /// Release public key(s) that reference-policy bundles must be signed by (repeatable).
+    #[arg(long = "policy-release-key")]
+    pub policy_release_key: Vec<PathBuf>,
+    /// `strata up` on a machine without a TPM: run a software TPM for the local host, marked
+    /// "development (software TPM)" everywhere.
+    #[arg(long)]
+    pub dev_tpm: bool,
 }
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the control plane (and, once hosts exist, a local agent) in the foreground.
+    /// Run the control plane and the local host's agent in the foreground.
     Up(ServeArgs),
     /// Run the control plane only.
     Server(ServeArgs),
@@ -107,6 +122,11 @@ pub enum Command {
     /// The signed-in account.
     #[command(subcommand)]
     Account(commands::AccountCmd),
+    /// Fabric hosts: trust state, attestation, join tokens, reference policies.
+    #[command(subcommand)]
+    Host(host::HostCmd),
+    /// Run the host agent: register with a join token, then attest every interval.
+    Agent(host::AgentArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -159,6 +159,8 @@ pub struct App {
     pub audit_signer: CheckpointSigner,
     /// Serialises directory rebuilds.
     reload: Mutex<()>,
+    /// Host trust: host CA, TPM vendor CAs, release keys, outstanding nonces.
+    pub fabric: crate::fabric::Fabric,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +180,7 @@ impl App {
         tenant_id: String,
         settings: Settings,
         audit_signer: CheckpointSigner,
+        fabric: crate::fabric::Fabric,
     ) -> Result<App, AppError> {
         let tokens = TokenKeys::load_or_create(store.as_ref(), &root, &settings.issuer)
             .map_err(AppError::Keys)?;
@@ -200,6 +203,7 @@ impl App {
             token_cache: Mutex::new(HashMap::new()),
             audit_signer,
             reload: Mutex::new(()),
+            fabric,
         })
     }
 

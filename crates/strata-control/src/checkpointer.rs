@@ -1,6 +1,6 @@
 //! Background duties on a one-second tick: sign a checkpoint when the audit log grew, rebuild
 //! the directory snapshot when another replica changed identity or authorization data, and keep
-//! the token-signing keys on schedule.
+//! the token-signing keys on schedule, and demote hosts whose attestation went stale.
 
 use crate::app::{App, log_chain};
 use std::sync::Arc;
@@ -74,6 +74,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
             if let Err(e) = a.maintain_signing_keys() {
                 log_chain("signing-key maintenance failed", &e);
             }
+            crate::fabric::door::sweep(&a);
         })
         .await;
     }

@@ -69,6 +69,8 @@ pub enum Target {
     AuditConsistency,
     Changes,
     CheckAccess(handlers::authz::CheckAccessBody),
+    PolicyImport,
+    PlacementPreview,
 }
 
 /// A routed request: its target plus the RBAC question that guards it.
@@ -320,6 +322,26 @@ pub fn resolve(verb: Verb, path: ArmPath, body: &[u8]) -> Result<Route, ApiError
                         scope: tenant,
                     });
                 }
+                ("strata.fabric/referencepolicies", "import")
+                    if verb == Verb::Post && id.parent().is_some_and(|p| p.is_tenant()) =>
+                {
+                    return Ok(Route {
+                        verb,
+                        target: Target::PolicyImport,
+                        action: "Strata.Fabric/referencePolicies/write".into(),
+                        scope: tenant,
+                    });
+                }
+                ("strata.fabric/placements", "preview")
+                    if verb == Verb::Post && id.parent().is_some_and(|p| p.is_tenant()) =>
+                {
+                    return Ok(Route {
+                        verb,
+                        target: Target::PlacementPreview,
+                        action: "Strata.Fabric/hosts/read".into(),
+                        scope: tenant,
+                    });
+                }
                 _ => {}
             }
             let kind = Kind::from_type(&rtype).ok_or_else(|| unknown_type(rtype.as_str()))?;
@@ -384,7 +406,7 @@ pub fn resolve(verb: Verb, path: ArmPath, body: &[u8]) -> Result<Route, ApiError
                     {
                         return Ok(Route {
                             verb,
-                            action: kind.action("write"),
+                            action: kind.post_action_permission(action),
                             scope: parent.clone(),
                             target: Target::PostAction {
                                 id: parent,

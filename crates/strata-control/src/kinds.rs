@@ -15,10 +15,13 @@ pub enum Kind {
     DenyAssignment,
     RoleEligibility,
     ActivationRequest,
+    Host,
+    JoinToken,
+    ReferencePolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -29,6 +32,9 @@ impl Kind {
         Kind::DenyAssignment,
         Kind::RoleEligibility,
         Kind::ActivationRequest,
+        Kind::Host,
+        Kind::JoinToken,
+        Kind::ReferencePolicy,
     ];
 
     /// Canonical type name, as RBAC actions and responses spell it.
@@ -44,6 +50,9 @@ impl Kind {
             Kind::DenyAssignment => "Strata.Authorization/denyAssignments",
             Kind::RoleEligibility => "Strata.Authorization/roleEligibilitySchedules",
             Kind::ActivationRequest => "Strata.Authorization/roleAssignmentScheduleRequests",
+            Kind::Host => "Strata.Fabric/hosts",
+            Kind::JoinToken => "Strata.Fabric/joinTokens",
+            Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
         }
     }
 
@@ -63,7 +72,14 @@ impl Kind {
 
     /// Identity and authorization data: a write to it rebuilds the directory snapshot.
     pub fn is_directory(self) -> bool {
-        !matches!(self, Kind::Subscription | Kind::ResourceGroup)
+        !matches!(
+            self,
+            Kind::Subscription
+                | Kind::ResourceGroup
+                | Kind::Host
+                | Kind::JoinToken
+                | Kind::ReferencePolicy
+        )
     }
 
     /// Authorization objects attach to any scope (tenant, subscription, group or resource).
@@ -81,9 +97,13 @@ impl Kind {
     pub fn check_parent(self, parent: &ResourceId) -> Result<(), String> {
         let ok = match self {
             Kind::Subscription | Kind::ResourceGroup => true, // the path grammar places them
-            Kind::User | Kind::Group | Kind::ServicePrincipal | Kind::RoleDefinition => {
-                parent.is_tenant()
-            }
+            Kind::User
+            | Kind::Group
+            | Kind::ServicePrincipal
+            | Kind::RoleDefinition
+            | Kind::Host
+            | Kind::JoinToken
+            | Kind::ReferencePolicy => parent.is_tenant(),
             _ => true,
         };
         if ok {
@@ -107,11 +127,27 @@ impl Kind {
                 "removeCredential",
                 "revokeSessions",
             ],
+            Kind::Host => &["attest", "cordon", "uncordon", "quarantine", "release"],
             _ => &[],
         }
     }
 
-    /// Whether PATCH is meaningful (authorization objects are immutable, as in Azure).
+    /// Whether PUT creates or replaces it (hosts join through the agent door; reference
+    /// policies arrive only in signed bundles).
+    pub fn puttable(self) -> bool {
+        !matches!(self, Kind::Host | Kind::ReferencePolicy)
+    }
+
+    /// The RBAC action a POST action needs.
+    pub fn post_action_permission(self, action: &str) -> String {
+        match (self, action) {
+            (Kind::Host, "attest") => "Strata.Fabric/hosts/attest/action".into(),
+            _ => self.action("write"),
+        }
+    }
+
+    /// Whether PATCH is meaningful (authorization objects are immutable, as in Azure; hosts
+    /// and reference policies change only through their own flows).
     pub fn patchable(self) -> bool {
         !matches!(
             self,
@@ -119,6 +155,9 @@ impl Kind {
                 | Kind::DenyAssignment
                 | Kind::ActivationRequest
                 | Kind::RoleEligibility
+                | Kind::Host
+                | Kind::JoinToken
+                | Kind::ReferencePolicy
         )
     }
 }

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod directory;
 pub mod dispatch;
 pub mod docs;
+pub mod fabric;
 pub mod handlers;
 pub mod kinds;
 pub mod openapi;
@@ -47,6 +48,8 @@ pub struct Config {
     pub token_lifetime_secs: i64,
     /// Rotate the token-signing key after this many seconds (default 30 days).
     pub key_rotation_secs: i64,
+    /// Host attestation: interval, TPM vendor CAs, policy release keys.
+    pub fabric: fabric::FabricConfig,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             rate_limit_per_sec: 500.0,
             token_lifetime_secs: 600,
             key_rotation_secs: 30 * 86_400,
+            fabric: fabric::FabricConfig::default(),
         }
     }
 }
@@ -362,7 +366,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     sans.sort();
     sans.dedup();
     let ca_pem = tls::ensure_pki(&dir, &sans)?;
-    let tls_config = tls::server_config(&dir)?;
+    let fabric = fabric::Fabric::load(&dir, cfg.fabric.clone())?;
+    let tls_config = tls::server_config(&dir, fabric.host_ca.client_verifier()?)?;
 
     let (app, profile_path) = {
         let store = store.clone();
@@ -404,7 +409,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                         setup::write_private(&profile_path, &text)?;
                     }
             }
-            let app = App::new(store, root, tenant, settings, signer)?;
+            let app = App::new(store, root, tenant, settings, signer, fabric)?;
             Ok((app, profile_path))
         })
         .await

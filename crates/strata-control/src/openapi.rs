@@ -117,13 +117,15 @@ pub fn operations() -> Vec<Operation> {
             format!("Get one of {t}"),
             false,
         ));
-        ops.push(op(
-            "put",
-            item.clone(),
-            format!("{tag}_CreateOrUpdate"),
-            format!("Create or replace one of {t} (If-Match / If-None-Match honoured)"),
-            true,
-        ));
+        if kind.puttable() {
+            ops.push(op(
+                "put",
+                item.clone(),
+                format!("{tag}_CreateOrUpdate"),
+                format!("Create or replace one of {t} (If-Match / If-None-Match honoured)"),
+                true,
+            ));
+        }
         if kind.patchable() {
             ops.push(op(
                 "patch",
@@ -163,6 +165,21 @@ pub fn operations() -> Vec<Operation> {
         "/providers/Strata.Authorization/checkAccess".into(),
         "Authorization_CheckAccess".into(),
         "Decide whether a principal may perform an action at a scope, with the reason".into(),
+        true,
+    ));
+    ops.push(op(
+        "post",
+        "/providers/Strata.Fabric/referencePolicies/import".into(),
+        "ReferencePolicies_Import".into(),
+        "Import a reference-policy bundle signed by a configured release key".into(),
+        true,
+    ));
+    ops.push(op(
+        "post",
+        "/providers/Strata.Fabric/placements/preview".into(),
+        "Placements_Preview".into(),
+        "Where N new VMs would be placed now (only Trusted, fresh, uncordoned hosts), or why not"
+            .into(),
         true,
     ));
     ops.push(op(

@@ -28,6 +28,10 @@ pub struct Shared {
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
 
+/// The leaf certificate a client presented (chained to the host CA by rustls).
+#[derive(Clone)]
+struct PeerCert(Option<Arc<Vec<u8>>>);
+
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -164,6 +168,40 @@ async fn token_route(State(s): State<Shared>, req: Request<Body>) -> Response {
     }
 }
 
+/// Host agents: a separate door with its own authentication (join token, TPM credential
+/// activation, AK-signed evidence, host certificate); see `fabric::door`.
+async fn agent(State(s): State<Shared>, req: Request<Body>) -> Response {
+    let request_id = new_request_id();
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_default();
+    let cert = req.extensions().get::<PeerCert>().and_then(|c| c.0.clone());
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let rid = request_id.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        crate::fabric::door::handle(
+            &s.app,
+            crate::fabric::door::AgentCall {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                body: &bytes,
+                peer_certificate: cert.as_deref().map(Vec::as_slice),
+                client_ip: peer,
+                request_id: &rid,
+            },
+        )
+    })
+    .await
+    .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
+    reply_response(reply, &request_id)
+}
+
 async fn discovery(State(s): State<Shared>) -> Response {
     json_response(200, &token::discovery(&s.app), &new_request_id())
 }
@@ -192,6 +230,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(health))
+        .route("/fabric/v1/{*rest}", axum::routing::any(agent))
         .fallback(arm)
         .with_state(shared)
 }
@@ -230,9 +269,17 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
+            let cert = PeerCert(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.to_vec())),
+            );
             let service =
                 hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(Peer(addr));
+                    req.extensions_mut().insert(cert.clone());
                     let mut router = router.clone();
                     async move { tower::Service::call(&mut router, req.map(Body::new)).await }
                 });

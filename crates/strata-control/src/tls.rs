@@ -83,8 +83,12 @@ pub fn ensure_pki(dir: &Path, sans: &[String]) -> Result<String, SetupError> {
     Ok(ca_pem)
 }
 
-/// The rustls server configuration: TLS 1.3 only, ring provider, HTTP/1.1.
-pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, SetupError> {
+/// The rustls server configuration: TLS 1.3 only, ring provider, HTTP/1.1. Client
+/// certificates are optional and, when presented, must chain to the host CA (`clients`).
+pub fn server_config(
+    dir: &Path,
+    clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>, SetupError> {
     let tls = dir.join("tls");
     let certs = rustls_pemfile::certs(&mut read_file(&tls.join("server.pem"))?.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -102,7 +106,7 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, SetupError
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .map_err(SetupError::tls)?
-    .with_no_client_auth()
+    .with_client_cert_verifier(clients)
     .with_single_cert(certs, key)
     .map_err(SetupError::tls)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod appraise;
 mod credential;
 mod ek;
 mod pcr;

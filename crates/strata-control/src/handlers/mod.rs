@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod fabric;
 pub mod identity;
 
 use crate::context::Ctx;
@@ -63,6 +64,8 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, Ap
         (Target::AuditConsistency, _) => audit::consistency(ctx, req.query),
         (Target::Changes, _) => audit::changes(ctx, req.query),
         (Target::CheckAccess(body), _) => authz::check_access(ctx, body),
+        (Target::PolicyImport, _) => crate::fabric::policy::import(ctx, req.body),
+        (Target::PlacementPreview, _) => fabric::placement_preview(ctx, req.body),
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
@@ -314,6 +317,19 @@ fn put_item(
         Kind::DenyAssignment => authz::build_deny(ctx, id, existing_doc, body)?,
         Kind::RoleEligibility => authz::build_eligibility(ctx, id, existing_doc, body)?,
         Kind::ActivationRequest => authz::build_activation(ctx, id, existing_doc, body)?,
+        Kind::JoinToken => fabric::build_join_token(ctx, id, existing_doc, body)?,
+        Kind::Host => {
+            return Err(ApiError::bad_request(
+                "HostsJoinThroughTheAgent",
+                "hosts cannot be created with PUT: create a join token and run 'strata agent --join-token …' on the host",
+            ));
+        }
+        Kind::ReferencePolicy => {
+            return Err(ApiError::bad_request(
+                "PolicyRequiresSignedBundle",
+                "reference policies are written only by importing a signed bundle: 'strata host policy import bundle.json'",
+            ));
+        }
     };
     if let Some(t) = tags {
         built.doc.tags = t;
@@ -505,6 +521,7 @@ fn post_action(
     let built = match kind {
         Kind::User => identity::user_action(ctx, id, &doc, action, body)?,
         Kind::ServicePrincipal => identity::sp_action(ctx, id, &doc, action, body)?,
+        Kind::Host => fabric::host_action(ctx, &doc, action, body)?,
         _ => {
             return Err(ApiError::bad_request(
                 "InvalidAction",
@@ -523,7 +540,7 @@ fn post_action(
         ops,
         200,
         json!({ "id": id.to_string(), "action": action }),
-        true,
+        kind.is_directory(),
     )?;
     doc_reply(
         200,

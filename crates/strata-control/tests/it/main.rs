@@ -11,5 +11,6 @@ mod harness;
 mod api;
 mod authn;
 mod authz;
+mod fabric;
 mod openapi;
 mod postgres;

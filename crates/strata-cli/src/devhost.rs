@@ -1,0 +1,193 @@
+//! The local host inside `strata up`.
+//!
+//! - With a TPM (`/dev/tpmrm0`): the local agent enrols this machine like any host. Production
+//!   rules apply: its EK certificate must chain to a `--tpm-ca`, and it is Trusted only once a
+//!   signed reference policy (`strata host policy import`) matches its boot.
+//! - Without one: this machine is not enrolled and says why; nothing can be placed on it.
+//! - With `--dev-tpm`: a software TPM in `DATA_DIR/dev/tpm`, a simulated measured boot, a
+//!   local release key (`DATA_DIR/dev/release-key.pk8`, 0600) that signs a "development"
+//!   policy for exactly that boot, and a host marked "development (software TPM)" in every
+//!   listing. It makes the single-machine demo work; it is not hardware trust.
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use strata_agent::agent::{Agent, AgentConfig};
+use strata_agent::bootplan::{BootImages, BootPlan};
+use strata_agent::devtpm::DevTpm;
+use strata_agent::release::{ReleaseSigner, golden_policy};
+
+use crate::client::{ApiFailure, Client};
+
+pub const HARDWARE_TPM: &str = "/dev/tpmrm0";
+const DEV_POLICY: &str = "development";
+const DEV_RELEASE_KEY_ID: &str = "local-development";
+
+/// Where the local host stands, for the start-up banner.
+pub enum LocalHost {
+    NotEnrolled(String),
+    Running {
+        agent: std::thread::JoinHandle<()>,
+        stop: Arc<AtomicBool>,
+        _tpm: Option<DevTpm>,
+    },
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The development release key: created once, kept 0600. Returns the path of its public
+/// half (for `--policy-release-key`).
+pub fn dev_release_key(data_dir: &Path) -> Result<PathBuf> {
+    let dir = data_dir.join("dev");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let private = dir.join("release-key.pk8");
+    if !private.exists() {
+        let (_, pkcs8) = ReleaseSigner::generate(DEV_RELEASE_KEY_ID).map_err(|e| anyhow!(e))?;
+        write_private(&private, &pkcs8)?;
+    }
+    let public = dir.join("release-key.json");
+    std::fs::write(
+        &public,
+        serde_json::to_vec_pretty(&load_signer(&private)?.release_key())?,
+    )?;
+    Ok(public)
+}
+
+fn load_signer(path: &Path) -> Result<ReleaseSigner> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ReleaseSigner::from_pkcs8(DEV_RELEASE_KEY_ID, &bytes)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(strata_attest::hex(
+        ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref(),
+    ))
+}
+
+/// Starts the local host's agent (see the module docs). Blocking; call off the async runtime.
+pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> Result<LocalHost> {
+    let hardware = Path::new(HARDWARE_TPM).exists();
+    if !hardware && !dev_tpm {
+        return Ok(LocalHost::NotEnrolled(format!(
+            "this machine has no TPM ({HARDWARE_TPM}), so it is not enrolled as a host and no VM can be placed on it; \
+             run `strata up --dev-tpm` for a development host on a software TPM (never production trust)"
+        )));
+    }
+    let client = Client::new(profile)?;
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|h| strata_types::path::validate_name(h).is_ok())
+        .unwrap_or_else(|| "local-host".into());
+    let me = std::env::current_exe().context("cannot find the strata binary")?;
+    let (tcti, event_log, tpm, development) = if dev_tpm {
+        let dir = data_dir.join("dev");
+        let tpm = DevTpm::start(&dir.join("tpm")).map_err(|e| anyhow!("{e}"))?;
+        // Every start is a reboot: PCRs are reset, so measure the development boot again.
+        let plan = BootPlan::uefi(&BootImages::default());
+        let log = {
+            let mut t = strata_agent::tpm::Tpm::open(&tpm.tcti()).map_err(|e| anyhow!("{e}"))?;
+            strata_agent::testhost::simulate_boot(&mut t, &plan).map_err(|e| anyhow!("{e}"))?
+        };
+        let log_path = dir.join("binary_bios_measurements");
+        std::fs::write(&log_path, &log)?;
+        // Sign and import the policy for exactly this boot and this binary.
+        let policy = golden_policy(
+            &log,
+            &[strata_attest::AgentMeasurement {
+                name: "strata-agent".into(),
+                sha256: sha256_file(&me)?,
+            }],
+        )
+        .map_err(|e| anyhow!("the development event log: {e}"))?;
+        let bundle = load_signer(&dir.join("release-key.pk8"))?
+            .sign(
+                strata_types::time::now_unix().max(1) as u64,
+                &strata_types::time::now_rfc3339(),
+                [(DEV_POLICY.to_string(), policy)].into_iter().collect(),
+            )
+            .map_err(|e| anyhow!(e))?;
+        match client.call(
+            "POST",
+            "/providers/Strata.Fabric/referencePolicies/import",
+            Some(&serde_json::to_value(&bundle)?),
+        ) {
+            Ok(_) => {}
+            Err(e)
+                if e.downcast_ref::<ApiFailure>()
+                    .is_some_and(|f| f.status == 409) => {}
+            Err(e) => return Err(e.context("importing the development reference policy")),
+        }
+        (tpm.tcti(), log_path, Some(tpm), true)
+    } else {
+        (
+            format!("device:{HARDWARE_TPM}"),
+            PathBuf::from(AgentConfig::HARDWARE_EVENT_LOG),
+            None,
+            false,
+        )
+    };
+    let ca_pem = client.profile.ca_certificate.clone();
+    let cfg = AgentConfig {
+        server: endpoint.to_string(),
+        server_ca_pem: ca_pem,
+        tcti,
+        hostname: hostname.clone(),
+        state_dir: data_dir.join("agent"),
+        development,
+        event_log,
+        measured_binaries: vec![("strata-agent".into(), me)],
+        ak_algorithm: Default::default(),
+    };
+    let mut agent = Agent::new(cfg).map_err(|e| anyhow!("{e}"))?;
+    if !agent.is_registered() {
+        let token_name = format!("local-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let v = client.call(
+            "PUT",
+            &format!("/providers/Strata.Fabric/joinTokens/{token_name}"),
+            Some(&json!({ "properties": {
+                "expiresInSecs": 600,
+                "policy": if development { DEV_POLICY } else { "default" },
+                "allowDevelopment": development,
+            } })),
+        )?;
+        let token = v
+            .pointer("/secretOutput/joinToken")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| anyhow!("the join token was not returned"))?
+            .to_string();
+        if let Err(e) = agent.register(&token) {
+            return Ok(LocalHost::NotEnrolled(format!(
+                "the local host could not enrol: {e}"
+            )));
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("strata-agent".into())
+        .spawn(move || agent.run(&s))?;
+    Ok(LocalHost::Running {
+        agent: handle,
+        stop,
+        _tpm: tpm,
+    })
+}

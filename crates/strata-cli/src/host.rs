@@ -1,0 +1,398 @@
+//! `strata host …` (operators) and `strata agent` (runs on each host).
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+use crate::client::Client;
+use crate::output::{Column, Format, print};
+
+const HOST_COLS: &[Column<'static>] = &[
+    ("Name", "/name"),
+    ("State", "/properties/state"),
+    ("Cordoned", "/properties/cordoned"),
+    ("Trust", "/properties/trustLevel"),
+    ("LastAttestation", "/properties/lastAttestation/time"),
+    ("Reason", "/properties/reason"),
+];
+
+#[derive(Subcommand)]
+pub enum HostCmd {
+    /// List hosts with their trust state, last attestation and its reason.
+    List,
+    /// Show one host.
+    Show {
+        /// Host name.
+        name: String,
+    },
+    /// Ask for an attestation round; with --now, wait for it and show the verdict.
+    Attest {
+        name: String,
+        #[arg(long)]
+        now: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop placing new VMs on a host.
+    Cordon { name: String },
+    /// Allow placement again (the host must also be Trusted).
+    Uncordon { name: String },
+    /// Quarantine a host: nothing but `release` moves it.
+    Quarantine {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a quarantined host (it must attest again).
+    Release { name: String },
+    /// Delete a host (its agent must register again with a new join token).
+    Delete {
+        name: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Where N new VMs would be placed now, or why they cannot be.
+    Placement {
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// One-time join tokens.
+    #[command(subcommand)]
+    JoinToken(JoinTokenCmd),
+    /// Signed reference policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum JoinTokenCmd {
+    /// Create a one-time join token (shown once).
+    Create {
+        #[arg(short = 'n', long)]
+        name: String,
+        /// Lifetime in seconds (60 s to 7 days).
+        #[arg(long, default_value_t = 3600)]
+        expires_in: i64,
+        /// Reference policy the host is appraised against.
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Allow a software-TPM development host to use it.
+        #[arg(long)]
+        allow_development: bool,
+    },
+    List,
+    Delete {
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Import a bundle signed by a configured release key.
+    Import {
+        /// The signed bundle (JSON).
+        file: PathBuf,
+    },
+    List,
+    Show {
+        name: String,
+    },
+}
+
+fn host_path(name: &str) -> Result<String> {
+    strata_types::path::validate_name(name)?;
+    Ok(format!("/providers/Strata.Fabric/hosts/{name}"))
+}
+
+pub fn run(client: &Client, out: Format, cmd: HostCmd) -> Result<()> {
+    let c = client;
+    match cmd {
+        HostCmd::List => print(
+            out,
+            &c.call("GET", "/providers/Strata.Fabric/hosts", None)?,
+            HOST_COLS,
+        ),
+        HostCmd::Show { name } => print(out, &c.call("GET", &host_path(&name)?, None)?, HOST_COLS),
+        HostCmd::Attest { name, now, timeout } => {
+            let before = c.call("GET", &host_path(&name)?, None)?;
+            let last = before
+                .pointer("/properties/lastAttestation/time")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let v = c.call("POST", &format!("{}/attest", host_path(&name)?), None)?;
+            if !now {
+                print(out, &v, HOST_COLS);
+                return Ok(());
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            if out == Format::Table {
+                eprintln!("waiting for {name}'s next attestation round…");
+            }
+            loop {
+                let h = c.call("GET", &host_path(&name)?, None)?;
+                if h.pointer("/properties/lastAttestation/time") != Some(&last)
+                    && h.pointer("/properties/lastAttestation/time").is_some()
+                {
+                    print(
+                        out,
+                        &h,
+                        &[
+                            ("Name", "/name"),
+                            ("State", "/properties/state"),
+                            ("Passed", "/properties/lastAttestation/passed"),
+                            ("Time", "/properties/lastAttestation/time"),
+                            ("Reason", "/properties/reason"),
+                        ],
+                    );
+                    return Ok(());
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "no attestation round from {name} within {timeout} s: is its agent running?"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+        HostCmd::Cordon { name } => print(
+            out,
+            &c.call("POST", &format!("{}/cordon", host_path(&name)?), None)?,
+            HOST_COLS,
+        ),
+        HostCmd::Uncordon { name } => print(
+            out,
+            &c.call("POST", &format!("{}/uncordon", host_path(&name)?), None)?,
+            HOST_COLS,
+        ),
+        HostCmd::Quarantine { name, reason } => print(
+            out,
+            &c.call(
+                "POST",
+                &format!("{}/quarantine", host_path(&name)?),
+                Some(&json!({ "reason": reason })),
+            )?,
+            HOST_COLS,
+        ),
+        HostCmd::Release { name } => print(
+            out,
+            &c.call("POST", &format!("{}/release", host_path(&name)?), None)?,
+            HOST_COLS,
+        ),
+        HostCmd::Delete { name, yes } => {
+            if !yes {
+                bail!("deleting a host forgets its TPM identity; add --yes to confirm");
+            }
+            c.call("DELETE", &host_path(&name)?, None)?;
+        }
+        HostCmd::Placement { count } => print(
+            out,
+            &c.call(
+                "POST",
+                "/providers/Strata.Fabric/placements/preview",
+                Some(&json!({ "count": count })),
+            )?,
+            &[("Placements", "/placements")],
+        ),
+        HostCmd::JoinToken(t) => match t {
+            JoinTokenCmd::Create {
+                name,
+                expires_in,
+                policy,
+                allow_development,
+            } => {
+                strata_types::path::validate_name(&name)?;
+                let v = c.call(
+                    "PUT",
+                    &format!("/providers/Strata.Fabric/joinTokens/{name}"),
+                    Some(&json!({ "properties": { "expiresInSecs": expires_in, "policy": policy, "allowDevelopment": allow_development } })),
+                )?;
+                print(
+                    out,
+                    &v,
+                    &[
+                        ("Name", "/name"),
+                        ("ExpiresOn", "/properties/expiresOn"),
+                        ("Policy", "/properties/policy"),
+                        ("JoinToken", "/secretOutput/joinToken"),
+                    ],
+                );
+                if out == Format::Table {
+                    eprintln!(
+                        "the join token is shown once; on the host run: strata agent --server {} --join-token TOKEN",
+                        c.profile.endpoint
+                    );
+                }
+            }
+            JoinTokenCmd::List => print(
+                out,
+                &c.call("GET", "/providers/Strata.Fabric/joinTokens", None)?,
+                &[
+                    ("Name", "/name"),
+                    ("ExpiresOn", "/properties/expiresOn"),
+                    ("Used", "/properties/used"),
+                    ("UsedBy", "/properties/usedBy"),
+                ],
+            ),
+            JoinTokenCmd::Delete { name } => {
+                strata_types::path::validate_name(&name)?;
+                c.call(
+                    "DELETE",
+                    &format!("/providers/Strata.Fabric/joinTokens/{name}"),
+                    None,
+                )?;
+            }
+        },
+        HostCmd::Policy(p) => match p {
+            PolicyCmd::Import { file } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let bundle: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", file.display()))?;
+                let v = c.call(
+                    "POST",
+                    "/providers/Strata.Fabric/referencePolicies/import",
+                    Some(&bundle),
+                )?;
+                print(
+                    out,
+                    &v,
+                    &[
+                        ("Version", "/version"),
+                        ("KeyId", "/keyId"),
+                        ("Policies", "/policies"),
+                    ],
+                );
+            }
+            PolicyCmd::List => print(
+                out,
+                &c.call("GET", "/providers/Strata.Fabric/referencePolicies", None)?,
+                &[
+                    ("Name", "/name"),
+                    ("Version", "/properties/version"),
+                    ("KeyId", "/properties/keyId"),
+                    ("ImportedAt", "/properties/importedAt"),
+                ],
+            ),
+            PolicyCmd::Show { name } => {
+                strata_types::path::validate_name(&name)?;
+                print(
+                    out,
+                    &c.call(
+                        "GET",
+                        &format!("/providers/Strata.Fabric/referencePolicies/{name}"),
+                        None,
+                    )?,
+                    &[("Name", "/name"), ("Version", "/properties/version")],
+                )
+            }
+        },
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Control-plane URL, e.g. https://10.0.0.1:8443.
+    #[arg(long)]
+    pub server: String,
+    /// PEM file with the control plane's CA certificate.
+    #[arg(long)]
+    pub server_ca: PathBuf,
+    /// One-time join token (first start only); or set STRATA_JOIN_TOKEN.
+    #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// TPM to use.
+    #[arg(long, default_value = "device:/dev/tpmrm0")]
+    pub tcti: String,
+    /// Name to register this host under (default: the system host name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Agent state directory.
+    #[arg(long, default_value = "/var/lib/strata-agent")]
+    pub state_dir: PathBuf,
+    /// TCG event log to send.
+    #[arg(long, default_value = strata_agent::agent::AgentConfig::HARDWARE_EVENT_LOG)]
+    pub event_log: PathBuf,
+    /// This is a software TPM: register as a development host.
+    #[arg(long)]
+    pub dev_tpm: bool,
+    /// Measure this binary into every round: NAME=PATH (e.g. qemu=/usr/bin/qemu-system-x86_64).
+    #[arg(long = "measure")]
+    pub measure: Vec<String>,
+}
+
+pub fn agent(a: AgentArgs) -> Result<()> {
+    let ca = std::fs::read_to_string(&a.server_ca)
+        .with_context(|| format!("cannot read {}", a.server_ca.display()))?;
+    let hostname = match a.hostname {
+        Some(h) => h,
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_string())
+            .context("cannot read /etc/hostname; pass --hostname")?,
+    };
+    strata_types::path::validate_name(&hostname)?;
+    let mut measured = vec![(
+        "strata-agent".to_string(),
+        std::env::current_exe().context("cannot find the agent's own binary")?,
+    )];
+    for m in a.measure {
+        let (n, p) = m
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--measure takes NAME=PATH, got '{m}'"))?;
+        measured.push((n.to_string(), PathBuf::from(p)));
+    }
+    let cfg = strata_agent::agent::AgentConfig {
+        server: a.server.trim_end_matches('/').to_string(),
+        server_ca_pem: ca,
+        tcti: a.tcti,
+        hostname,
+        state_dir: a.state_dir,
+        development: a.dev_tpm,
+        event_log: a.event_log,
+        measured_binaries: measured,
+        ak_algorithm: Default::default(),
+    };
+    let mut agent = strata_agent::agent::Agent::new(cfg).map_err(|e| anyhow!(chain(&e)))?;
+    if !agent.is_registered() {
+        let token = a.join_token.ok_or_else(|| {
+            anyhow!("this host is not registered yet: pass --join-token (from `strata host join-token create`)")
+        })?;
+        let host = agent.register(&token).map_err(|e| anyhow!(chain(&e)))?;
+        eprintln!("strata-agent: registered as {host}");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                });
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    eprintln!(
+        "strata-agent: attesting {} every round the control plane asks for",
+        agent.host().unwrap_or("?")
+    );
+    agent.run(&stop);
+    Ok(())
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
