@@ -659,6 +659,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Up(a) => return serve(a, true),
         Command::Server(a) => return serve(a, false),
         Command::Agent(a) => return crate::host::agent(a),
+        Command::Host(crate::host::HostCmd::Policy(p))
+            if let Some(r) = crate::host::offline(&p) =>
+        {
+            return r;
+        }
         Command::Login(a) => return login(&profile, a),
         Command::Audit(AuditCmd::Verify {
             data_dir,

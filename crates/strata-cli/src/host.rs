@@ -100,6 +100,133 @@ pub enum PolicyCmd {
     Show {
         name: String,
     },
+    /// Offline: create a release key pair (private key 0600; give the server the public file
+    /// with --policy-release-key).
+    Keygen {
+        /// Key id bundles will name.
+        #[arg(long)]
+        key_id: String,
+        /// Directory for KEY_ID.pk8 (private) and KEY_ID.json (public).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Offline: capture a reference policy from a known-good host's TCG event log (review it
+    /// before signing).
+    Capture {
+        /// The event log (on the host: /sys/kernel/security/tpm0/binary_bios_measurements).
+        #[arg(long)]
+        event_log: PathBuf,
+        /// Also pin this binary's SHA-256 as an agent measurement: NAME=PATH (repeatable).
+        #[arg(long = "measure")]
+        measure: Vec<String>,
+    },
+    /// Offline: sign policies into a bundle (`NAME=policy.json`, repeatable).
+    Sign {
+        /// The release private key (PKCS#8, from `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        key_id: String,
+        /// Bundle version: must be higher than every imported policy it replaces.
+        #[arg(long)]
+        version: u64,
+        /// NAME=FILE pairs.
+        #[arg(required = true)]
+        policies: Vec<String>,
+    },
+}
+
+/// The policy commands that need no server.
+pub fn offline(cmd: &PolicyCmd) -> Option<Result<()>> {
+    Some(match cmd {
+        PolicyCmd::Keygen { key_id, out } => keygen(key_id, out),
+        PolicyCmd::Capture { event_log, measure } => capture(event_log, measure),
+        PolicyCmd::Sign {
+            key,
+            key_id,
+            version,
+            policies,
+        } => sign(key, key_id, *version, policies),
+        _ => return None,
+    })
+}
+
+fn keygen(key_id: &str, out: &std::path::Path) -> Result<()> {
+    strata_types::path::validate_name(key_id)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let private = out.join(format!("{key_id}.pk8"));
+    if private.exists() {
+        bail!(
+            "{} exists; refusing to overwrite a release key",
+            private.display()
+        );
+    }
+    let (signer, pkcs8) =
+        strata_agent::release::ReleaseSigner::generate(key_id).map_err(|e| anyhow!(e))?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&private)?;
+        f.write_all(&pkcs8)?;
+        f.sync_all()?;
+    }
+    let public = out.join(format!("{key_id}.json"));
+    std::fs::write(&public, serde_json::to_vec_pretty(&signer.release_key())?)?;
+    eprintln!(
+        "private key: {} (0600; keep it offline)\npublic key:  {} (start the server with --policy-release-key {})",
+        private.display(),
+        public.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+fn capture(event_log: &std::path::Path, measure: &[String]) -> Result<()> {
+    let log =
+        std::fs::read(event_log).with_context(|| format!("cannot read {}", event_log.display()))?;
+    let mut agent = Vec::new();
+    for m in measure {
+        let (name, path) = m
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--measure takes NAME=PATH, got '{m}'"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        agent.push(strata_attest::AgentMeasurement {
+            name: name.to_string(),
+            sha256: strata_attest::hex(
+                ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref(),
+            ),
+        });
+    }
+    let policy = strata_agent::release::golden_policy(&log, &agent).map_err(|e| anyhow!(e))?;
+    println!("{}", serde_json::to_string_pretty(&policy)?);
+    Ok(())
+}
+
+fn sign(key: &std::path::Path, key_id: &str, version: u64, policies: &[String]) -> Result<()> {
+    let pkcs8 = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+    let signer =
+        strata_agent::release::ReleaseSigner::from_pkcs8(key_id, &pkcs8).map_err(|e| anyhow!(e))?;
+    let mut map = std::collections::BTreeMap::new();
+    for p in policies {
+        let (name, file) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("policies are NAME=FILE, got '{p}'"))?;
+        strata_types::path::validate_name(name)?;
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+        let policy: strata_attest::policy::ReferencePolicy = serde_json::from_str(&text)
+            .with_context(|| format!("{file} is not a reference policy"))?;
+        policy.validate().map_err(|e| anyhow!("{file}: {e}"))?;
+        map.insert(name.to_string(), policy);
+    }
+    let bundle = signer
+        .sign(version, &strata_types::time::now_rfc3339(), map)
+        .map_err(|e| anyhow!(e))?;
+    println!("{}", serde_json::to_string_pretty(&bundle)?);
+    Ok(())
 }
 
 fn host_path(name: &str) -> Result<String> {
@@ -287,6 +414,11 @@ pub fn run(client: &Client, out: Format, cmd: HostCmd) -> Result<()> {
                     )?,
                     &[("Name", "/name"), ("Version", "/properties/version")],
                 )
+            }
+            other => {
+                if let Some(r) = offline(&other) {
+                    r?;
+                }
             }
         },
     }
