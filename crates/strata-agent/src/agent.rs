@@ -353,7 +353,7 @@ impl Agent {
                     .collect()
             })
             .unwrap_or_else(|| (0..8).collect());
-        let qualifying = strata_attest_qualifying(&nonce, &public);
+        let qualifying = strata_attest::round::qualifying_data(&nonce, &public);
         let quote = self.tpm.quote(&state.ak, &qualifying, &pcrs)?;
         let values = self.tpm.read_pcrs(PcrBank::Sha256, &pcrs)?;
         let event_log = std::fs::read(&self.cfg.event_log).unwrap_or_default();
@@ -492,15 +492,4 @@ fn rustls_pemfile_first(pem: &str) -> Result<Vec<u8>, AgentError> {
     b64()
         .decode(body.trim())
         .map_err(|_| AgentError::Invalid("the issued certificate is not PEM".into()))
-}
-
-/// The quote's qualifying data: binds the control plane's nonce and this round's TLS key
-/// (must match `strata_control::fabric::hostca::qualifying_data`).
-pub fn strata_attest_qualifying(nonce: &[u8], agent_public_key: &[u8]) -> Vec<u8> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"strata-attestation-round-v1\0");
-    ctx.update(&(nonce.len() as u32).to_be_bytes());
-    ctx.update(nonce);
-    ctx.update(agent_public_key);
-    ctx.finish().as_ref().to_vec()
 }

@@ -9,6 +9,7 @@
 //! | [`appraise`](mod@appraise) | [`appraise()`]: quote + log + agent measurements → [`Verdict`] |
 //! | [`credential`] | TPM2_MakeCredential in software (registration: prove the AK lives in the EK's TPM) |
 //! | [`bundle`] | Ed25519-signed, versioned bundles of reference policies |
+//! | [`round`] | the qualifying data binding a round's nonce and the agent's TLS key |
 //!
 //! Decisions are values: [`appraise()`] never returns an error; malformed input is a
 //! [`Failure`] like any other.
@@ -19,6 +20,7 @@ pub mod credential;
 pub mod eventlog;
 mod hash;
 pub mod policy;
+pub mod round;
 pub mod tpm;
 mod wire;
 

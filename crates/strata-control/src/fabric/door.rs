@@ -633,7 +633,7 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
         .map_err(|_| ApiError::internal())?;
     let ak = verify::AkPublic::parse(&ak_bytes).map_err(|_| ApiError::internal())?;
     let policy = super::policy::load_for_host(app, &doc)?;
-    let qualifying = hostca::qualifying_data(&round.nonce, &round.agent_key);
+    let qualifying = strata_attest::round::qualifying_data(&round.nonce, &round.agent_key);
     let outcome = verify::appraise(
         &req.evidence,
         &ak,

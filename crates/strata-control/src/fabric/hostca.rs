@@ -2,8 +2,8 @@
 //! after a passing attestation round.
 //!
 //! - The certificate's key is the agent's own P-256 key; its public half was bound into the
-//!   TPM quote's qualifying data (see [`qualifying_data`]), so a certificate is only ever issued
-//!   for a key that the attested TPM vouched for in that very round.
+//!   TPM quote's qualifying data (`strata_attest::round::qualifying_data`), so a certificate
+//!   is only ever issued for a key that the attested TPM vouched for in that very round.
 //! - The subject alternative name is `strata://hosts/{hostId}`; the lifetime is a few
 //!   attestation intervals, so a host that stops passing loses its identity by expiry even if
 //!   nobody revokes it.
@@ -62,17 +62,6 @@ impl PublicKeyData for AgentKey<'_> {
 /// The URI that names a host inside its certificate.
 pub fn host_uri(host_id: &str) -> String {
     format!("strata://hosts/{host_id}")
-}
-
-/// The quote's qualifying data for one round: it binds the control plane's nonce and the key
-/// the agent wants certified, so the TPM's signature covers both.
-pub fn qualifying_data(nonce: &[u8], agent_public_key: &[u8]) -> Vec<u8> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"strata-attestation-round-v1\0");
-    ctx.update(&(nonce.len() as u32).to_be_bytes());
-    ctx.update(nonce);
-    ctx.update(agent_public_key);
-    ctx.finish().as_ref().to_vec()
 }
 
 /// SHA-256 of a certificate's DER, hex: how the host document names its current certificate.
