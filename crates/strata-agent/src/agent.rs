@@ -106,6 +106,15 @@ pub struct RoundResult {
 struct Identity {
     cert_der: Vec<u8>,
     key_pkcs8: Vec<u8>,
+    /// Unix seconds; an expired certificate would fail the TLS handshake itself.
+    not_after: i64,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 pub struct Agent {
@@ -190,6 +199,8 @@ fn state_path(dir: &Path) -> PathBuf {
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
+    // A leftover temp file would keep its old mode: start from nothing.
+    let _ = std::fs::remove_file(&tmp);
     let err = |source| AgentError::State {
         path: path.to_path_buf(),
         source,
@@ -285,6 +296,14 @@ impl Agent {
             path: self.cfg.state_dir.clone(),
             source,
         })?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&self.cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|source| AgentError::State {
+                path: self.cfg.state_dir.clone(),
+                source,
+            })?;
+        }
         let bytes =
             serde_json::to_vec_pretty(&state).map_err(|e| AgentError::Invalid(e.to_string()))?;
         write_private(&state_path(&self.cfg.state_dir), &bytes)?;
@@ -330,18 +349,47 @@ impl Agent {
         .map_err(|_| AgentError::Invalid("key generation failed".into()))?;
         use ring::signature::KeyPair as _;
         let public = pair.public_key().as_ref().to_vec();
-        // Over mTLS while the current certificate lasts: nobody else can churn our nonces.
-        let client = match &self.identity {
-            Some(id) => http(&self.cfg.server_ca_pem, Some(id))?,
-            None => self.plain.clone(),
-        };
+        // Over mTLS while the current certificate lasts: nobody else can churn our nonces. A
+        // certificate about to expire is dropped first (an expired one fails the handshake),
+        // and if the control plane no longer accepts ours (a lost reply, a restart), the round
+        // is retried without it; the server allows that once no current certificate exists.
+        if self
+            .identity
+            .as_ref()
+            .is_some_and(|id| id.not_after <= now_unix() + 2)
+        {
+            self.identity = None;
+        }
         let base = format!("{}/fabric/v1/hosts/{}", self.cfg.server, state.host);
-        let challenge = post(
-            &client,
-            &format!("{base}/nonce"),
-            &json!({ "agentPublicKey": b64().encode(&public) }),
-            "the nonce request",
-        )?;
+        let body = json!({ "agentPublicKey": b64().encode(&public) });
+        let (client, challenge) = match &self.identity {
+            Some(id) => {
+                let mtls = http(&self.cfg.server_ca_pem, Some(id))?;
+                match post(&mtls, &format!("{base}/nonce"), &body, "the nonce request") {
+                    Ok(c) => (mtls, c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "nonce over mTLS refused; retrying without the certificate");
+                        self.identity = None;
+                        let c = post(
+                            &self.plain,
+                            &format!("{base}/nonce"),
+                            &body,
+                            "the nonce request",
+                        )?;
+                        (self.plain.clone(), c)
+                    }
+                }
+            }
+            None => {
+                let c = post(
+                    &self.plain,
+                    &format!("{base}/nonce"),
+                    &body,
+                    "the nonce request",
+                )?;
+                (self.plain.clone(), c)
+            }
+        };
         let nonce = field_b64(&challenge, "nonce")?;
         let pcrs: Vec<u32> = challenge
             .get("pcrs")
@@ -388,6 +436,10 @@ impl Agent {
                 Some(Identity {
                     cert_der: der,
                     key_pkcs8: pkcs8.as_ref().to_vec(),
+                    not_after: verdict
+                        .get("certificateNotAfter")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_else(|| now_unix() + 10),
                 })
             }
             _ => None,

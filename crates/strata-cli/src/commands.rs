@@ -478,6 +478,7 @@ fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
                 tokio::task::spawn_blocking(move || crate::devhost::dev_release_key(&data_dir))
                     .await??;
             cfg.fabric.release_key_files.push(key);
+            cfg.fabric.allow_development_placement = true;
         }
         let running = strata_control::start(cfg)
             .await

@@ -348,7 +348,7 @@ pub fn run(client: &Client, out: Format, cmd: HostCmd) -> Result<()> {
                 );
                 if out == Format::Table {
                     eprintln!(
-                        "the join token is shown once; on the host run: strata agent --server {} --join-token TOKEN",
+                        "the join token is shown once; on the host put it in a 0600 file and run: strata agent --server {} --server-ca CA.pem --join-token-file FILE",
                         c.profile.endpoint
                     );
                 }
@@ -433,9 +433,10 @@ pub struct AgentArgs {
     /// PEM file with the control plane's CA certificate.
     #[arg(long)]
     pub server_ca: PathBuf,
-    /// One-time join token (first start only); or set STRATA_JOIN_TOKEN.
-    #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
-    pub join_token: Option<String>,
+    /// File holding the one-time join token (first start only). Or set STRATA_JOIN_TOKEN;
+    /// never pass secrets as arguments (other users can read a command line).
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
     /// TPM to use.
     #[arg(long, default_value = "device:/dev/tpmrm0")]
     pub tcti: String,
@@ -489,9 +490,16 @@ pub fn agent(a: AgentArgs) -> Result<()> {
     };
     let mut agent = strata_agent::agent::Agent::new(cfg).map_err(|e| anyhow!(chain(&e)))?;
     if !agent.is_registered() {
-        let token = a.join_token.ok_or_else(|| {
-            anyhow!("this host is not registered yet: pass --join-token (from `strata host join-token create`)")
-        })?;
+        let token = match (&a.join_token_file, std::env::var("STRATA_JOIN_TOKEN")) {
+            (Some(f), _) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?
+                .trim()
+                .to_string(),
+            (None, Ok(t)) => t.trim().to_string(),
+            (None, Err(_)) => bail!(
+                "this host is not registered yet: give the join token (from `strata host join-token create`) in --join-token-file FILE or STRATA_JOIN_TOKEN"
+            ),
+        };
         let host = agent.register(&token).map_err(|e| anyhow!(chain(&e)))?;
         eprintln!("strata-agent: registered as {host}");
     }

@@ -27,6 +27,12 @@ impl RateLimiter {
         };
         if buckets.len() > 100_000 {
             buckets.retain(|_, (_, t)| now.duration_since(*t).as_secs() < 60);
+            // Still too many live keys (a flood of distinct keys): start over rather than
+            // grow without bound. Everyone gets a full bucket once; the flood is refused again
+            // within a burst.
+            if buckets.len() > 100_000 {
+                buckets.clear();
+            }
         }
         let (tokens, last) = buckets.entry(key.to_string()).or_insert((self.burst, now));
         let elapsed = now.duration_since(*last).as_secs_f64();

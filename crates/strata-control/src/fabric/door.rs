@@ -15,8 +15,10 @@ use crate::dispatch::Reply;
 use crate::docs::Doc;
 use crate::kinds::Kind;
 
-/// Most nonces outstanding per host; older ones are dropped.
-const MAX_PENDING_PER_HOST: usize = 4;
+/// Most nonces outstanding per host; older ones are dropped. Unauthenticated requesters are
+/// limited per (address, host), so one address cannot evict a real agent's nonce within the
+/// second its TPM takes to quote.
+const MAX_PENDING_PER_HOST: usize = 16;
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -99,6 +101,19 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
         .trim_start_matches("/fabric/v1/")
         .split('/')
         .collect();
+    // Unauthenticated work is bounded per client address before anything else; an agent
+    // presenting a client certificate is checked against its host inside the handler.
+    if call.peer_certificate.is_none()
+        && let Err(wait) = app.fabric.limiter.check(&format!("ip:{}", call.client_ip))
+    {
+        let mut r = Reply::error(&ApiError::new(
+            429,
+            "TooManyRequests",
+            format!("too many agent requests from this address; retry after {wait} s"),
+        ));
+        r.retry_after = Some(wait);
+        return r;
+    }
     let result = match (call.method, segments.as_slice()) {
         ("POST", ["register"]) => register(app, &call),
         ("POST", ["register", id, "activate"]) => activate(app, &call, id),
@@ -110,7 +125,23 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
     match result {
         Ok(r) => r,
         Err(e) => {
-            if e.status != 404 && e.status != 429 {
+            // Refusals are audited, at most a bounded number per client address so that a
+            // flood cannot fill the log (evidence provably from a host's TPM is audited by the
+            // handler itself, always).
+            if e.status != 404
+                && e.status != 429
+                && app
+                    .fabric
+                    .audit_gate
+                    .check(&format!("ip:{}", call.client_ip))
+                    .is_ok()
+            {
+                let scope = match segments.as_slice() {
+                    ["hosts", host, ..] => host_id(host)
+                        .map(|h| h.to_string())
+                        .unwrap_or_else(|_| "/providers/Strata.Fabric".into()),
+                    _ => "/providers/Strata.Fabric".into(),
+                };
                 app.audit_only(vec![entry(
                     &call,
                     "unknown",
@@ -119,7 +150,7 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
                         call.method,
                         call.path.chars().take(200).collect::<String>()
                     ),
-                    "/providers/Strata.Fabric",
+                    &scope,
                     ("denied", e.status),
                     &e.message,
                     Value::Null,
@@ -421,8 +452,38 @@ fn activate(app: &App, call: &AgentCall<'_>, registration_id: &str) -> Result<Re
         .get("used")
         .and_then(Value::as_bool)
         .unwrap_or(false)
+        || tdoc
+            .properties
+            .get("expiresAt")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            <= now
     {
         return Err(refused());
+    }
+    // One TPM, one host: a machine cannot enrol twice to draw more workloads.
+    let hosts = app
+        .store
+        .list_children("/", &Kind::Host.type_key())
+        .map_err(|e| {
+            log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+    for h in hosts {
+        let d = Doc::parse(&h.body)?;
+        if d.properties
+            .pointer("/tpm/ekSha256")
+            .and_then(Value::as_str)
+            == Some(pending.ek_sha256.as_str())
+        {
+            return Err(ApiError::conflict(
+                "TpmAlreadyEnrolled",
+                format!(
+                    "this TPM is already enrolled as host '{}'; delete that host first",
+                    d.name
+                ),
+            ));
+        }
     }
     if !strata_identity::secret::constant_time_eq(
         sha256_hex(&req.secret.0).as_bytes(),
@@ -543,24 +604,31 @@ struct NonceRequest {
 
 fn nonce(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
     let req: NonceRequest = parse(call.body)?;
-    if app.signin_limiter.check(&format!("nonce:{host}")).is_err() {
-        return Err(ApiError::new(
-            429,
-            "TooManyRequests",
-            "too many nonce requests for this host",
-        ));
-    }
     let hid = host_id(host)?;
     let (_, doc) = load(app, &hid)?.ok_or_else(|| ApiError::not_found(hid.as_str()))?;
     // A host that holds a current certificate must show it: nobody else can churn its nonces.
+    // Without one, requesters are limited per (address, host).
     let internal: HostInternal = crate::docs::internal_of(&doc);
-    if internal.cert_fingerprint.is_some()
-        && internal.cert_not_after > strata_types::time::now_unix()
-        && !current_certificate(&doc, call.peer_certificate)
-    {
-        return Err(ApiError::unauthenticated(
-            "this host holds a current certificate; request nonces over mTLS with it",
-        ));
+    if !current_certificate(&doc, call.peer_certificate) {
+        if internal.cert_fingerprint.is_some()
+            && internal.cert_not_after > strata_types::time::now_unix()
+        {
+            return Err(ApiError::unauthenticated(
+                "this host holds a current certificate; request nonces over mTLS with it",
+            ));
+        }
+        if app
+            .fabric
+            .limiter
+            .check(&format!("nonce:{}:{}", call.client_ip, hid.key()))
+            .is_err()
+        {
+            return Err(ApiError::new(
+                429,
+                "TooManyRequests",
+                "too many nonce requests for this host from this address",
+            ));
+        }
     }
     if req.agent_public_key.0.len() != 65 {
         return Err(ApiError::bad_request(
@@ -576,7 +644,12 @@ fn nonce(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError>
         issued_at: strata_types::time::now_unix(),
     };
     if let Ok(mut rounds) = app.fabric.rounds.lock() {
-        let list = rounds.entry(host.to_string()).or_default();
+        // Forget hosts whose nonces all expired (deleted or idle hosts).
+        if rounds.len() > 10_000 {
+            let now = round.issued_at;
+            rounds.retain(|_, l| l.iter().any(|r| r.issued_at + NONCE_TTL_SECS > now));
+        }
+        let list = rounds.entry(hid.key().to_string()).or_default();
         list.retain(|r| r.issued_at + NONCE_TTL_SECS > round.issued_at);
         if list.len() >= MAX_PENDING_PER_HOST {
             list.remove(0);
@@ -613,7 +686,7 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
     let now = strata_types::time::now_unix();
     // The nonce must be one this host was given, unused and fresh; it is spent either way.
     let round = app.fabric.rounds.lock().ok().and_then(|mut rounds| {
-        let list = rounds.get_mut(host)?;
+        let list = rounds.get_mut(hid.key())?;
         let i = list.iter().position(|r| {
             strata_identity::secret::constant_time_eq(&r.nonce, &req.nonce.0)
                 && r.agent_key == req.agent_public_key.0
@@ -626,90 +699,113 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
             "the nonce was not issued to this host for this key, was already used, or expired; ask for a new one",
         ));
     };
-    let (rec, mut doc) = load(app, &hid)?.ok_or_else(|| ApiError::not_found(hid.as_str()))?;
-    let mut internal: HostInternal = crate::docs::internal_of(&doc);
-    let ak_bytes = b64()
-        .decode(&internal.ak_public)
-        .map_err(|_| ApiError::internal())?;
-    let ak = verify::AkPublic::parse(&ak_bytes).map_err(|_| ApiError::internal())?;
-    let policy = super::policy::load_for_host(app, &doc)?;
-    let qualifying = strata_attest::round::qualifying_data(&round.nonce, &round.agent_key);
-    let outcome = verify::appraise(
-        &req.evidence,
-        &ak,
-        &qualifying,
-        policy.as_ref(),
-        internal.last_clock.as_ref(),
-    );
-    if !outcome.signature_valid {
-        // Not provably from this host's TPM: refuse, audit, change nothing.
-        return Err(ApiError::forbidden(format!(
-            "the evidence is not signed by this host's attestation key: {}",
-            outcome.failures.join("; ")
-        )));
-    }
-    let event = if outcome.passed {
-        HostEvent::Passed
-    } else {
-        HostEvent::Failed {
-            reason: outcome.failures.join("; "),
-            attack: outcome.attack,
-        }
-    };
-    let current = doc
-        .prop_str("state")
-        .and_then(HostState::parse)
-        .unwrap_or(HostState::Registered);
-    let t = state::apply(current, &event);
-    let mut certificate = None;
-    if t.effects.issue_certificate {
-        let issued = app
-            .fabric
-            .host_ca
-            .issue(&doc.name, &round.agent_key, app.fabric.cert_lifetime())
-            .map_err(|e| ApiError::bad_request("InvalidAgentKey", e))?;
-        internal.cert_fingerprint = Some(issued.fingerprint.clone());
-        internal.cert_not_after = issued.not_after;
-        certificate = Some(issued);
-    }
-    if t.effects.revoke_certificate || t.to != HostState::Trusted {
-        internal.cert_fingerprint = None;
-        internal.cert_not_after = 0;
-    }
-    if outcome.passed {
-        internal.last_pass_at = now;
-    }
-    if outcome.clock.is_some() {
-        internal.last_clock = outcome.clock;
-    }
-    let now_s = strata_types::time::now_rfc3339();
-    let previous_certificate = doc
-        .properties
-        .get("certificate")
-        .cloned()
-        .unwrap_or(Value::Null);
-    if let Some(o) = doc.properties.as_object_mut() {
-        o.insert("state".into(), json!(t.to.as_str()));
-        o.insert("reason".into(), json!(t.reason));
-        if t.effects.cordon {
-            o.insert("cordoned".into(), json!(true));
-        }
-        o.insert(
-            "lastAttestation".into(),
-            json!({
-                "time": now_s,
-                "passed": outcome.passed,
-                "failures": outcome.failures,
-                "secureBoot": outcome.secure_boot,
-                "events": outcome.events,
-                "policy": policy.as_ref().map(|p| p.name.clone()),
-                "policyVersion": policy.as_ref().map(|p| p.version),
-            }),
+    // A concurrent change to the host (sweep, operator action) must not throw a valid round
+    // away: reload and apply the round again, a few times.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (rec, mut doc) = load(app, &hid)?.ok_or_else(|| ApiError::not_found(hid.as_str()))?;
+        let mut internal: HostInternal = crate::docs::internal_of(&doc);
+        let ak_bytes = b64()
+            .decode(&internal.ak_public)
+            .map_err(|_| ApiError::internal())?;
+        let ak = verify::AkPublic::parse(&ak_bytes).map_err(|_| ApiError::internal())?;
+        let policy = super::policy::load_for_host(app, &doc)?;
+        let qualifying = strata_attest::round::qualifying_data(&round.nonce, &round.agent_key);
+        let outcome = verify::appraise(
+            &req.evidence,
+            &ak,
+            &qualifying,
+            policy.as_ref(),
+            internal.last_clock.as_ref(),
         );
-        if outcome.passed {
-            o.insert("lastTrustedAt".into(), json!(now_s));
+        if !outcome.signature_valid {
+            // Not provably from this host's TPM: refuse, audit, change nothing.
+            return Err(ApiError::forbidden(format!(
+                "the evidence is not signed by this host's attestation key: {}",
+                outcome.failures.join("; ")
+            )));
         }
-        o.insert(
+        if !outcome.fresh {
+            // Signed by the host's AK but not over this round's nonce: a replayed quote. Refuse and
+            // record it as an incident, but change nothing (whoever replays it is not the host).
+            let reason = format!("replayed quote refused: {}", outcome.failures.join("; "));
+            tracing::error!(host = %host, %reason, "host trust incident");
+            let mut e = entry(
+                call,
+                host,
+                "Strata.Security/incidents/write",
+                hid.as_str(),
+                ("incident", 403),
+                &reason,
+                json!({ "severity": "high", "stateChanged": false }),
+            );
+            e.category = "incident".into();
+            app.audit_only(vec![e]);
+            return Err(ApiError::forbidden(reason));
+        }
+        let event = if outcome.passed {
+            HostEvent::Passed
+        } else {
+            HostEvent::Failed {
+                reason: outcome.failures.join("; "),
+                attack: outcome.attack,
+            }
+        };
+        let current = doc
+            .prop_str("state")
+            .and_then(HostState::parse)
+            .unwrap_or(HostState::Registered);
+        let t = state::apply(current, &event);
+        let mut certificate = None;
+        if t.effects.issue_certificate {
+            let issued = app
+                .fabric
+                .host_ca
+                .issue(&doc.name, &round.agent_key, app.fabric.cert_lifetime())
+                .map_err(|e| ApiError::bad_request("InvalidAgentKey", e))?;
+            internal.cert_fingerprint = Some(issued.fingerprint.clone());
+            internal.cert_not_after = issued.not_after;
+            certificate = Some(issued);
+        }
+        if t.effects.revoke_certificate || t.to != HostState::Trusted {
+            internal.cert_fingerprint = None;
+            internal.cert_not_after = 0;
+        }
+        if outcome.passed {
+            internal.last_pass_at = now;
+        }
+        if outcome.clock.is_some() {
+            internal.last_clock = outcome.clock;
+        }
+        let now_s = strata_types::time::now_rfc3339();
+        let previous_certificate = doc
+            .properties
+            .get("certificate")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(o) = doc.properties.as_object_mut() {
+            o.insert("state".into(), json!(t.to.as_str()));
+            o.insert("reason".into(), json!(t.reason));
+            if t.effects.cordon {
+                o.insert("cordoned".into(), json!(true));
+            }
+            o.insert(
+                "lastAttestation".into(),
+                json!({
+                    "time": now_s,
+                    "passed": outcome.passed,
+                    "failures": outcome.failures,
+                    "secureBoot": outcome.secure_boot,
+                    "events": outcome.events,
+                    "policy": policy.as_ref().map(|p| p.name.clone()),
+                    "policyVersion": policy.as_ref().map(|p| p.version),
+                }),
+            );
+            if outcome.passed {
+                o.insert("lastTrustedAt".into(), json!(now_s));
+            }
+            o.insert(
             "certificate".into(),
             match &certificate {
                 Some(c) => json!({ "fingerprint": c.fingerprint, "notAfter": strata_types::time::rfc3339(c.not_after) }),
@@ -717,59 +813,65 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
                 None => Value::Null,
             },
         );
-    }
-    doc.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
-    doc.system_data.last_modified_at = now_s;
-    doc.system_data.last_modified_by = format!("agent:{host}");
-    let mut audit = vec![entry(
-        call,
-        host,
-        "Strata.Fabric/hosts/attest/action",
-        hid.as_str(),
-        (if outcome.passed { "success" } else { "failure" }, 200),
-        &t.reason,
-        json!({ "from": t.from.as_str(), "to": t.to.as_str(), "failures": outcome.failures }),
-    )];
-    if let Some(incident) = &t.effects.incident {
-        tracing::error!(host = %host, %incident, "host trust incident");
-        let mut e = entry(
+        }
+        doc.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
+        doc.system_data.last_modified_at = now_s;
+        doc.system_data.last_modified_by = format!("agent:{host}");
+        let mut audit = vec![entry(
             call,
             host,
-            "Strata.Security/incidents/write",
+            "Strata.Fabric/hosts/attest/action",
             hid.as_str(),
-            ("incident", 200),
-            incident,
-            json!({ "severity": "high", "cordoned": t.effects.cordon, "certificateRevoked": t.effects.revoke_certificate }),
-        );
-        e.category = "incident".into();
-        audit.push(e);
+            (if outcome.passed { "success" } else { "failure" }, 200),
+            &t.reason,
+            json!({ "from": t.from.as_str(), "to": t.to.as_str(), "failures": outcome.failures }),
+        )];
+        if let Some(incident) = &t.effects.incident {
+            tracing::error!(host = %host, %incident, "host trust incident");
+            let mut e = entry(
+                call,
+                host,
+                "Strata.Security/incidents/write",
+                hid.as_str(),
+                ("incident", 200),
+                incident,
+                json!({ "severity": "high", "cordoned": t.effects.cordon, "certificateRevoked": t.effects.revoke_certificate }),
+            );
+            e.category = "incident".into();
+            audit.push(e);
+        }
+        match commit(
+            app,
+            vec![Op::Put {
+                key: rec.key.clone(),
+                rtype: rec.rtype.clone(),
+                parent: rec.parent.clone(),
+                body: doc.to_json()?,
+                pre: Precondition::Revision(rec.revision),
+            }],
+            audit,
+        ) {
+            Ok(()) => {}
+            Err(e) if e.status == 412 && attempt < 3 => continue,
+            Err(e) => return Err(e),
+        }
+        if let Ok(mut req) = app.fabric.attest_requests.lock() {
+            req.remove(hid.key());
+        }
+        return Ok(Reply::json(
+            200,
+            json!({
+                "passed": outcome.passed,
+                "state": t.to.as_str(),
+                "reason": t.reason,
+                "failures": outcome.failures,
+                "certificate": certificate.as_ref().map(|c| c.pem.clone()),
+                "caCertificate": app.fabric.host_ca.cert_pem,
+                "nextRoundSecs": app.fabric.interval(),
+                "certificateNotAfter": certificate.as_ref().map(|c| c.not_after),
+            }),
+        ));
     }
-    commit(
-        app,
-        vec![Op::Put {
-            key: rec.key.clone(),
-            rtype: rec.rtype.clone(),
-            parent: rec.parent.clone(),
-            body: doc.to_json()?,
-            pre: Precondition::Revision(rec.revision),
-        }],
-        audit,
-    )?;
-    if let Ok(mut req) = app.fabric.attest_requests.lock() {
-        req.remove(host);
-    }
-    Ok(Reply::json(
-        200,
-        json!({
-            "passed": outcome.passed,
-            "state": t.to.as_str(),
-            "reason": t.reason,
-            "failures": outcome.failures,
-            "certificate": certificate.as_ref().map(|c| c.pem.clone()),
-            "caCertificate": app.fabric.host_ca.cert_pem,
-            "nextRoundSecs": app.fabric.interval(),
-        }),
-    ))
 }
 
 fn assignments(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
@@ -786,7 +888,7 @@ fn assignments(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, Api
         json!({
             "host": host,
             "state": doc.prop_str("state"),
-            "attestNow": app.fabric.attest_requests.lock().map(|r| r.contains_key(host)).unwrap_or(false),
+            "attestNow": app.fabric.attest_requests.lock().map(|r| r.contains_key(hid.key())).unwrap_or(false),
             "virtualMachines": [],
         }),
     ))

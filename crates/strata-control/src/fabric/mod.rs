@@ -49,6 +49,9 @@ pub struct FabricConfig {
     pub tpm_ca_files: Vec<PathBuf>,
     /// Files with Ed25519 release public keys that reference-policy bundles must be signed by.
     pub release_key_files: Vec<PathBuf>,
+    /// Let the scheduler place VMs on development (software-TPM) hosts. Off by default;
+    /// `strata up --dev-tpm` turns it on for its single-machine demo.
+    pub allow_development_placement: bool,
 }
 
 impl Default for FabricConfig {
@@ -57,6 +60,7 @@ impl Default for FabricConfig {
             attestation_interval_secs: 10,
             tpm_ca_files: Vec::new(),
             release_key_files: Vec::new(),
+            allow_development_placement: false,
         }
     }
 }
@@ -76,9 +80,15 @@ pub struct Fabric {
     pub tpm_anchors: Vec<strata_identity::x509::Certificate>,
     pub tpm_intermediates: Vec<strata_identity::x509::Certificate>,
     pub release_keys: Vec<strata_attest::bundle::ReleaseKey>,
-    /// Outstanding nonces by host name. In memory on purpose: a nonce that outlives a restart
+    /// Outstanding nonces by host key. In memory on purpose: a nonce that outlives a restart
     /// is a nonce nobody can use, which is the safe failure.
     pub rounds: Mutex<HashMap<String, Vec<PendingRound>>>,
+    /// Unauthenticated door calls, per client address and per (address, host): bounded so a
+    /// flood can neither starve a host's agent nor grow memory without limit.
+    pub limiter: crate::ratelimit::RateLimiter,
+    /// How many refusals per client address are written to the audit log (the rest are
+    /// counted in the log line only), so a flood cannot fill the Merkle log.
+    pub audit_gate: crate::ratelimit::RateLimiter,
     /// Hosts an operator asked to attest now: name → time of the request.
     pub attest_requests: Mutex<HashMap<String, i64>>,
 }
@@ -131,6 +141,8 @@ impl Fabric {
             tpm_intermediates: intermediates,
             release_keys,
             rounds: Mutex::new(HashMap::new()),
+            limiter: crate::ratelimit::RateLimiter::new(5.0, 20.0),
+            audit_gate: crate::ratelimit::RateLimiter::new(1.0, 20.0),
             attest_requests: Mutex::new(HashMap::new()),
         })
     }

@@ -39,7 +39,10 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-fn why_not(h: &HostView) -> String {
+fn why_not(h: &HostView, allow_development: bool) -> String {
+    if h.development && !allow_development && h.state == HostState::Trusted {
+        return "development host (software TPM); this control plane places only on hardware-trusted hosts".into();
+    }
     match h.state {
         HostState::Trusted if h.cordoned => "cordoned".into(),
         HostState::Trusted => format!("attestation stale ({} s old)", h.last_pass_age_secs),
@@ -47,15 +50,26 @@ fn why_not(h: &HostView) -> String {
     }
 }
 
-/// Picks the host for one VM.
-pub fn place(hosts: &[HostView], stale_after: i64) -> Result<String, Refusal> {
+/// Picks the host for one VM. Development (software-TPM) hosts are candidates only when
+/// `allow_development` (the single-machine demo); their quotes prove nothing about hardware.
+pub fn place(
+    hosts: &[HostView],
+    stale_after: i64,
+    allow_development: bool,
+) -> Result<String, Refusal> {
     hosts
         .iter()
-        .filter(|h| placeable(h.state, h.cordoned, h.last_pass_age_secs, stale_after))
+        .filter(|h| {
+            placeable(h.state, h.cordoned, h.last_pass_age_secs, stale_after)
+                && (allow_development || !h.development)
+        })
         .min_by(|a, b| a.vms.cmp(&b.vms).then_with(|| a.name.cmp(&b.name)))
         .map(|h| h.name.clone())
         .ok_or_else(|| Refusal {
-            hosts: hosts.iter().map(|h| (h.name.clone(), why_not(h))).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| (h.name.clone(), why_not(h, allow_development)))
+                .collect(),
         })
 }
 
@@ -84,7 +98,7 @@ mod tests {
         ];
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..10 {
-            let h = place(&hosts, 30).unwrap_or_else(|e| panic!("{e}"));
+            let h = place(&hosts, 30, false).unwrap_or_else(|e| panic!("{e}"));
             *counts.entry(h.clone()).or_insert(0) += 1;
             if let Some(v) = hosts.iter_mut().find(|x| x.name == h) {
                 v.vms += 1;
@@ -102,13 +116,18 @@ mod tests {
         let mut cordoned = host("k", HostState::Trusted, 0);
         cordoned.cordoned = true;
         let hosts = vec![stale, cordoned, host("q", HostState::Quarantined, 0)];
-        let r = place(&hosts, 30).err().unwrap_or_else(|| panic!("placed"));
+        let r = place(&hosts, 30, false)
+            .err()
+            .unwrap_or_else(|| panic!("placed"));
         let text = r.to_string();
         assert!(text.contains("s: attestation stale (99 s old)"), "{text}");
         assert!(text.contains("k: cordoned"), "{text}");
         assert!(text.contains("q: Quarantined"), "{text}");
         assert_eq!(
-            place(&[], 30).err().map(|r| r.to_string()).as_deref(),
+            place(&[], 30, false)
+                .err()
+                .map(|r| r.to_string())
+                .as_deref(),
             Some("no host has joined the fabric")
         );
     }

@@ -14,8 +14,10 @@
 //!       │ attestation passed ──▶ Trusted (still cordoned if a failure cordoned it:
 //!       │                        an operator uncordons after investigating)
 //!       │
-//!   any state ── evidence that proves an attack (bad AK signature, replayed nonce,
-//!                clock rollback) or an operator's `quarantine` ──▶ Quarantined
+//!   any state ── a fresh, signed quote whose TPM clock ran backwards (state rollback), or an
+//!                operator's `quarantine` ──▶ Quarantined
+//!   (evidence not signed by the host's AK, or a replayed quote, changes nothing: it is not
+//!    provably this round of this host)
 //!
 //!   Quarantined ── only an operator's `release` ──▶ Registered (must attest again)
 //! ```

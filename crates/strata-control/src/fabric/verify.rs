@@ -103,6 +103,9 @@ pub fn quote_selection(p: &LoadedPolicy) -> (String, Vec<u32>) {
 pub struct Outcome {
     /// The quote verified with the host's AK: only then may the round change anything.
     pub signature_valid: bool,
+    /// The quote carries this round's qualifying data (not a replay): also required before
+    /// the round may change anything.
+    pub fresh: bool,
     pub passed: bool,
     /// The failure itself is evidence of an attack (replayed nonce, clock rollback).
     pub attack: bool,
@@ -112,14 +115,11 @@ pub struct Outcome {
     pub events: usize,
 }
 
+/// A fresh, signed quote whose TPM clock ran backwards without a reset or restart: the TPM's
+/// state was rolled back (a vTPM snapshot restored, a TPM emulated). Counters that went down
+/// are not an attack by themselves (TPM2_Clear resets them) and only fail the round.
 fn is_attack(f: &Failure) -> bool {
-    matches!(
-        f,
-        Failure::Nonce { .. }
-            | Failure::ResetCountDecreased { .. }
-            | Failure::RestartCountDecreased { .. }
-            | Failure::ClockWentBackwards { .. }
-    )
+    matches!(f, Failure::ClockWentBackwards { .. })
 }
 
 /// Appraises `evidence` (the agent's JSON). Malformed evidence, or a round without a policy,
@@ -137,6 +137,7 @@ pub fn appraise(
         Err(e) => {
             return Outcome {
                 signature_valid: false,
+                fresh: false,
                 passed: false,
                 attack: false,
                 failures: vec![format!("the evidence is malformed: {e}")],
@@ -150,8 +151,11 @@ pub fn appraise(
         let authentic = strata_attest::tpm::Signature::parse(&ev.signature)
             .ok()
             .is_some_and(|sig| ak.public().verify(&ev.attest, &sig).is_ok());
+        let fresh = strata_attest::tpm::Attest::parse(&ev.attest)
+            .is_ok_and(|a| strata_attest::constant_time_eq(&a.extra_data, qualifying));
         return Outcome {
             signature_valid: authentic,
+            fresh,
             passed: false,
             attack: false,
             failures: vec![
@@ -166,6 +170,10 @@ pub fn appraise(
         strata_attest::appraise(&ev, ak.public(), qualifying, &policy.policy, previous);
     Outcome {
         signature_valid: v.authentic,
+        fresh: !v
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::Nonce { .. })),
         passed: v.passed,
         attack: v.failures.iter().any(is_attack),
         failures: v.failures.iter().map(ToString::to_string).collect(),

@@ -104,14 +104,7 @@ pub fn host_action(ctx: &Ctx<'_>, doc: &Doc, action: &str, body: Value) -> Resul
     };
     match action {
         "attest" => {
-            if let Ok(mut r) = ctx.app.fabric.attest_requests.lock() {
-                r.insert(doc.name.clone(), ctx.now());
-            }
-            set(
-                &mut doc,
-                "attestRequestedAt",
-                json!(strata_types::time::now_rfc3339()),
-            );
+            return Err(ApiError::internal()); // handled by `request_attestation`
         }
         "cordon" => set(&mut doc, "cordoned", json!(true)),
         "uncordon" => set(&mut doc, "cordoned", json!(false)),
@@ -139,13 +132,18 @@ pub fn host_action(ctx: &Ctx<'_>, doc: &Doc, action: &str, body: Value) -> Resul
             if t.effects.cordon {
                 set(&mut doc, "cordoned", json!(true));
             }
+            let mut internal: HostInternal = crate::docs::internal_of(&doc);
             if t.effects.revoke_certificate {
-                let mut internal: HostInternal = crate::docs::internal_of(&doc);
                 internal.cert_fingerprint = None;
                 internal.cert_not_after = 0;
-                doc.internal = serde_json::to_value(internal).map_err(|_| ApiError::internal())?;
                 set(&mut doc, "certificate", Value::Null);
             }
+            if action == "release" {
+                // Start the clock checks afresh: the TPM may have been cleared while the host
+                // was out (its counters legitimately restart).
+                internal.last_clock = None;
+            }
+            doc.internal = serde_json::to_value(internal).map_err(|_| ApiError::internal())?;
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -161,6 +159,26 @@ pub fn host_action(ctx: &Ctx<'_>, doc: &Doc, action: &str, body: Value) -> Resul
         extra_ops: vec![],
         reveal: None,
     })
+}
+
+/// `POST …/hosts/{name}/attest`: asks for a round now. Kept in memory and audited, never
+/// written to the host document (a write would race the host's own round).
+pub fn request_attestation(ctx: &Ctx<'_>, id: &ResourceId, doc: &Doc) -> Result<Reply, ApiError> {
+    if let Ok(mut r) = ctx.app.fabric.attest_requests.lock() {
+        r.insert(id.key().to_string(), ctx.now());
+    }
+    ctx.commit(
+        vec![],
+        202,
+        json!({ "id": id.to_string(), "action": "attest" }),
+        false,
+    )?;
+    let mut body =
+        serde_json::to_value(doc.public(String::new())).map_err(|_| ApiError::internal())?;
+    if let Some(o) = body.as_object_mut() {
+        o.remove("etag");
+    }
+    Ok(Reply::json(202, body))
 }
 
 /// The scheduler's view of every host.
@@ -237,7 +255,11 @@ pub fn placement_preview(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
     let mut hosts = host_views(ctx)?;
     let mut placements = Vec::new();
     for _ in 0..b.count {
-        match placement::place(&hosts, ctx.app.fabric.stale_after()) {
+        match placement::place(
+            &hosts,
+            ctx.app.fabric.stale_after(),
+            ctx.app.fabric.config.allow_development_placement,
+        ) {
             Ok(h) => {
                 if let Some(v) = hosts.iter_mut().find(|x| x.name == h) {
                     v.vms += 1;

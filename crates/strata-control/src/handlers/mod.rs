@@ -391,6 +391,13 @@ fn delete_item(
             "built-in role definitions cannot be deleted",
         ));
     }
+    if kind == Kind::ReferencePolicy {
+        // Deleting would reset the version floor and let an older signed bundle back in.
+        return Err(ApiError::bad_request(
+            "PolicyRequiresSignedBundle",
+            "reference policies are replaced only by importing a newer signed bundle; they cannot be deleted",
+        ));
+    }
     let Some((rec, _doc)) = load(ctx, id)? else {
         return Ok(Reply::empty(204));
     };
@@ -513,6 +520,9 @@ fn post_action(
     req: &Incoming<'_>,
 ) -> Result<Reply, ApiError> {
     let (rec, doc) = load(ctx, id)?.ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    if kind == Kind::Host && action == "attest" {
+        return fabric::request_attestation(ctx, id, &doc);
+    }
     let body: Value = if req.body.is_empty() {
         json!({})
     } else {

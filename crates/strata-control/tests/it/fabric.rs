@@ -367,6 +367,12 @@ fn bad_join_tokens_and_unknown_nonces_are_refused() {
         Some(json!({ "properties": {} })),
     );
     assert_eq!(s, 400, "{v}");
+    let (s, v) = server.admin(
+        "DELETE",
+        "/providers/Strata.Fabric/referencePolicies/default",
+        None,
+    );
+    assert_eq!(s, 400, "deleting would reset the rollback floor: {v}");
     // Without a configured release key no bundle is accepted.
     let (s, v) = server.admin(
         "POST",
