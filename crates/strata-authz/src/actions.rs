@@ -285,6 +285,22 @@ pub const ALL: &[ActionInfo] = &[
         "Attest a fabric host's measured boot",
     ),
     mgmt(
+        "Strata.Fabric/hosts/cordon/action",
+        "Stop placing new VMs on a fabric host",
+    ),
+    mgmt(
+        "Strata.Fabric/hosts/uncordon/action",
+        "Allow placement on a fabric host again",
+    ),
+    mgmt(
+        "Strata.Fabric/hosts/quarantine/action",
+        "Quarantine a fabric host (only release moves it)",
+    ),
+    mgmt(
+        "Strata.Fabric/hosts/release/action",
+        "Release a quarantined fabric host",
+    ),
+    mgmt(
         "Strata.Fabric/referencePolicies/read",
         "List or read host reference policies",
     ),

@@ -153,13 +153,15 @@ const SPECS: &[Spec] = &[
     Spec {
         id: SECURITY_ADMIN,
         name: "Security Admin",
-        description: "Manage security assessments, incidents and just-in-time policies; read access control, audit and fabric state.",
+        description: "Manage security assessments, incidents and just-in-time policies; cordon and quarantine fabric hosts; read access control, audit and fabric state.",
         privileged: false,
         actions: &[
             "Strata.Authorization/*/read",
             "Strata.Security/*",
             "Strata.Audit/*/read",
             "Strata.Fabric/*/read",
+            "Strata.Fabric/hosts/cordon/action",
+            "Strata.Fabric/hosts/quarantine/action",
             SUBSCRIPTION_READ,
             RESOURCE_GROUP_READ,
         ],

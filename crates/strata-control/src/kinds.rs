@@ -141,7 +141,7 @@ impl Kind {
     /// The RBAC action a POST action needs.
     pub fn post_action_permission(self, action: &str) -> String {
         match (self, action) {
-            (Kind::Host, "attest") => "Strata.Fabric/hosts/attest/action".into(),
+            (Kind::Host, a) => format!("Strata.Fabric/hosts/{a}/action"),
             _ => self.action("write"),
         }
     }

@@ -290,13 +290,34 @@ fn three_hosts_register_two_are_trusted_and_drift_is_caught() {
 
     // Operators: quarantine good-2, which stops placement entirely; release brings it back
     // to Registered, and it must attest again to be Trusted.
-    let (s, v) = server.admin(
+    // A Security Admin may quarantine during an incident but not release.
+    let (oid, client_id, secret) = server.new_sp("soc-bot");
+    server.assign(&oid, "Security Admin", "");
+    let soc = server.sp_token(&client_id, &secret).unwrap();
+    let (s, v, _) = server.req(
         "POST",
         "/providers/Strata.Fabric/hosts/good-2/quarantine",
-        Some(json!({ "reason": "incident 42" })),
+        Some(&soc),
+        Some(&json!({ "reason": "incident 42" })),
+        &[],
     );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["properties"]["state"], "Quarantined");
+    let (s, v, _) = server.req(
+        "POST",
+        "/providers/Strata.Fabric/hosts/good-2/release",
+        Some(&soc),
+        None,
+        &[],
+    );
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hosts/release/action"),
+        "{v}"
+    );
     let r = hosts[1].agent.round().unwrap();
     assert_eq!(r.state, "Quarantined", "a passing round does not release");
     let (s, v) = server.admin(
