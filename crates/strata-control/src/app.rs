@@ -161,6 +161,8 @@ pub struct App {
     reload: Mutex<()>,
     /// Host trust: host CA, TPM vendor CAs, release keys, outstanding nonces.
     pub fabric: crate::fabric::Fabric,
+    /// The audit Merkle tree as of the last signed checkpoint (the checkpointer extends it).
+    pub audit_tree: Mutex<Option<strata_audit::CompactTree>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +206,7 @@ impl App {
             audit_signer,
             reload: Mutex::new(()),
             fabric,
+            audit_tree: Mutex::new(None),
         })
     }
 

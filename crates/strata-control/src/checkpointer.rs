@@ -7,7 +7,8 @@ use std::sync::Arc;
 use strata_audit::{Checkpoint, CompactTree};
 
 /// Signs a checkpoint over the whole log if it grew since the last one. Recomputes every new
-/// leaf hash from the stored entry bytes and refuses to sign over a mismatch.
+/// leaf hash from the stored entry bytes and refuses to sign over a mismatch; the tree over
+/// older entries is cached in memory.
 pub fn checkpoint_now(app: &App) {
     if let Err(e) = try_checkpoint(app) {
         tracing::error!(error = %e, "audit checkpoint not signed");
@@ -25,8 +26,34 @@ fn try_checkpoint(app: &App) -> Result<(), String> {
     {
         return Ok(());
     }
-    let mut tree = CompactTree::new();
-    let mut from = 0u64;
+    // The tree over everything already checkpointed is kept in memory: each tick hashes only
+    // the entries appended since (the log is append-only; `strata audit verify` re-checks
+    // every stored entry offline).
+    let mut cache = app
+        .audit_tree
+        .lock()
+        .map_err(|_| "audit tree lock poisoned")?;
+    let mut tree = match cache.take() {
+        Some(t) if t.size() <= len => t,
+        _ => CompactTree::new(),
+    };
+    // On any error the cache stays empty and the next tick starts from scratch.
+    extend(store, &mut tree, len)?;
+    let signed = app.audit_signer.sign(Checkpoint {
+        origin: format!("strata/{}", app.tenant_id),
+        tree_size: tree.size(),
+        root_hash: tree.root(),
+        timestamp: strata_types::time::now_unix(),
+    });
+    store.put_checkpoint(&signed).map_err(|e| e.to_string())?;
+    *cache = Some(tree);
+    Ok(())
+}
+
+/// Appends entries `tree.size()..len` to `tree`, recomputing each leaf hash from the stored
+/// entry bytes and refusing a mismatch or a gap.
+fn extend(store: &dyn strata_store::Store, tree: &mut CompactTree, len: u64) -> Result<(), String> {
+    let mut from = tree.size();
     while from < len {
         let rows = store.audit_rows(from, 10_000).map_err(|e| e.to_string())?;
         if rows.is_empty() {
@@ -49,13 +76,7 @@ fn try_checkpoint(app: &App) -> Result<(), String> {
             }
         }
     }
-    let signed = app.audit_signer.sign(Checkpoint {
-        origin: format!("strata/{}", app.tenant_id),
-        tree_size: tree.size(),
-        root_hash: tree.root(),
-        timestamp: strata_types::time::now_unix(),
-    });
-    store.put_checkpoint(&signed).map_err(|e| e.to_string())
+    Ok(())
 }
 
 pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
