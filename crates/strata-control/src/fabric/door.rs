@@ -657,8 +657,8 @@ fn nonce(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError>
         list.push(round);
     }
     let (bank, pcrs) = match &policy {
-        Some(p) => verify::quote_selection(p),
-        None => ("sha256".to_string(), (0..8).collect()),
+        Ok(p) => verify::quote_selection(p),
+        Err(_) => ("sha256".to_string(), (0..8).collect()),
     };
     Ok(Reply::json(
         200,
@@ -716,7 +716,7 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
             &req.evidence,
             &ak,
             &qualifying,
-            policy.as_ref(),
+            policy.as_ref().map_err(String::as_str),
             internal.last_clock.as_ref(),
         );
         if !outcome.signature_valid {
@@ -798,8 +798,8 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
                     "failures": outcome.failures,
                     "secureBoot": outcome.secure_boot,
                     "events": outcome.events,
-                    "policy": policy.as_ref().map(|p| p.name.clone()),
-                    "policyVersion": policy.as_ref().map(|p| p.version),
+                    "policy": policy.as_ref().ok().map(|p| p.name.clone()),
+                    "policyVersion": policy.as_ref().ok().map(|p| p.version),
                 }),
             );
             if outcome.passed {

@@ -39,31 +39,51 @@ pub fn policy_id(name: &str) -> Result<ResourceId, ApiError> {
         .map_err(|e| ApiError::bad_request("InvalidPolicyName", format!("policy name: {e}")))
 }
 
-/// The policy a host is appraised against (`properties.policy`, default `default`).
-pub fn load_for_host(app: &App, host: &Doc) -> Result<Option<LoadedPolicy>, ApiError> {
+/// The policy a host is appraised against (`properties.policy`, default `default`), or why
+/// there is no usable one. The stored signed bundle is verified again against the release
+/// keys configured *now*, so removing a compromised release key disables every policy it
+/// signed, and a policy edited in the database is refused.
+pub fn load_for_host(app: &App, host: &Doc) -> Result<Result<LoadedPolicy, String>, ApiError> {
     let name = host.prop_str("policy").unwrap_or("default").to_string();
     let id = policy_id(&name)?;
     let rec = app.store.get(id.key()).map_err(|e| {
         log_chain("store read failed", &e);
         ApiError::internal()
     })?;
-    let Some(rec) = rec else { return Ok(None) };
+    let Some(rec) = rec else {
+        return Ok(Err(format!(
+            "no reference policy '{name}' has been imported: import a signed bundle with 'strata host policy import'"
+        )));
+    };
     let doc = Doc::parse(&rec.body)?;
-    let policy: ReferencePolicy = doc
-        .properties
-        .get("policy")
+    let Some(bundle) = doc
+        .internal
+        .get("bundle")
         .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or_else(ApiError::internal)?;
-    Ok(Some(LoadedPolicy {
-        name,
-        version: doc
-            .properties
-            .get("version")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        policy,
-    }))
+        .and_then(|v| serde_json::from_value::<SignedBundle>(v).ok())
+    else {
+        return Ok(Err(format!(
+            "reference policy '{name}' has no signed bundle on record; import it again"
+        )));
+    };
+    let payload = match strata_attest::bundle::verify_bundle(&bundle, &app.fabric.release_keys) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(Err(format!(
+                "reference policy '{name}' is no longer trusted: {e}"
+            )));
+        }
+    };
+    match payload.policies.get(&name) {
+        Some(policy) => Ok(Ok(LoadedPolicy {
+            name,
+            version: payload.version,
+            policy: policy.clone(),
+        })),
+        None => Ok(Err(format!(
+            "the signed bundle on record does not contain policy '{name}'"
+        ))),
+    }
 }
 
 /// `POST /providers/Strata.Fabric/referencePolicies/import`: verifies the bundle's signature
@@ -125,13 +145,16 @@ pub fn import(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
             "policy": serde_json::to_value(policy).map_err(|_| ApiError::internal())?,
             "provisioningState": "Succeeded",
         });
-        let doc = crate::handlers::new_doc(
+        let mut doc = crate::handlers::new_doc(
             ctx,
             &id,
             Kind::ReferencePolicy,
             existing_doc.as_ref(),
             props,
         );
+        // The signed bundle itself is kept so every load re-verifies it.
+        doc.internal =
+            json!({ "bundle": serde_json::to_value(&bundle).map_err(|_| ApiError::internal())? });
         ops.push(Op::Put {
             key: id.key().into(),
             rtype: Kind::ReferencePolicy.type_key(),

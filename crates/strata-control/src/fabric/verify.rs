@@ -122,14 +122,14 @@ fn is_attack(f: &Failure) -> bool {
     matches!(f, Failure::ClockWentBackwards { .. })
 }
 
-/// Appraises `evidence` (the agent's JSON). Malformed evidence, or a round without a policy,
-/// is reported as a failure; a policy that is missing still gets the signature checked so
-/// that unauthenticated bytes never move a host.
+/// Appraises `evidence` (the agent's JSON). Malformed evidence, or a round without a usable
+/// policy (`Err` says why), is reported as a failure; without a policy the signature and the
+/// nonce are still checked so that unauthenticated or replayed bytes never move a host.
 pub fn appraise(
     evidence: &Value,
     ak: &AkPublic,
     qualifying: &[u8],
-    policy: Option<&LoadedPolicy>,
+    policy: Result<&LoadedPolicy, &str>,
     previous: Option<&Clock>,
 ) -> Outcome {
     let ev: strata_attest::Evidence = match serde_json::from_value(evidence.clone()) {
@@ -147,24 +147,25 @@ pub fn appraise(
             };
         }
     };
-    let Some(policy) = policy else {
-        let authentic = strata_attest::tpm::Signature::parse(&ev.signature)
-            .ok()
-            .is_some_and(|sig| ak.public().verify(&ev.attest, &sig).is_ok());
-        let fresh = strata_attest::tpm::Attest::parse(&ev.attest)
-            .is_ok_and(|a| strata_attest::constant_time_eq(&a.extra_data, qualifying));
-        return Outcome {
-            signature_valid: authentic,
-            fresh,
-            passed: false,
-            attack: false,
-            failures: vec![
-                "no reference policy has been imported for this host: import a signed bundle with 'strata host policy import'".into(),
-            ],
-            clock: None,
-            secure_boot: None,
-            events: 0,
-        };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(why) => {
+            let authentic = strata_attest::tpm::Signature::parse(&ev.signature)
+                .ok()
+                .is_some_and(|sig| ak.public().verify(&ev.attest, &sig).is_ok());
+            let fresh = strata_attest::tpm::Attest::parse(&ev.attest)
+                .is_ok_and(|a| strata_attest::constant_time_eq(&a.extra_data, qualifying));
+            return Outcome {
+                signature_valid: authentic,
+                fresh,
+                passed: false,
+                attack: false,
+                failures: vec![why.to_string()],
+                clock: None,
+                secure_boot: None,
+                events: 0,
+            };
+        }
     };
     let v: Verdict =
         strata_attest::appraise(&ev, ak.public(), qualifying, &policy.policy, previous);
