@@ -129,7 +129,11 @@ pub fn apply(state: HostState, event: &HostEvent) -> Transition {
         (_, HostEvent::Failed { reason, attack }) => {
             fx.cordon = true;
             fx.revoke_certificate = true;
-            fx.incident = Some(format!("host attestation failed: {reason}"));
+            // One incident when trust is lost, not one per failing round of a host that is
+            // already Untrusted (every round is still audited).
+            if state != Untrusted || *attack {
+                fx.incident = Some(format!("host attestation failed: {reason}"));
+            }
             if *attack {
                 (
                     Quarantined,
@@ -220,6 +224,16 @@ mod tests {
         );
         let t = apply(HostState::Trusted, &failed(true));
         assert_eq!(t.to, HostState::Quarantined);
+    }
+
+    #[test]
+    fn a_failing_host_raises_one_incident_not_one_per_round() {
+        let first = apply(HostState::Trusted, &failed(false));
+        assert!(first.effects.incident.is_some());
+        let again = apply(first.to, &failed(false));
+        assert_eq!(again.to, HostState::Untrusted);
+        assert!(again.effects.incident.is_none());
+        assert!(again.effects.cordon, "still cordoned");
     }
 
     #[test]
