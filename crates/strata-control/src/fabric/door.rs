@@ -9,16 +9,17 @@ use strata_store::{Batch, Op, Precondition};
 use strata_types::{ApiError, ResourceId};
 
 use super::state::{self, HostEvent, HostState};
-use super::{NONCE_TTL_SECS, PendingRound, REGISTRATION_TTL_SECS, hostca, verify};
+use super::{NONCE_TTL_SECS, REGISTRATION_TTL_SECS, hostca, verify};
 use crate::app::{App, log_chain};
 use crate::dispatch::Reply;
 use crate::docs::Doc;
 use crate::kinds::Kind;
 
-/// Most nonces outstanding per host; older ones are dropped. Unauthenticated requesters are
-/// limited per (address, host), so one address cannot evict a real agent's nonce within the
-/// second its TPM takes to quote.
-const MAX_PENDING_PER_HOST: usize = 16;
+/// The nonce and key one round's evidence is checked against.
+struct PendingRound {
+    nonce: Vec<u8>,
+    agent_key: Vec<u8>,
+}
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -637,25 +638,15 @@ fn nonce(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError>
         ));
     }
     let policy = super::policy::load_for_host(app, &doc)?;
-    let nonce = random(32)?;
-    let round = PendingRound {
-        nonce: nonce.clone(),
-        agent_key: req.agent_public_key.0.clone(),
-        issued_at: strata_types::time::now_unix(),
-    };
-    if let Ok(mut rounds) = app.fabric.rounds.lock() {
-        // Forget hosts whose nonces all expired (deleted or idle hosts).
-        if rounds.len() > 10_000 {
-            let now = round.issued_at;
-            rounds.retain(|_, l| l.iter().any(|r| r.issued_at + NONCE_TTL_SECS > now));
-        }
-        let list = rounds.entry(hid.key().to_string()).or_default();
-        list.retain(|r| r.issued_at + NONCE_TTL_SECS > round.issued_at);
-        if list.len() >= MAX_PENDING_PER_HOST {
-            list.remove(0);
-        }
-        list.push(round);
-    }
+    let nonce = app
+        .fabric
+        .nonces
+        .mint(
+            hid.key(),
+            &req.agent_public_key.0,
+            strata_types::time::now_unix(),
+        )
+        .map_err(|_| ApiError::internal())?;
     let (bank, pcrs) = match &policy {
         Ok(p) => verify::quote_selection(p),
         Err(_) => ("sha256".to_string(), (0..8).collect()),
@@ -684,20 +675,23 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
     let req: EvidenceRequest = parse(call.body)?;
     let hid = host_id(host)?;
     let now = strata_types::time::now_unix();
-    // The nonce must be one this host was given, unused and fresh; it is spent either way.
-    let round = app.fabric.rounds.lock().ok().and_then(|mut rounds| {
-        let list = rounds.get_mut(hid.key())?;
-        let i = list.iter().position(|r| {
-            strata_identity::secret::constant_time_eq(&r.nonce, &req.nonce.0)
-                && r.agent_key == req.agent_public_key.0
-        })?;
-        Some(list.remove(i))
-    });
-    let Some(round) = round.filter(|r| r.issued_at + NONCE_TTL_SECS > now) else {
+    // The nonce must be one this host was given for this key, unused and fresh; it is spent
+    // either way.
+    let spent = app
+        .fabric
+        .nonces
+        .spend(&req.nonce.0, hid.key(), &req.agent_public_key.0, now);
+    if let Err(why) = spent {
         return Err(ApiError::bad_request(
             "UnknownNonce",
-            "the nonce was not issued to this host for this key, was already used, or expired; ask for a new one",
+            format!(
+                "the nonce was not issued to this host for this key, was already used, or expired ({why:?}); ask for a new one"
+            ),
         ));
+    }
+    let round = PendingRound {
+        nonce: req.nonce.0.clone(),
+        agent_key: req.agent_public_key.0.clone(),
     };
     // A concurrent change to the host (sweep, operator action) must not throw a valid round
     // away: reload and apply the round again, a few times.

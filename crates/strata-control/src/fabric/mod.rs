@@ -65,12 +65,99 @@ impl Default for FabricConfig {
     }
 }
 
-/// A nonce handed to an agent and not yet used.
-#[derive(Clone, Debug)]
-pub struct PendingRound {
-    pub nonce: Vec<u8>,
-    pub agent_key: Vec<u8>,
-    pub issued_at: i64,
+/// Stateless, single-use round nonces: `issued_at ‖ random ‖ HMAC(key, host ‖ agent key ‖
+/// issued_at ‖ random)`. Issuing stores nothing, so no requester can evict another's nonce;
+/// a nonce is spent (remembered until it expires) when evidence is submitted with it. The key
+/// is per process: a restart invalidates outstanding nonces, which is the safe failure.
+pub struct NonceMinter {
+    key: ring::hmac::Key,
+    spent: Mutex<HashMap<[u8; 32], i64>>,
+}
+
+/// Why a nonce was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NonceError {
+    Malformed,
+    Forged,
+    Expired,
+    Spent,
+}
+
+const NONCE_RANDOM: usize = 16;
+const NONCE_LEN: usize = 8 + NONCE_RANDOM + 32;
+
+impl NonceMinter {
+    pub fn new() -> Result<NonceMinter, SetupError> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| SetupError::Invalid("no randomness for the nonce key".into()))?;
+        Ok(NonceMinter {
+            key,
+            spent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn tag(&self, host: &str, agent_key: &[u8], head: &[u8]) -> ring::hmac::Tag {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(b"strata-round-nonce-v1\0");
+        ctx.update(&(host.len() as u32).to_be_bytes());
+        ctx.update(host.as_bytes());
+        ctx.update(&(agent_key.len() as u32).to_be_bytes());
+        ctx.update(agent_key);
+        ctx.update(head);
+        ctx.sign()
+    }
+
+    /// A fresh nonce for `host` (its store key) and the agent key it will be used with.
+    pub fn mint(&self, host: &str, agent_key: &[u8], now: i64) -> Result<Vec<u8>, SetupError> {
+        let mut head = Vec::with_capacity(NONCE_LEN);
+        head.extend_from_slice(&now.to_be_bytes());
+        let mut random = [0u8; NONCE_RANDOM];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .map_err(|_| SetupError::Invalid("no randomness".into()))?;
+        head.extend_from_slice(&random);
+        let tag = self.tag(host, agent_key, &head);
+        head.extend_from_slice(tag.as_ref());
+        Ok(head)
+    }
+
+    /// Checks and spends `nonce`.
+    pub fn spend(
+        &self,
+        nonce: &[u8],
+        host: &str,
+        agent_key: &[u8],
+        now: i64,
+    ) -> Result<(), NonceError> {
+        if nonce.len() != NONCE_LEN {
+            return Err(NonceError::Malformed);
+        }
+        let (head, tag) = nonce.split_at(8 + NONCE_RANDOM);
+        let mut issued = [0u8; 8];
+        issued.copy_from_slice(&head[..8]);
+        let issued_at = i64::from_be_bytes(issued);
+        let expected = self.tag(host, agent_key, head);
+        if !strata_identity::secret::constant_time_eq(expected.as_ref(), tag) {
+            return Err(NonceError::Forged);
+        }
+        if issued_at + NONCE_TTL_SECS <= now || issued_at > now + 5 {
+            return Err(NonceError::Expired);
+        }
+        let id: [u8; 32] = {
+            let d = ring::digest::digest(&ring::digest::SHA256, nonce);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        };
+        let mut spent = self.spent.lock().map_err(|_| NonceError::Spent)?;
+        if spent.len() > 100_000 {
+            spent.retain(|_, expiry| *expiry > now);
+        }
+        if spent.insert(id, issued_at + NONCE_TTL_SECS).is_some() {
+            return Err(NonceError::Spent);
+        }
+        Ok(())
+    }
 }
 
 /// Process-wide fabric state.
@@ -80,9 +167,8 @@ pub struct Fabric {
     pub tpm_anchors: Vec<strata_identity::x509::Certificate>,
     pub tpm_intermediates: Vec<strata_identity::x509::Certificate>,
     pub release_keys: Vec<strata_attest::bundle::ReleaseKey>,
-    /// Outstanding nonces by host key. In memory on purpose: a nonce that outlives a restart
-    /// is a nonce nobody can use, which is the safe failure.
-    pub rounds: Mutex<HashMap<String, Vec<PendingRound>>>,
+    /// Round nonces (stateless until spent).
+    pub nonces: NonceMinter,
     /// Unauthenticated door calls, per client address and per (address, host): bounded so a
     /// flood can neither starve a host's agent nor grow memory without limit.
     pub limiter: crate::ratelimit::RateLimiter,
@@ -140,7 +226,7 @@ impl Fabric {
             tpm_anchors: anchors,
             tpm_intermediates: intermediates,
             release_keys,
-            rounds: Mutex::new(HashMap::new()),
+            nonces: NonceMinter::new()?,
             limiter: crate::ratelimit::RateLimiter::new(5.0, 20.0),
             audit_gate: crate::ratelimit::RateLimiter::new(1.0, 20.0),
             attest_requests: Mutex::new(HashMap::new()),
@@ -160,5 +246,44 @@ impl Fabric {
     /// Host certificates live as long as a passing round stays fresh.
     pub fn cert_lifetime(&self) -> i64 {
         self.stale_after()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_bound_single_use_and_expire() {
+        let m = NonceMinter::new().unwrap_or_else(|e| panic!("{e}"));
+        let n = m
+            .mint("/h1", b"key", 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.spend(&n, "/h2", b"key", 1001), Err(NonceError::Forged));
+        assert_eq!(m.spend(&n, "/h1", b"other", 1001), Err(NonceError::Forged));
+        assert_eq!(
+            m.spend(&n, "/h1", b"key", 1000 + NONCE_TTL_SECS),
+            Err(NonceError::Expired)
+        );
+        assert_eq!(m.spend(&n, "/h1", b"key", 1001), Ok(()));
+        assert_eq!(m.spend(&n, "/h1", b"key", 1002), Err(NonceError::Spent));
+        let mut t = m
+            .mint("/h1", b"key", 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        t[3] ^= 1;
+        assert_eq!(m.spend(&t, "/h1", b"key", 1001), Err(NonceError::Forged));
+        assert_eq!(
+            m.spend(&t[1..], "/h1", b"key", 1001),
+            Err(NonceError::Malformed)
+        );
+        let other = NonceMinter::new().unwrap_or_else(|e| panic!("{e}"));
+        let n = m
+            .mint("/h1", b"key", 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            other.spend(&n, "/h1", b"key", 1001),
+            Err(NonceError::Forged),
+            "per-process key"
+        );
     }
 }
