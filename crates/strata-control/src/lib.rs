@@ -366,7 +366,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     sans.sort();
     sans.dedup();
     let ca_pem = tls::ensure_pki(&dir, &sans)?;
-    let fabric = fabric::Fabric::load(&dir, cfg.fabric.clone())?;
+    let fabric = fabric::Fabric::load(store.as_ref(), &root, cfg.fabric.clone())?;
     let tls_config = tls::server_config(&dir, fabric.host_ca.client_verifier()?)?;
 
     let (app, profile_path) = {

@@ -11,16 +11,16 @@
 //!   certificate, and the agent door accepts a certificate only when it is that one and the
 //!   host is Trusted. Leaving Trusted clears it.
 //!
-//! The CA key lives in `DATA_DIR/tls/host-ca.key` (0600), apart from the server CA, so host
-//! certificates can never authenticate as anything else and server certificates never as a host.
+//! The CA key lives in the store, sealed under the root key (shared by every replica), apart
+//! from the server CA, so host certificates can never authenticate as anything else and
+//! server certificates never as a host.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm,
 };
-use std::path::Path;
 
-use crate::setup::{SetupError, read_file, write_private, write_public};
+use crate::setup::SetupError;
 
 /// The host CA, loaded once at start.
 pub struct HostCa {
@@ -81,24 +81,42 @@ pub struct Issued {
 }
 
 impl HostCa {
-    /// Loads the host CA from the data directory, creating it on first start.
-    pub fn load_or_create(dir: &Path) -> Result<HostCa, SetupError> {
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls).map_err(|e| SetupError::io(&tls, e))?;
-        let key_path = tls.join("host-ca.key");
-        let pem_path = tls.join("host-ca.pem");
-        if !key_path.exists() || !pem_path.exists() {
+    /// Loads the host CA from the store (its key sealed under the root key), creating it on
+    /// first start; every replica of one control plane shares it, so a host certificate is
+    /// accepted by all of them.
+    pub fn load_or_create(
+        store: &dyn strata_store::Store,
+        root: &crate::crypto::RootKey,
+    ) -> Result<HostCa, SetupError> {
+        const META: &str = "fabric_host_ca";
+        let fresh = {
             let key = KeyPair::generate().map_err(SetupError::tls)?;
             let cert = ca_params().self_signed(&key).map_err(SetupError::tls)?;
-            write_private(&key_path, key.serialize_pem().as_bytes())?;
-            write_public(&pem_path, cert.pem().as_bytes())?;
-        }
-        let key = KeyPair::from_pem(&read_file(&key_path)?).map_err(SetupError::tls)?;
-        let cert_pem = read_file(&pem_path)?;
+            serde_json::to_vec(&serde_json::json!({
+                "keyPem": key.serialize_pem(),
+                "certPem": cert.pem(),
+            }))
+            .map_err(|e| SetupError::Invalid(e.to_string()))?
+        };
+        let sealed = root.seal(META, &fresh)?;
+        let stored = store
+            .meta_init(META, sealed.as_bytes())
+            .map_err(|e| SetupError::Invalid(format!("reading the host CA: {e}")))?;
+        let plain = root.open(META, &String::from_utf8_lossy(&stored))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&plain).map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| SetupError::Invalid(format!("the stored host CA lacks {k}")))
+        };
+        let key = KeyPair::from_pem(&field("keyPem")?).map_err(SetupError::tls)?;
+        let cert_pem = field("certPem")?;
         let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
-            .ok_or_else(|| SetupError::Invalid(format!("{}: no certificate", pem_path.display())))?
-            .map_err(|e| SetupError::io(&pem_path, e))?
+            .ok_or_else(|| SetupError::Invalid("the stored host CA has no certificate".into()))?
+            .map_err(|e| SetupError::Invalid(e.to_string()))?
             .to_vec();
         Ok(HostCa {
             key,
@@ -186,7 +204,10 @@ mod tests {
     #[test]
     fn issues_only_for_valid_points_and_fingerprints_differ() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let ca = HostCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let store = strata_store::SqliteStore::open(&dir.path().join("s.db"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let root = crate::crypto::RootKey::from_bytes(&[7u8; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let ca = HostCa::load_or_create(&store, &root).unwrap_or_else(|e| panic!("{e}"));
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
             &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -213,8 +234,8 @@ mod tests {
         bad[10] ^= 1;
         assert!(ca.issue("h1", &bad, 30).is_err());
         assert!(ca.issue("h1", &public[1..], 30).is_err());
-        // A second load reads the same CA back.
-        let again = HostCa::load_or_create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        // A second load (another replica, a restart) reads the same CA back.
+        let again = HostCa::load_or_create(&store, &root).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.cert_der, ca.cert_der);
     }
 }

@@ -185,13 +185,17 @@ pub const NONCE_TTL_SECS: i64 = 30;
 pub const REGISTRATION_TTL_SECS: i64 = 120;
 
 impl Fabric {
-    pub fn load(dir: &std::path::Path, config: FabricConfig) -> Result<Fabric, SetupError> {
+    pub fn load(
+        store: &dyn strata_store::Store,
+        root: &crate::crypto::RootKey,
+        config: FabricConfig,
+    ) -> Result<Fabric, SetupError> {
         if config.attestation_interval_secs == 0 || config.attestation_interval_secs > 3600 {
             return Err(SetupError::Invalid(
                 "the attestation interval must be 1-3600 seconds".into(),
             ));
         }
-        let host_ca = hostca::HostCa::load_or_create(dir)?;
+        let host_ca = hostca::HostCa::load_or_create(store, root)?;
         let mut anchors = Vec::new();
         let mut intermediates = Vec::new();
         for f in &config.tpm_ca_files {
