@@ -81,6 +81,9 @@ pub enum JoinTokenCmd {
         /// Allow a software-TPM development host to use it.
         #[arg(long)]
         allow_development: bool,
+        /// Only a host registering under this name may use it.
+        #[arg(long)]
+        hostname: Option<String>,
     },
     List,
     Delete {
@@ -329,12 +332,13 @@ pub fn run(client: &Client, out: Format, cmd: HostCmd) -> Result<()> {
                 expires_in,
                 policy,
                 allow_development,
+                hostname,
             } => {
                 strata_types::path::validate_name(&name)?;
                 let v = c.call(
                     "PUT",
                     &format!("/providers/Strata.Fabric/joinTokens/{name}"),
-                    Some(&json!({ "properties": { "expiresInSecs": expires_in, "policy": policy, "allowDevelopment": allow_development } })),
+                    Some(&json!({ "properties": { "expiresInSecs": expires_in, "policy": policy, "allowDevelopment": allow_development, "hostname": hostname } })),
                 )?;
                 print(
                     out,

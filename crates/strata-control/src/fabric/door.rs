@@ -303,6 +303,14 @@ fn register(app: &App, call: &AgentCall<'_>) -> Result<Reply, ApiError> {
             "this join token does not allow development hosts (software TPM); create one with --allow-development",
         ));
     }
+    if let Some(pinned) = props.get("hostname").and_then(Value::as_str)
+        && !pinned.eq_ignore_ascii_case(&req.hostname)
+    {
+        return Err(ApiError::forbidden(format!(
+            "this join token is for host '{pinned}', not '{}'",
+            req.hostname
+        )));
+    }
     let hid = host_id(&req.hostname)?;
     if load(app, &hid)?.is_some() {
         return Err(ApiError::conflict(

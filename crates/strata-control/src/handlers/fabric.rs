@@ -28,6 +28,9 @@ struct JoinTokenProps {
     policy: Option<String>,
     #[serde(default)]
     allow_development: bool,
+    /// Only a host registering under this name may use the token.
+    #[serde(default)]
+    hostname: Option<String>,
 }
 
 pub fn build_join_token(
@@ -59,6 +62,9 @@ pub fn build_join_token(
             "join token names may not contain '.'",
         ));
     }
+    if let Some(h) = &p.hostname {
+        crate::fabric::door::host_id(h)?;
+    }
     let secret = strata_identity::secret::generate().map_err(|_| ApiError::internal())?;
     let expires_at = ctx.now() + secs;
     let props = json!({
@@ -66,6 +72,7 @@ pub fn build_join_token(
         "expiresOn": strata_types::time::rfc3339(expires_at),
         "policy": policy,
         "allowDevelopment": p.allow_development,
+        "hostname": p.hostname,
         "used": false,
         "usedBy": Value::Null,
         "provisioningState": "Succeeded",

@@ -364,6 +364,23 @@ fn bad_join_tokens_and_unknown_nonces_are_refused() {
         json!({ "joinToken": wrong, "hostname": "h1", "ekPublic": "AAAA", "akPublic": "AAAA" }),
     );
     assert_eq!(s, 401);
+    // A token pinned to a host name cannot enrol another name.
+    let (s, v) = server.admin(
+        "PUT",
+        "/providers/Strata.Fabric/joinTokens/jt-pinned",
+        Some(json!({ "properties": { "hostname": "rack1-07" } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let pinned = v["secretOutput"]["joinToken"].as_str().unwrap().to_string();
+    let (s, v) = post(
+        "/fabric/v1/register",
+        json!({ "joinToken": pinned, "hostname": "rack1-08", "ekPublic": "AAAA", "akPublic": "AAAA" }),
+    );
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("rack1-07"),
+        "{v}"
+    );
     let (s, v) = post(
         "/fabric/v1/hosts/h1/evidence",
         json!({ "nonce": "AAAA", "agentPublicKey": "AAAA", "evidence": {} }),
