@@ -82,19 +82,24 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            let e = strata_types::ApiError::bad_request(
-                "RequestBodyTooLarge",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            );
-            json_response(
-                400,
-                &serde_json::to_value(e.body()).unwrap_or(Value::Null),
-                &new_request_id(),
-            )
-        })
+    read_body_limited(body, MAX_BODY_BYTES).await
+}
+
+/// Agent evidence carries a whole TCG event log (base64): allow more than an ARM body.
+const AGENT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+async fn read_body_limited(body: Body, limit: usize) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        let e = strata_types::ApiError::bad_request(
+            "RequestBodyTooLarge",
+            format!("the request body is larger than {limit} bytes"),
+        );
+        json_response(
+            400,
+            &serde_json::to_value(e.body()).unwrap_or(Value::Null),
+            &new_request_id(),
+        )
+    })
 }
 
 fn store_is_embedded(s: &Shared) -> bool {
@@ -179,7 +184,7 @@ async fn agent(State(s): State<Shared>, req: Request<Body>) -> Response {
         .unwrap_or_default();
     let cert = req.extensions().get::<PeerCert>().and_then(|c| c.0.clone());
     let (parts, body) = req.into_parts();
-    let bytes = match read_body(body).await {
+    let bytes = match read_body_limited(body, AGENT_MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
     };

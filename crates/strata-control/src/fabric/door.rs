@@ -789,6 +789,9 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
         if let Some(o) = doc.properties.as_object_mut() {
             o.insert("state".into(), json!(t.to.as_str()));
             o.insert("reason".into(), json!(t.reason));
+            if t.to == HostState::Quarantined && t.from != HostState::Quarantined {
+                o.insert("quarantineReason".into(), json!(t.reason));
+            }
             if t.effects.cordon {
                 o.insert("cordoned".into(), json!(true));
             }

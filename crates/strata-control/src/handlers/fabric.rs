@@ -136,6 +136,12 @@ pub fn host_action(ctx: &Ctx<'_>, doc: &Doc, action: &str, body: Value) -> Resul
             }
             set(&mut doc, "state", json!(t.to.as_str()));
             set(&mut doc, "reason", json!(t.reason));
+            // The operator's reason survives later rounds (which rewrite `reason`).
+            if action == "quarantine" {
+                set(&mut doc, "quarantineReason", json!(t.reason));
+            } else {
+                set(&mut doc, "quarantineReason", Value::Null);
+            }
             if t.effects.cordon {
                 set(&mut doc, "cordoned", json!(true));
             }

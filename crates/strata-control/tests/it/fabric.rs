@@ -320,6 +320,14 @@ fn three_hosts_register_two_are_trusted_and_drift_is_caught() {
     );
     let r = hosts[1].agent.round().unwrap();
     assert_eq!(r.state, "Quarantined", "a passing round does not release");
+    let doc = host_doc(&server, "good-2");
+    assert!(
+        doc["properties"]["quarantineReason"]
+            .as_str()
+            .unwrap()
+            .contains("incident 42"),
+        "{doc}"
+    );
     let (s, v) = server.admin(
         "POST",
         "/providers/Strata.Fabric/hosts/good-2/release",
