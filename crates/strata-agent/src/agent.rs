@@ -402,9 +402,19 @@ impl Agent {
             })
             .unwrap_or_else(|| (0..8).collect());
         let qualifying = strata_attest::round::qualifying_data(&nonce, &public);
-        let quote = self.tpm.quote(&state.ak, &qualifying, &pcrs)?;
-        let values = self.tpm.read_pcrs(PcrBank::Sha256, &pcrs)?;
-        let event_log = std::fs::read(&self.cfg.event_log).unwrap_or_default();
+        // PCR values read right after the quote must be the quoted ones: if something
+        // extended a PCR in between (runtime measurements), quote again (a few times).
+        let mut attempt = 0;
+        let (quote, values, event_log) = loop {
+            attempt += 1;
+            let before = self.tpm.read_pcrs(PcrBank::Sha256, &pcrs)?;
+            let event_log = std::fs::read(&self.cfg.event_log).unwrap_or_default();
+            let quote = self.tpm.quote(&state.ak, &qualifying, &pcrs)?;
+            let values = self.tpm.read_pcrs(PcrBank::Sha256, &pcrs)?;
+            if values == before || attempt >= 3 {
+                break (quote, values, event_log);
+            }
+        };
         let pcr_map: serde_json::Map<String, Value> = values
             .iter()
             .map(|(i, d)| (i.to_string(), json!(b64().encode(d))))
