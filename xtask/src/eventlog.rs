@@ -315,7 +315,9 @@ fn capture_in(work: &Path, out_dir: &Path, started: Instant) -> Result {
 /// backports suite (as on the project's machine image), the stable `qemu-system-x86` cannot be
 /// installed beside it (apt would remove `qemu-utils`), so the matching backports version is
 /// installed instead, from a temporary source list: the host's apt configuration is not changed.
-fn ensure_qemu() -> Result {
+/// Installs qemu-system-x86 from the same suite as the machine's qemu-utils (bookworm's would
+/// replace a backports qemu-utils).
+pub(crate) fn ensure_qemu() -> Result {
     if installed("qemu-system-x86") {
         return Ok(());
     }

@@ -18,7 +18,20 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "tpm2-tools",
 ];
 /// Extra Debian packages the test suite needs (real PostgreSQL for the store tests).
-const TEST_PACKAGES: &[&str] = &["postgresql", "postgresql-client"];
+const TEST_PACKAGES: &[&str] = &[
+    "postgresql",
+    "postgresql-client",
+    // strata-compute: build a signed UKI on an ESP and boot it under QEMU with OVMF secure
+    // boot and a swtpm vTPM (qemu-system-x86 itself comes from `eventlog::ensure_qemu`).
+    "ovmf",
+    "busybox-static",
+    "mtools",
+    "gdisk",
+    "binutils",
+    "sbsigntool",
+    "systemd-boot-efi",
+    "openssl",
+];
 
 const PG_PORT: u16 = 55432;
 
@@ -134,6 +147,7 @@ fn up(args: &[String]) -> Result {
 }
 
 fn ci() -> Result {
+    eventlog::ensure_qemu()?;
     ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat())?;
     let root = root();
     run(Command::new("cargo")

@@ -1,0 +1,173 @@
+//! The hypervisor driver trait, shared by the real QEMU driver and the in-process simulator.
+//!
+//! A VM's lifecycle, as both drivers implement it:
+//!
+//! ```text
+//!   create ──▶ Created ──start──▶ Starting ──guest ready──▶ Running ──stop──▶ Stopped
+//!                                    │                         │                │
+//!                                    │ firmware refused image, │ process died   │ start
+//!                                    │ timeout, process died   ▼                ▼
+//!                                    └───────────────────▶  Failed{reason}   Starting
+//! ```
+//!
+//! `start` blocks until the guest reports ready (`Running`) or the boot is known to have
+//! failed (`Failed` with a [`FailureReason`]); a failed boot is a state, not an error: errors are
+//! for the driver itself not working (a missing program, an unknown VM, a full disk).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::cmd::CmdError;
+use crate::qmp::QmpError;
+
+/// A VM's name on its host: 1–63 characters of `[a-z0-9-]`, not starting with `-` (it names
+/// a directory and sockets, so nothing else is accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VmId(String);
+
+impl VmId {
+    /// Checks `name` against the grammar above.
+    pub fn new(name: &str) -> Result<Self, HypervisorError> {
+        let ok = (1..=63).contains(&name.len())
+            && !name.starts_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(HypervisorError::BadId(name.to_owned()))
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub id: VmId,
+    /// The boot image (qcow2); the VM gets its own copy-on-write overlay on top of it.
+    pub image: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Trusted launch: UEFI secure boot on (secure-boot firmware and enrolled keys).
+    pub secure_boot: bool,
+    /// Trusted launch: a per-VM swtpm vTPM attached as `tpm-crb`.
+    pub vtpm: bool,
+}
+
+impl VmSpec {
+    /// A trusted-launch VM (secure boot and vTPM on) with 1 vCPU and 512 MiB.
+    pub fn trusted_launch(id: VmId, image: PathBuf) -> Self {
+        Self {
+            id,
+            image,
+            vcpus: 1,
+            memory_mib: 512,
+            secure_boot: true,
+            vtpm: true,
+        }
+    }
+}
+
+/// Why a VM is `Failed`: a verdict read from what the VM did, not a driver error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The firmware refused to run the boot image (its serial output said so).
+    SecureBootViolation { firmware_said: String },
+    /// The guest did not report ready within the boot timeout.
+    BootTimeout { seconds: u64 },
+    /// The VM's process exited on its own.
+    ProcessExited { status: String },
+    /// The driver could not launch the VM's processes (the error was also returned).
+    LaunchFailed { error: String },
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SecureBootViolation { .. } => f.write_str("secure boot violation"),
+            Self::BootTimeout { seconds } => {
+                write!(f, "the guest did not report ready within {seconds} s")
+            }
+            Self::ProcessExited { status } => write!(f, "the VM process exited ({status})"),
+            Self::LaunchFailed { error } => write!(f, "the VM could not be launched: {error}"),
+        }
+    }
+}
+
+/// Where a VM is in its lifecycle (diagram at the top of this module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmState {
+    Created,
+    Starting,
+    Running,
+    Stopped,
+    Failed { reason: FailureReason },
+}
+
+/// The driver itself could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    #[error(
+        "invalid VM name {0:?}: use 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+    )]
+    BadId(String),
+    #[error("no VM named {0} on this host")]
+    NotFound(VmId),
+    #[error("a VM named {0} already exists on this host")]
+    Exists(VmId),
+    #[error("VM {id} is {state:?}; {action} needs it {needs}")]
+    WrongState {
+        id: VmId,
+        state: VmState,
+        action: &'static str,
+        needs: &'static str,
+    },
+    #[error("cannot {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Command(#[from] CmdError),
+    #[error("the QEMU monitor of VM {id} failed")]
+    Qmp {
+        id: VmId,
+        #[source]
+        source: QmpError,
+    },
+    #[error("{0}")]
+    Start(String),
+}
+
+/// One host's hypervisor: the same API whether VMs are real QEMU processes or simulated.
+pub trait Hypervisor: Send + Sync {
+    /// Prepares the VM's private files (disk overlay, firmware variables, vTPM state); does not
+    /// run anything.
+    fn create(&self, spec: VmSpec) -> Result<(), HypervisorError>;
+    /// Boots the VM and waits until it is `Running` or `Failed`; returns that state.
+    fn start(&self, id: &VmId) -> Result<VmState, HypervisorError>;
+    /// Stops a running VM (ACPI power button, then a hard stop after a grace period).
+    fn stop(&self, id: &VmId) -> Result<(), HypervisorError>;
+    /// The VM's current state (a process that died since the last call is noticed here).
+    fn state(&self, id: &VmId) -> Result<VmState, HypervisorError>;
+    /// Stops the VM if needed and removes every file it had.
+    fn delete(&self, id: &VmId) -> Result<(), HypervisorError>;
+}
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HypervisorError {
+    let what = what.into();
+    move |source| HypervisorError::Io { what, source }
+}

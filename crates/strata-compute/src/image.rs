@@ -1,0 +1,436 @@
+//! `build_tiny`: the tiny trusted-launch guest image, built offline from Debian packages.
+//!
+//! ```text
+//!  linux-image-<ver>-cloud-amd64 ─apt-get download, dpkg-deb -x─▶ vmlinuz ─┐
+//!  busybox-static + /init ─────────────── newc cpio (written here) ─▶ initrd ─┤
+//!  console=ttyS0 … ──────────────────────────────────────────────▶ cmdline ─┤ objcopy onto the
+//!                                                                           ▼ systemd-boot stub
+//!                      sbsign (host secure-boot key) ◀──────────────── UKI (PE/COFF)
+//!                                  │
+//!                                  ▼
+//!  GPT raw disk: one ESP (FAT, mtools) with \EFI\BOOT\BOOTX64.EFI ─qemu-img─▶ disk.qcow2
+//! ```
+//!
+//! Why a UKI rather than the kernel as the EFI application: firmware starts
+//! `\EFI\BOOT\BOOTX64.EFI` with no load options, so a bare kernel would get no command line
+//! and no initrd; the UKI carries both inside the one signed binary, so the signature covers
+//! kernel, initrd and command line together (tamper with any and the firmware refuses it).
+//! Bookworm has no `ukify` (systemd 252), so the sections are added with `objcopy` at the
+//! addresses the stub documents (`.osrel` 0x20000, `.cmdline` 0x30000, `.linux` 0x2000000,
+//! `.initrd` after the kernel).
+//!
+//! The initramfs carries two modules from the same kernel package, `evdev` and `button`
+//! (built as modules in Debian's cloud kernel; signed by Debian, so they load under lockdown),
+//! so the guest powers off when the ACPI power button is pressed.
+//!
+//! Nothing is installed on the host: the kernel package is only downloaded and unpacked under
+//! `out_dir/cache`. The result is reused when the inputs (kernel version, busybox, stub, init
+//! script, command line, certificate) are unchanged.
+
+use std::fs;
+use std::hash::{DefaultHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cmd::{self, CmdError};
+
+/// The signed kernel is pulled in by this meta package.
+pub const KERNEL_META: &str = "linux-image-cloud-amd64";
+/// The systemd-boot EFI stub (Debian package `systemd-boot-efi`).
+pub const UKI_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// Where the static busybox lives (Debian package `busybox-static`).
+pub const BUSYBOX: &str = "/bin/busybox";
+/// The guest kernel command line (inside the signed UKI).
+pub const CMDLINE: &str = "console=ttyS0 panic=-1";
+/// The ESP starts at this sector (512-byte sectors) of the GPT disk.
+pub const ESP_START_SECTOR: u64 = 2048;
+/// Where the firmware's removable-media boot path finds the UKI on the ESP.
+pub const ESP_BOOT_PATH: &str = "::/EFI/BOOT/BOOTX64.EFI";
+const DISK_BYTES: u64 = 64 << 20;
+/// Fixed GUIDs so the same inputs give the same disk (and the same PCR 5 measurements).
+const DISK_GUID: &str = "5354524b-434f-4d50-5554-000000000001";
+const ESP_GUID: &str = "5354524b-434f-4d50-5554-000000000002";
+
+/// The guest's `/init`: mount the basics, arm the ACPI power button (so `system_powerdown`
+/// is a clean guest shutdown), say whether a TPM 2.0 is there, report ready, wait.
+pub const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo 1 > /proc/sys/kernel/printk
+insmod /modules/evdev.ko
+insmod /modules/button.ko
+sleep 0.2
+for ev in /sys/class/input/event*; do
+  if [ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ]; then
+    dev=/dev/input/${ev##*/}
+    i=0
+    while [ ! -c $dev ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+    (head -c 1 $dev > /dev/null && echo "STRATA-GUEST-POWEROFF" && poweroff -f) &
+  fi
+done
+echo "STRATA-GUEST-TPM $(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none)"
+echo "STRATA-GUEST-READY"
+while true; do sleep 3600; done
+"#;
+
+/// A built tiny image.
+#[derive(Debug, Clone)]
+pub struct TinyImage {
+    /// The bootable disk (qcow2): what a VM is created from.
+    pub disk: PathBuf,
+    /// The same disk as raw GPT (the ESP starts at [`ESP_START_SECTOR`]).
+    pub raw_disk: PathBuf,
+    /// The signed UKI that is on the ESP as `\EFI\BOOT\BOOTX64.EFI`.
+    pub uki: PathBuf,
+    /// The kernel package it was built from, e.g. `linux-image-6.1.0-56-cloud-amd64 6.1.192-2`.
+    pub kernel: String,
+    /// Whether an earlier build with the same inputs was reused.
+    pub cached: bool,
+}
+
+/// Building the image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Command(#[from] CmdError),
+    #[error("cannot {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Package(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    let what = what.into();
+    move |source| ImageError::Io { what, source }
+}
+
+/// [`build_tiny_with_progress`] printing progress lines to stderr.
+pub fn build_tiny(
+    out_dir: &Path,
+    signing_key: &Path,
+    signing_cert: &Path,
+) -> Result<TinyImage, ImageError> {
+    build_tiny_with_progress(out_dir, signing_key, signing_cert, &mut |line| {
+        eprintln!("strata image build tiny: {line}");
+    })
+}
+
+/// Builds (or reuses) the tiny image in `out_dir`, signing the UKI with `signing_key` (an
+/// unencrypted PEM private key) and `signing_cert` (PEM). `progress` gets one line per step.
+pub fn build_tiny_with_progress(
+    out_dir: &Path,
+    signing_key: &Path,
+    signing_cert: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<TinyImage, ImageError> {
+    fs::create_dir_all(out_dir).map_err(io(format!("create {}", out_dir.display())))?;
+    let (kernel_pkg, kernel_version) = kernel_package()?;
+    let kernel = format!("{kernel_pkg} {kernel_version}");
+    let disk = out_dir.join("disk.qcow2");
+    let raw_disk = out_dir.join("disk.raw");
+    let uki = out_dir.join("BOOTX64.EFI");
+    let inputs = describe_inputs(&kernel, signing_cert)?;
+    let inputs_file = out_dir.join("inputs.txt");
+    if fs::read_to_string(&inputs_file).is_ok_and(|s| s == inputs)
+        && disk.exists()
+        && raw_disk.exists()
+        && uki.exists()
+    {
+        progress(&format!("reusing {} (inputs unchanged)", disk.display()));
+        return Ok(TinyImage {
+            disk,
+            raw_disk,
+            uki,
+            kernel,
+            cached: true,
+        });
+    }
+    let _ = fs::remove_file(&inputs_file);
+
+    // 1. The kernel, downloaded and unpacked (never installed).
+    let debs = out_dir.join("cache/debs");
+    fs::create_dir_all(&debs).map_err(io("create the package cache"))?;
+    let prefix = format!("{kernel_pkg}_");
+    let deb = find_deb(&debs, &prefix, &kernel_version)?;
+    let deb = match deb {
+        Some(d) => d,
+        None => {
+            progress(&format!("downloading {kernel}"));
+            cmd::run(
+                Command::new("apt-get")
+                    .current_dir(&debs)
+                    .args(["download", "-q"])
+                    .arg(format!("{kernel_pkg}={kernel_version}")),
+            )?;
+            find_deb(&debs, &prefix, &kernel_version)?.ok_or_else(|| {
+                ImageError::Package(format!("apt-get download left no {prefix}*.deb"))
+            })?
+        }
+    };
+    let unpacked = out_dir.join("cache/kernel");
+    let _ = fs::remove_dir_all(&unpacked);
+    progress(&format!("unpacking {}", deb.display()));
+    cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let kver = kernel_pkg
+        .strip_prefix("linux-image-")
+        .unwrap_or(&kernel_pkg);
+    let vmlinuz = unpacked.join(format!("boot/vmlinuz-{kver}"));
+    let kernel_len = fs::metadata(&vmlinuz)
+        .map_err(io(format!("read {}", vmlinuz.display())))?
+        .len();
+
+    // 2. The initramfs and the small sections.
+    progress("writing the busybox initramfs");
+    let initrd = out_dir.join("initrd.cpio");
+    let modules = unpacked.join(format!("lib/modules/{kver}/kernel/drivers"));
+    write_initramfs(
+        &initrd,
+        &[
+            modules.join("input/evdev.ko"),
+            modules.join("acpi/button.ko"),
+        ],
+    )?;
+    let cmdline = out_dir.join("cmdline.txt");
+    fs::write(&cmdline, CMDLINE).map_err(io("write the command line"))?;
+    let osrel = out_dir.join("os-release");
+    fs::write(
+        &osrel,
+        "ID=strata-tiny\nNAME=\"Strata tiny image\"\nPRETTY_NAME=\"Strata tiny image\"\n",
+    )
+    .map_err(io("write os-release"))?;
+
+    // 3. The UKI, then its signature.
+    progress("assembling the UKI on the systemd-boot stub");
+    const LINUX_VMA: u64 = 0x200_0000;
+    let initrd_vma = (LINUX_VMA + kernel_len).next_multiple_of(0x100_0000);
+    let unsigned = out_dir.join("uki.unsigned.efi");
+    let section = |name: &str, file: &Path, vma: u64| {
+        [
+            "--add-section".to_owned(),
+            format!("{name}={}", file.display()),
+            "--change-section-vma".to_owned(),
+            format!("{name}={vma:#x}"),
+        ]
+    };
+    cmd::run(
+        Command::new("objcopy")
+            .args(section(".osrel", &osrel, 0x20000))
+            .args(section(".cmdline", &cmdline, 0x30000))
+            .args(section(".linux", &vmlinuz, LINUX_VMA))
+            .args(section(".initrd", &initrd, initrd_vma))
+            .arg(UKI_STUB)
+            .arg(&unsigned),
+    )?;
+    progress("signing the UKI with sbsign");
+    cmd::run(
+        Command::new("sbsign")
+            .arg("--key")
+            .arg(signing_key)
+            .arg("--cert")
+            .arg(signing_cert)
+            .arg("--output")
+            .arg(&uki)
+            .arg(&unsigned),
+    )?;
+    cmd::run(
+        Command::new("sbverify")
+            .arg("--cert")
+            .arg(signing_cert)
+            .arg(&uki),
+    )?;
+    let _ = fs::remove_file(&unsigned);
+
+    // 4. The disk.
+    progress("writing the GPT disk and its ESP");
+    make_disk(&raw_disk, &uki)?;
+    progress("converting to qcow2");
+    cmd::run(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw_disk)
+            .arg(&disk),
+    )?;
+    fs::write(&inputs_file, &inputs).map_err(io("record the image inputs"))?;
+    progress(&format!("done: {}", disk.display()));
+    Ok(TinyImage {
+        disk,
+        raw_disk,
+        uki,
+        kernel,
+        cached: false,
+    })
+}
+
+/// The concrete kernel package behind [`KERNEL_META`] and its candidate version.
+fn kernel_package() -> Result<(String, String), ImageError> {
+    let deps = cmd::stdout(Command::new("apt-cache").args(["depends", KERNEL_META]))?;
+    let pkg = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-"))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ImageError::Package(format!(
+                "{KERNEL_META} depends on no linux-image package: run apt-get update"
+            ))
+        })?;
+    let show = cmd::stdout(Command::new("apt-cache").args(["show", "--no-all-versions", &pkg]))?;
+    let version = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| ImageError::Package(format!("apt-cache shows no version of {pkg}")))?;
+    Ok((pkg, version))
+}
+
+fn find_deb(dir: &Path, prefix: &str, version: &str) -> Result<Option<PathBuf>, ImageError> {
+    // apt-get download escapes ':' in epochs as %3a.
+    let version = version.replace(':', "%3a");
+    for entry in fs::read_dir(dir).map_err(io(format!("list {}", dir.display())))? {
+        let path = entry.map_err(io(format!("list {}", dir.display())))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with(prefix) && name.contains(&version) && name.ends_with(".deb") {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// A text naming every input of the build; equal text means an equal image.
+fn describe_inputs(kernel: &str, cert: &Path) -> Result<String, ImageError> {
+    let digest = |p: &Path| -> Result<String, ImageError> {
+        let bytes = fs::read(p).map_err(io(format!("read {}", p.display())))?;
+        Ok(format!(
+            "{} bytes, siphash {:016x}",
+            bytes.len(),
+            hash(&bytes)
+        ))
+    };
+    Ok(format!(
+        "format 2\nkernel {kernel}\nbusybox {}\nstub {}\ncert {}\ninit {:016x}\ncmdline {CMDLINE}\n",
+        digest(Path::new(BUSYBOX))?,
+        digest(Path::new(UKI_STUB))?,
+        digest(cert)?,
+        hash(INIT.as_bytes()),
+    ))
+}
+
+/// A cache key, not a security check (std's SipHash with fixed keys).
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// A newc cpio archive with fixed timestamps and inode numbers, so its bytes depend only on
+/// busybox, the modules and `/init`. (The same format as xtask's event-log capture writes; duplicated
+/// because xtask exports nothing.)
+fn write_initramfs(path: &Path, modules: &[PathBuf]) -> Result<(), ImageError> {
+    let busybox = fs::read(BUSYBOX).map_err(|source| {
+        ImageError::Command(CmdError::Missing {
+            program: BUSYBOX.to_owned(),
+            package: "busybox-static",
+            source,
+        })
+    })?;
+    let mut module_files = Vec::new();
+    for m in modules {
+        let name = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = fs::read(m).map_err(io(format!("read the kernel module {}", m.display())))?;
+        module_files.push((format!("modules/{name}"), bytes));
+    }
+    let mut cpio = Vec::new();
+    let mut ino = 1u32;
+    let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        let nlink = if mode & 0o040000 != 0 { 2 } else { 1 };
+        let header = format!(
+            "070701{ino:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0,
+            0,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0,
+        );
+        ino += 1;
+        cpio.extend_from_slice(header.as_bytes());
+        cpio.extend_from_slice(name.as_bytes());
+        cpio.push(0);
+        pad4(&mut cpio);
+        cpio.extend_from_slice(data);
+        pad4(&mut cpio);
+    };
+    const DIR: u32 = 0o040755;
+    entry(".", DIR, (0, 0), &[]);
+    for d in ["bin", "dev", "proc", "sys", "modules"] {
+        entry(d, DIR, (0, 0), &[]);
+    }
+    for (name, bytes) in &module_files {
+        entry(name, 0o100644, (0, 0), bytes);
+    }
+    entry("dev/console", 0o020600, (5, 1), &[]);
+    entry("bin/busybox", 0o100755, (0, 0), &busybox);
+    entry("init", 0o100755, (0, 0), INIT.as_bytes());
+    entry("TRAILER!!!", 0, (0, 0), &[]);
+    while !cpio.len().is_multiple_of(512) {
+        cpio.push(0);
+    }
+    fs::write(path, &cpio).map_err(io(format!("write {}", path.display())))
+}
+
+fn pad4(buf: &mut Vec<u8>) {
+    while !buf.len().is_multiple_of(4) {
+        buf.push(0);
+    }
+}
+
+/// The mtools image spec for the ESP inside a raw GPT disk (`file@@offset`, no loop mount).
+pub fn esp_spec(raw_disk: &Path) -> String {
+    format!("{}@@{}", raw_disk.display(), ESP_START_SECTOR * 512)
+}
+
+/// A GPT disk with one EFI system partition holding `uki` at the removable-media boot path.
+fn make_disk(disk: &Path, uki: &Path) -> Result<(), ImageError> {
+    let _ = fs::remove_file(disk);
+    let file = fs::File::create(disk).map_err(io(format!("create {}", disk.display())))?;
+    file.set_len(DISK_BYTES)
+        .map_err(io(format!("size {}", disk.display())))?;
+    drop(file);
+    cmd::run(
+        Command::new("sgdisk")
+            .arg("-o")
+            .arg(format!("--new=1:{ESP_START_SECTOR}:0"))
+            .args(["--typecode=1:EF00", "--change-name=1:ESP"])
+            .arg(format!("--disk-guid={DISK_GUID}"))
+            .arg(format!("--partition-guid=1:{ESP_GUID}"))
+            .arg(disk),
+    )?;
+    let esp = esp_spec(disk);
+    let mtool = |tool: &str| {
+        let mut c = Command::new(tool);
+        c.arg("-i").arg(&esp);
+        c
+    };
+    cmd::run(mtool("mformat").args(["-F", "-v", "ESP", "-N", "5354524b", "::"]))?;
+    cmd::run(mtool("mmd").args(["::/EFI", "::/EFI/BOOT"]))?;
+    cmd::run(mtool("mcopy").arg(uki).arg(ESP_BOOT_PATH))?;
+    Ok(())
+}

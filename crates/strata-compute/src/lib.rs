@@ -1,0 +1,37 @@
+//! Compute: virtual machines under QEMU with trusted launch (UEFI secure boot + a per-VM vTPM).
+//!
+//! - [`image`] builds the tiny signed guest image (busybox initramfs + Debian cloud kernel in a
+//!   UKI on a GPT/ESP disk) offline from Debian packages.
+//! - [`hypervisor`] is the driver trait and the VM state machine shared by both drivers.
+//! - [`qemu`] is the real driver (QEMU + OVMF secure boot + swtpm, talked to over [`qmp`]).
+//! - [`sim`] is the in-process driver for control-plane scale tests.
+
+pub mod hypervisor;
+pub mod image;
+pub mod qemu;
+pub mod qmp;
+pub mod sim;
+
+mod cmd;
+
+pub use hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState};
+
+/// Debian packages this crate runs on the host (QEMU itself must come from the same suite as
+/// `qemu-utils`: see xtask's `ensure_qemu`). `apt-get` and `dpkg-deb` are assumed present.
+pub const COMPUTE_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-utils",
+    "ovmf",
+    "swtpm",
+    "swtpm-tools",
+    "busybox-static",
+    "mtools",
+    "gdisk",
+    "binutils",
+    "sbsigntool",
+    "systemd-boot-efi",
+    "openssl",
+];
+
+/// The line the tiny image's `/init` prints on ttyS0 once the guest is up.
+pub const READY_MARKER: &str = "STRATA-GUEST-READY";

@@ -1,0 +1,707 @@
+//! The real driver: each VM is a QEMU process with UEFI secure boot (OVMF) and its own swtpm.
+//!
+//! Per VM, everything lives in one directory `root/<vm>/` (mode 0700, files 0600): the
+//! copy-on-write disk overlay, its own copy of the firmware variables template, the vTPM state
+//! (`tpm/`, 0700), the sockets (`swtpm.sock`, `qmp.sock`) and the logs (`serial.log`,
+//! `qemu.log`, `swtpm.log`). Nothing is shared between VMs but the read-only firmware code and
+//! the base image.
+//!
+//! `start` reads top to bottom as the launch sequence: vTPM up, QEMU up (seccomp sandbox on,
+//! protected pflash, `-machine q35,smm=on`), QMP handshake, then watch the serial console until
+//! the guest says [`READY_MARKER`](crate::READY_MARKER) or the firmware refuses the image.
+//!
+//! Trusted launch boots from the disk's EFI system partition, never with `-kernel` (OVMF does
+//! not verify a `-kernel` image).
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::READY_MARKER;
+use crate::cmd::{self, describe, spawn_error};
+use crate::hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, io};
+use crate::qmp::QmpClient;
+
+/// Secure-boot OVMF code (SMM, protected variable store). Debian package `ovmf`.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Variables template for tests: secure boot on, Debian's snakeoil PK/KEK/db enrolled.
+pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+/// Variables template for production hosts: secure boot on, Microsoft keys enrolled.
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// Firmware for `Standard` (no secure boot) VMs.
+pub const OVMF_CODE_PLAIN: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS_PLAIN: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The snakeoil key pair the snakeoil variables trust (the key is encrypted, passphrase
+/// `snakeoil`, as Debian's `ovmf` README says).
+pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// How the guest CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// Uses KVM only if a QEMU with the VM's machine type (`q35,smm=on`) actually starts on it
+    /// within `timeout`; otherwise TCG, with a visible warning.
+    pub fn probe(timeout: Duration) -> Self {
+        match probe_kvm(timeout) {
+            Ok(()) => Self::Kvm,
+            Err(why) => {
+                tracing::warn!(reason = %why, "KVM is not usable: VMs run under TCG (slow)");
+                eprintln!(
+                    "strata-compute: WARNING: KVM is not usable ({why}); falling back to TCG \
+                     emulation, guests will be slow"
+                );
+                Self::Tcg
+            }
+        }
+    }
+
+    fn as_arg(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+fn probe_kvm(timeout: Duration) -> Result<(), String> {
+    if !Path::new("/dev/kvm").exists() {
+        return Err("/dev/kvm does not exist".to_owned());
+    }
+    let mut cmd = Command::new(QEMU);
+    cmd.args(["-machine", "q35,smm=on", "-accel", "kvm", "-S"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&cmd, e).to_string())?;
+    // QEMU sets up the accelerator (and SMM) before it pauses at -S: alive after a moment
+    // means KVM works for this machine type; an exit means it does not.
+    let settle = Duration::from_millis(1500).min(timeout);
+    let deadline = Instant::now() + settle;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let last = err.lines().last().unwrap_or("").trim().to_owned();
+            return Err(format!("probe QEMU exited with {status}: {last}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
+
+/// Host-wide settings of the driver.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// Where per-VM directories are created.
+    pub root: PathBuf,
+    pub ovmf_code: PathBuf,
+    /// The secure-boot variables template copied for each trusted-launch VM.
+    pub vars_template: PathBuf,
+    pub accel: Accel,
+    /// How long a guest may take from QEMU start to [`READY_MARKER`](crate::READY_MARKER).
+    pub boot_timeout: Duration,
+    /// How long `stop` waits after the ACPI power button before it quits QEMU.
+    pub powerdown_grace: Duration,
+}
+
+impl QemuConfig {
+    /// Test configuration: snakeoil secure-boot keys, KVM if the probe passes.
+    pub fn snakeoil(root: PathBuf) -> Self {
+        Self {
+            root,
+            ovmf_code: OVMF_CODE_SECBOOT.into(),
+            vars_template: OVMF_VARS_SNAKEOIL.into(),
+            accel: Accel::probe(Duration::from_secs(10)),
+            boot_timeout: Duration::from_secs(180),
+            powerdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One VM's private files.
+#[derive(Debug, Clone)]
+struct VmFiles {
+    dir: PathBuf,
+    disk: PathBuf,
+    vars: PathBuf,
+    tpm_state: PathBuf,
+    tpm_sock: PathBuf,
+    qmp_sock: PathBuf,
+    serial: PathBuf,
+}
+
+impl VmFiles {
+    fn new(root: &Path, id: &VmId) -> Self {
+        let dir = root.join(id.as_str());
+        Self {
+            disk: dir.join("disk.qcow2"),
+            vars: dir.join("OVMF_VARS.fd"),
+            tpm_state: dir.join("tpm"),
+            tpm_sock: dir.join("swtpm.sock"),
+            qmp_sock: dir.join("qmp.sock"),
+            serial: dir.join("serial.log"),
+            dir,
+        }
+    }
+}
+
+/// The processes of a started VM.
+#[derive(Debug)]
+struct Procs {
+    qemu: Child,
+    swtpm: Option<Child>,
+    qmp: QmpClient,
+}
+
+#[derive(Debug)]
+struct Vm {
+    spec: VmSpec,
+    files: VmFiles,
+    state: VmState,
+    procs: Option<Procs>,
+    command_line: Option<String>,
+}
+
+/// The QEMU driver; VMs it started are killed when it is dropped.
+#[derive(Debug)]
+pub struct QemuDriver {
+    config: QemuConfig,
+    vms: Mutex<BTreeMap<VmId, Arc<Mutex<Vm>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent at each await-free step, so a
+    // poisoned lock (a panic elsewhere) is still safe to use.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl QemuDriver {
+    pub fn new(config: QemuConfig) -> Result<Self, HypervisorError> {
+        make_private_dir(&config.root)?;
+        Ok(Self {
+            config,
+            vms: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &QemuConfig {
+        &self.config
+    }
+
+    /// The serial console output of the VM's current or last boot.
+    pub fn serial_log(&self, id: &VmId) -> Result<String, HypervisorError> {
+        let vm = self.vm(id)?;
+        let path = lock(&vm).files.serial.clone();
+        Ok(read_lossy(&path))
+    }
+
+    /// The QEMU command line of the VM's last start.
+    pub fn command_line(&self, id: &VmId) -> Result<Option<String>, HypervisorError> {
+        let vm = self.vm(id)?;
+        let line = lock(&vm).command_line.clone();
+        Ok(line)
+    }
+
+    /// Asks the running VM's QEMU for its run state over QMP (`query-status`).
+    pub fn qmp_status(&self, id: &VmId) -> Result<String, HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut vm = lock(&vm);
+        let Some(procs) = vm.procs.as_mut() else {
+            return Err(HypervisorError::WrongState {
+                id: id.clone(),
+                state: vm.state.clone(),
+                action: "query-status",
+                needs: "running",
+            });
+        };
+        procs
+            .qmp
+            .query_status()
+            .map_err(|source| HypervisorError::Qmp {
+                id: id.clone(),
+                source,
+            })
+    }
+
+    /// The VM's directory (for inspection in tests).
+    pub fn vm_dir(&self, id: &VmId) -> Result<PathBuf, HypervisorError> {
+        let vm = self.vm(id)?;
+        let dir = lock(&vm).files.dir.clone();
+        Ok(dir)
+    }
+
+    fn vm(&self, id: &VmId) -> Result<Arc<Mutex<Vm>>, HypervisorError> {
+        lock(&self.vms)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))
+    }
+
+    fn qemu_command(&self, vm: &Vm) -> Command {
+        let f = &vm.files;
+        let s = &vm.spec;
+        let mut c = Command::new(QEMU);
+        c.arg("-name")
+            .arg(format!("strata-{},debug-threads=on", s.id))
+            .args([
+                "-machine",
+                "q35,smm=on",
+                "-accel",
+                self.config.accel.as_arg(),
+            ])
+            .arg("-smp")
+            .arg(s.vcpus.to_string())
+            .arg("-m")
+            .arg(s.memory_mib.to_string())
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+            // QEMU's seccomp filter: no obsolete syscalls, no setuid, no fork/exec, no
+            // scheduler/affinity changes.
+            .args([
+                "-sandbox",
+                "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", f.serial.display()));
+        if s.secure_boot {
+            // Only SMM code may write the variable store: the guest OS cannot enrol keys.
+            c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,file={},readonly=on",
+                    self.config.ovmf_code.display()
+                ));
+        } else {
+            c.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=0,file={OVMF_CODE_PLAIN},readonly=on"
+            ));
+        }
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            f.vars.display()
+        ));
+        if s.vtpm {
+            c.arg("-chardev")
+                .arg(format!("socket,id=chrtpm,path={}", f.tpm_sock.display()))
+                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                .args(["-device", "tpm-crb,tpmdev=tpm0"]);
+        }
+        c.arg("-drive")
+            .arg(format!(
+                "if=none,id=disk0,format=qcow2,file={}",
+                f.disk.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", f.qmp_sock.display()));
+        c
+    }
+
+    /// The launch sequence. On return the VM is Running, or Failed with its processes gone.
+    fn boot(&self, vm: &mut Vm) -> Result<VmState, HypervisorError> {
+        let f = vm.files.clone();
+        for stale in [&f.serial, &f.tpm_sock, &f.qmp_sock] {
+            let _ = fs::remove_file(stale);
+        }
+        private_file(&f.serial)?;
+
+        // 1. The vTPM: its own swtpm on a socket in the VM's directory.
+        let swtpm = if vm.spec.vtpm {
+            Some(start_swtpm(&f)?)
+        } else {
+            None
+        };
+
+        // 2. QEMU, its stdout/stderr to qemu.log.
+        let log = private_file(&f.dir.join("qemu.log"))?;
+        let log2 = log.try_clone().map_err(io("open qemu.log"))?;
+        let mut cmd = self.qemu_command(vm);
+        let line = describe(&cmd);
+        tracing::info!(vm = %vm.spec.id, command = %line, "starting QEMU");
+        vm.command_line = Some(line);
+        let spawned = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| spawn_error(&cmd, e));
+        let mut qemu = match spawned {
+            Ok(q) => q,
+            Err(e) => {
+                kill(swtpm);
+                return Err(e.into());
+            }
+        };
+
+        // 3. The monitor.
+        let qmp = match QmpClient::connect(&f.qmp_sock, Duration::from_secs(15)) {
+            Ok(q) => q,
+            Err(source) => {
+                let exited = qemu.try_wait().ok().flatten();
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                kill(swtpm);
+                if let Some(status) = exited {
+                    let tail = read_lossy(&f.dir.join("qemu.log"));
+                    return Ok(VmState::Failed {
+                        reason: FailureReason::ProcessExited {
+                            status: format!("{status}: {}", tail.trim()),
+                        },
+                    });
+                }
+                return Err(HypervisorError::Qmp {
+                    id: vm.spec.id.clone(),
+                    source,
+                });
+            }
+        };
+        let mut procs = Procs { qemu, swtpm, qmp };
+
+        // 4. Watch the console until ready, refused, dead or out of time.
+        let started = Instant::now();
+        loop {
+            let serial = read_lossy(&f.serial);
+            if serial.lines().any(|l| l.trim_end() == READY_MARKER) {
+                let status = match procs.qmp.query_status() {
+                    Ok(s) => s,
+                    Err(source) => match procs.qemu.try_wait() {
+                        Ok(Some(status)) => {
+                            kill(procs.swtpm);
+                            return Ok(VmState::Failed {
+                                reason: FailureReason::ProcessExited {
+                                    status: status.to_string(),
+                                },
+                            });
+                        }
+                        _ => {
+                            teardown(procs, Duration::ZERO);
+                            return Err(HypervisorError::Qmp {
+                                id: vm.spec.id.clone(),
+                                source,
+                            });
+                        }
+                    },
+                };
+                if status == "running" {
+                    tracing::info!(vm = %vm.spec.id, secs = started.elapsed().as_secs_f64(), "guest ready");
+                    vm.procs = Some(procs);
+                    return Ok(VmState::Running);
+                }
+            }
+            let refusal = secure_boot_refusal(&serial);
+            if let Some(said) = &refusal
+                && serial.contains(NO_BOOT_OPTION)
+            {
+                teardown(procs, Duration::ZERO);
+                return Ok(VmState::Failed {
+                    reason: FailureReason::SecureBootViolation {
+                        firmware_said: said.clone(),
+                    },
+                });
+            }
+            if let Ok(Some(status)) = procs.qemu.try_wait() {
+                kill(procs.swtpm);
+                return Ok(VmState::Failed {
+                    reason: FailureReason::ProcessExited {
+                        status: status.to_string(),
+                    },
+                });
+            }
+            if started.elapsed() > self.config.boot_timeout {
+                teardown(procs, Duration::ZERO);
+                let reason = match refusal {
+                    Some(firmware_said) => FailureReason::SecureBootViolation { firmware_said },
+                    None => FailureReason::BootTimeout {
+                        seconds: self.config.boot_timeout.as_secs(),
+                    },
+                };
+                return Ok(VmState::Failed { reason });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// What OVMF's boot manager prints once it has tried every boot option.
+const NO_BOOT_OPTION: &str = "BdsDxe: No bootable option or device was found";
+
+/// The firmware line saying it refused to load a boot image for failing signature
+/// verification, e.g. `BdsDxe: failed to load Boot0001 "UEFI Misc Device" from
+/// PciRoot(0x0)/Pci(0x1,0x0): Access Denied` (OVMF's `LoadImage` returns `EFI_ACCESS_DENIED`
+/// or `EFI_SECURITY_VIOLATION` when the image is not allowed by db/dbx).
+pub fn secure_boot_refusal(serial: &str) -> Option<String> {
+    serial
+        .split(['\n', '\r'])
+        .filter_map(|l| l.find("BdsDxe: failed to load").map(|i| &l[i..]))
+        .find(|l| l.ends_with("Access Denied") || l.ends_with("Security Violation"))
+        .map(str::to_owned)
+}
+
+fn start_swtpm(f: &VmFiles) -> Result<Child, HypervisorError> {
+    make_private_dir(&f.tpm_state)?;
+    let log = f.dir.join("swtpm.log");
+    let mut cmd = Command::new("swtpm");
+    cmd.args(["socket", "--tpm2", "--tpmstate"])
+        .arg(format!("dir={},mode=0600", f.tpm_state.display()))
+        .arg("--ctrl")
+        .arg(format!(
+            "type=unixio,path={},mode=0600",
+            f.tpm_sock.display()
+        ))
+        .arg("--log")
+        .arg(format!("file={},level=1", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    tracing::debug!(command = %describe(&cmd), "starting swtpm");
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&cmd, e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f.tpm_sock.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(HypervisorError::Start(format!(
+                "swtpm exited with {status}: {}",
+                read_lossy(&log).trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            kill(Some(child));
+            return Err(HypervisorError::Start(format!(
+                "swtpm did not create {} within 10 s",
+                f.tpm_sock.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// Powers the VM down: ACPI power button, `grace` to comply, then `quit`, then SIGKILL.
+/// swtpm exits when QEMU closes its control connection; it is killed if it lingers.
+fn teardown(mut p: Procs, grace: Duration) {
+    let clean =
+        !grace.is_zero() && p.qmp.system_powerdown().is_ok() && wait_exit(&mut p.qemu, grace);
+    if !clean {
+        let _ = p.qmp.quit();
+        if !wait_exit(&mut p.qemu, Duration::from_secs(5)) {
+            let _ = p.qemu.kill();
+            let _ = p.qemu.wait();
+        }
+    }
+    if let Some(mut s) = p.swtpm
+        && !wait_exit(&mut s, Duration::from_secs(2))
+    {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(child: Option<Child>) {
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn make_private_dir(path: &Path) -> Result<(), HypervisorError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io(format!("create {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("chmod {}", path.display())))
+}
+
+fn private_file(path: &Path) -> Result<File, HypervisorError> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("create {}", path.display())))
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+impl Hypervisor for QemuDriver {
+    fn create(&self, spec: VmSpec) -> Result<(), HypervisorError> {
+        let mut vms = lock(&self.vms);
+        if vms.contains_key(&spec.id) {
+            return Err(HypervisorError::Exists(spec.id));
+        }
+        let files = VmFiles::new(&self.config.root, &spec.id);
+        if files.dir.exists() {
+            return Err(HypervisorError::Exists(spec.id));
+        }
+        make_private_dir(&files.dir)?;
+        let result = (|| {
+            let base = fs::canonicalize(&spec.image)
+                .map_err(io(format!("find the image {}", spec.image.display())))?;
+            cmd::run(
+                Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                    .arg(&base)
+                    .arg(&files.disk),
+            )?;
+            let template = if spec.secure_boot {
+                self.config.vars_template.clone()
+            } else {
+                PathBuf::from(OVMF_VARS_PLAIN)
+            };
+            fs::copy(&template, &files.vars).map_err(io(format!("copy {}", template.display())))?;
+            for f in [&files.disk, &files.vars] {
+                fs::set_permissions(f, fs::Permissions::from_mode(0o600))
+                    .map_err(io(format!("chmod {}", f.display())))?;
+            }
+            Ok::<(), HypervisorError>(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&files.dir);
+            return Err(e);
+        }
+        vms.insert(
+            spec.id.clone(),
+            Arc::new(Mutex::new(Vm {
+                spec,
+                files,
+                state: VmState::Created,
+                procs: None,
+                command_line: None,
+            })),
+        );
+        Ok(())
+    }
+
+    fn start(&self, id: &VmId) -> Result<VmState, HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut vm = lock(&vm);
+        match vm.state {
+            VmState::Created | VmState::Stopped | VmState::Failed { .. } => {}
+            VmState::Starting | VmState::Running => {
+                return Err(HypervisorError::WrongState {
+                    id: id.clone(),
+                    state: vm.state.clone(),
+                    action: "start",
+                    needs: "created, stopped or failed",
+                });
+            }
+        }
+        vm.state = VmState::Starting;
+        let state = match self.boot(&mut vm) {
+            Ok(s) => s,
+            Err(e) => {
+                vm.state = VmState::Failed {
+                    reason: FailureReason::LaunchFailed {
+                        error: e.to_string(),
+                    },
+                };
+                return Err(e);
+            }
+        };
+        if let VmState::Failed { reason } = &state {
+            tracing::warn!(vm = %id, %reason, "VM failed to boot");
+        }
+        vm.state = state.clone();
+        Ok(state)
+    }
+
+    fn stop(&self, id: &VmId) -> Result<(), HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut vm = lock(&vm);
+        let Some(procs) = vm.procs.take() else {
+            return Err(HypervisorError::WrongState {
+                id: id.clone(),
+                state: vm.state.clone(),
+                action: "stop",
+                needs: "running",
+            });
+        };
+        teardown(procs, self.config.powerdown_grace);
+        for sock in [&vm.files.tpm_sock, &vm.files.qmp_sock] {
+            let _ = fs::remove_file(sock);
+        }
+        vm.state = VmState::Stopped;
+        Ok(())
+    }
+
+    fn state(&self, id: &VmId) -> Result<VmState, HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut vm = lock(&vm);
+        let exited = match vm.procs.as_mut() {
+            Some(p) => p.qemu.try_wait().ok().flatten(),
+            None => None,
+        };
+        if let Some(status) = exited {
+            if let Some(p) = vm.procs.take() {
+                kill(p.swtpm);
+            }
+            vm.state = if status.success() {
+                VmState::Stopped
+            } else {
+                VmState::Failed {
+                    reason: FailureReason::ProcessExited {
+                        status: status.to_string(),
+                    },
+                }
+            };
+        }
+        Ok(vm.state.clone())
+    }
+
+    fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut guard = lock(&vm);
+        if let Some(procs) = guard.procs.take() {
+            teardown(procs, Duration::ZERO);
+        }
+        fs::remove_dir_all(&guard.files.dir)
+            .map_err(io(format!("remove {}", guard.files.dir.display())))?;
+        drop(guard);
+        lock(&self.vms).remove(id);
+        Ok(())
+    }
+}
+
+impl Drop for QemuDriver {
+    fn drop(&mut self) {
+        for vm in lock(&self.vms).values() {
+            if let Some(procs) = lock(vm).procs.take() {
+                teardown(procs, Duration::ZERO);
+            }
+        }
+    }
+}

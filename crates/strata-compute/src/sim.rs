@@ -1,0 +1,109 @@
+//! The simulated hypervisor: the same [`Hypervisor`] API and state machine as the QEMU driver,
+//! in memory, so a test can run the control plane against thousands of VMs on fake hosts.
+//!
+//! An image path containing `tampered` or `unsigned` "fails secure boot", so control-plane
+//! tests can exercise the Failed path without firmware.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState};
+
+/// An in-process hypervisor; VMs "boot" instantly.
+#[derive(Debug, Default)]
+pub struct SimDriver {
+    vms: Mutex<BTreeMap<VmId, (VmSpec, VmState)>>,
+}
+
+impl SimDriver {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many VMs exist (in any state).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are no VMs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<VmId, (VmSpec, VmState)>> {
+        // A panic while holding the lock cannot leave the map half-updated (every update is one
+        // insert or assignment), so a poisoned lock is still consistent.
+        self.vms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Hypervisor for SimDriver {
+    fn create(&self, spec: VmSpec) -> Result<(), HypervisorError> {
+        let mut vms = self.lock();
+        if vms.contains_key(&spec.id) {
+            return Err(HypervisorError::Exists(spec.id));
+        }
+        vms.insert(spec.id.clone(), (spec, VmState::Created));
+        Ok(())
+    }
+
+    fn start(&self, id: &VmId) -> Result<VmState, HypervisorError> {
+        let mut vms = self.lock();
+        let (spec, state) = vms
+            .get_mut(id)
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
+        match state {
+            VmState::Created | VmState::Stopped | VmState::Failed { .. } => {}
+            VmState::Starting | VmState::Running => {
+                return Err(HypervisorError::WrongState {
+                    id: id.clone(),
+                    state: state.clone(),
+                    action: "start",
+                    needs: "created, stopped or failed",
+                });
+            }
+        }
+        let image = spec.image.to_string_lossy();
+        *state = if spec.secure_boot && (image.contains("tampered") || image.contains("unsigned")) {
+            VmState::Failed {
+                reason: FailureReason::SecureBootViolation {
+                    firmware_said: "simulated: image signature not in db".to_owned(),
+                },
+            }
+        } else {
+            VmState::Running
+        };
+        Ok(state.clone())
+    }
+
+    fn stop(&self, id: &VmId) -> Result<(), HypervisorError> {
+        let mut vms = self.lock();
+        let (_, state) = vms
+            .get_mut(id)
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
+        if *state != VmState::Running {
+            return Err(HypervisorError::WrongState {
+                id: id.clone(),
+                state: state.clone(),
+                action: "stop",
+                needs: "running",
+            });
+        }
+        *state = VmState::Stopped;
+        Ok(())
+    }
+
+    fn state(&self, id: &VmId) -> Result<VmState, HypervisorError> {
+        self.lock()
+            .get(id)
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))
+    }
+
+    fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
+        self.lock()
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))
+    }
+}
