@@ -318,11 +318,7 @@ impl Agent {
             .map(|(name, path)| {
                 let digest = std::fs::read(path)
                     .map(|b| {
-                        ring::digest::digest(&ring::digest::SHA256, &b)
-                            .as_ref()
-                            .iter()
-                            .map(|x| format!("{x:02x}"))
-                            .collect::<String>()
+                        strata_attest::hex(ring::digest::digest(&ring::digest::SHA256, &b).as_ref())
                     })
                     .unwrap_or_else(|_| "unreadable".into());
                 json!({ "name": name, "sha256": digest })

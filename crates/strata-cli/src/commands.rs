@@ -535,7 +535,7 @@ fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
     })
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {

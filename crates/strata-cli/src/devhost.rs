@@ -36,21 +36,6 @@ pub enum LocalHost {
     },
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// The development release key: created once, kept 0600. Returns the path of its public
 /// half (for `--policy-release-key`).
 pub fn dev_release_key(data_dir: &Path) -> Result<PathBuf> {
@@ -59,7 +44,7 @@ pub fn dev_release_key(data_dir: &Path) -> Result<PathBuf> {
     let private = dir.join("release-key.pk8");
     if !private.exists() {
         let (_, pkcs8) = ReleaseSigner::generate(DEV_RELEASE_KEY_ID).map_err(|e| anyhow!(e))?;
-        write_private(&private, &pkcs8)?;
+        strata_control::setup::write_private(&private, &pkcs8)?;
     }
     let public = dir.join("release-key.json");
     std::fs::write(

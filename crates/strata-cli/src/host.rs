@@ -166,17 +166,7 @@ fn keygen(key_id: &str, out: &std::path::Path) -> Result<()> {
     }
     let (signer, pkcs8) =
         strata_agent::release::ReleaseSigner::generate(key_id).map_err(|e| anyhow!(e))?;
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&private)?;
-        f.write_all(&pkcs8)?;
-        f.sync_all()?;
-    }
+    strata_control::setup::write_private(&private, &pkcs8)?;
     let public = out.join(format!("{key_id}.json"));
     std::fs::write(&public, serde_json::to_vec_pretty(&signer.release_key())?)?;
     eprintln!(
@@ -492,7 +482,8 @@ pub fn agent(a: AgentArgs) -> Result<()> {
         measured_binaries: measured,
         ak_algorithm: Default::default(),
     };
-    let mut agent = strata_agent::agent::Agent::new(cfg).map_err(|e| anyhow!(chain(&e)))?;
+    let mut agent =
+        strata_agent::agent::Agent::new(cfg).map_err(|e| anyhow!(crate::commands::chain(&e)))?;
     if !agent.is_registered() {
         let token = match (&a.join_token_file, std::env::var("STRATA_JOIN_TOKEN")) {
             (Some(f), _) => std::fs::read_to_string(f)
@@ -504,7 +495,9 @@ pub fn agent(a: AgentArgs) -> Result<()> {
                 "this host is not registered yet: give the join token (from `strata host join-token create`) in --join-token-file FILE or STRATA_JOIN_TOKEN"
             ),
         };
-        let host = agent.register(&token).map_err(|e| anyhow!(chain(&e)))?;
+        let host = agent
+            .register(&token)
+            .map_err(|e| anyhow!(crate::commands::chain(&e)))?;
         eprintln!("strata-agent: registered as {host}");
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -528,15 +521,4 @@ pub fn agent(a: AgentArgs) -> Result<()> {
     );
     agent.run(&stop);
     Ok(())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

@@ -15,12 +15,6 @@ use crate::dispatch::Reply;
 use crate::docs::Doc;
 use crate::kinds::Kind;
 
-/// The nonce and key one round's evidence is checked against.
-struct PendingRound {
-    nonce: Vec<u8>,
-    agent_key: Vec<u8>,
-}
-
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
@@ -185,7 +179,7 @@ fn commit(app: &App, ops: Vec<Op>, audit: Vec<AuditEntry>) -> Result<(), ApiErro
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hostca::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    strata_attest::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn random(n: usize) -> Result<Vec<u8>, ApiError> {
@@ -397,7 +391,7 @@ fn register(app: &App, call: &AgentCall<'_>) -> Result<Reply, ApiError> {
         ek_certificate: req.ek_certificate.as_ref().map(|c| b64().encode(&c.0)),
         ek_certificate_issuer: ek_issuer,
         ak_public: b64().encode(&req.ak_public.0),
-        ak_name: hostca::hex(&ak.name()),
+        ak_name: strata_attest::hex(&ak.name()),
         ak_algorithm: ak.algorithm().into(),
         development: req.development,
         expires_at: now + REGISTRATION_TTL_SECS,
@@ -697,10 +691,6 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
             ),
         ));
     }
-    let round = PendingRound {
-        nonce: req.nonce.0.clone(),
-        agent_key: req.agent_public_key.0.clone(),
-    };
     // A concurrent change to the host (sweep, operator action) must not throw a valid round
     // away: reload and apply the round again, a few times.
     let mut attempt = 0;
@@ -713,7 +703,8 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
             .map_err(|_| ApiError::internal())?;
         let ak = verify::AkPublic::parse(&ak_bytes).map_err(|_| ApiError::internal())?;
         let policy = super::policy::load_for_host(app, &doc)?;
-        let qualifying = strata_attest::round::qualifying_data(&round.nonce, &round.agent_key);
+        let qualifying =
+            strata_attest::round::qualifying_data(&req.nonce.0, &req.agent_public_key.0);
         let outcome = verify::appraise(
             &req.evidence,
             &ak,
@@ -764,7 +755,11 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
             let issued = app
                 .fabric
                 .host_ca
-                .issue(&doc.name, &round.agent_key, app.fabric.cert_lifetime())
+                .issue(
+                    &doc.name,
+                    &req.agent_public_key.0,
+                    app.fabric.cert_lifetime(),
+                )
                 .map_err(|e| ApiError::bad_request("InvalidAgentKey", e))?;
             internal.cert_fingerprint = Some(issued.fingerprint.clone());
             internal.cert_not_after = issued.not_after;

@@ -66,11 +66,7 @@ pub fn host_uri(host_id: &str) -> String {
 
 /// SHA-256 of a certificate's DER, hex: how the host document names its current certificate.
 pub fn fingerprint(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    strata_attest::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }
 
 /// An issued certificate.
