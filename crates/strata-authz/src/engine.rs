@@ -211,6 +211,39 @@ struct CompiledRole {
     permissions: Box<[CompiledPermission]>,
 }
 
+/// A trimmed, lowercased scope's length and FNV-1a hash. Coverage is decided on these first
+/// (against the request's ancestors, hashed in one pass) so a scan touches no scope strings
+/// except on a likely match, which is then confirmed byte for byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScopeTag {
+    len: usize,
+    hash: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+}
+
+impl ScopeTag {
+    fn of(key: &str) -> ScopeTag {
+        ScopeTag {
+            len: key.len(),
+            hash: key.bytes().fold(FNV_OFFSET, fnv_step),
+        }
+    }
+}
+
+/// The hot half of a role assignment, scanned on every request; the rest lives in
+/// [`IndexedAssignment`] at the same index and is read only for the winner.
+#[derive(Clone, Copy, Debug)]
+struct AssignmentTag {
+    scope: ScopeTag,
+    role: usize,
+}
+
 #[derive(Debug)]
 struct IndexedAssignment {
     id: String,
@@ -218,6 +251,15 @@ struct IndexedAssignment {
     scope: String,
     /// Trimmed, lowercased scope.
     key: Box<str>,
+}
+
+/// The hot half of a PIM activation (see [`AssignmentTag`]).
+#[derive(Clone, Copy, Debug)]
+struct ActivationTag {
+    scope: ScopeTag,
+    role: usize,
+    start: i64,
+    end: i64,
 }
 
 #[derive(Debug)]
@@ -233,6 +275,7 @@ struct IndexedActivation {
 
 #[derive(Debug)]
 struct IndexedDeny {
+    tag: ScopeTag,
     id: String,
     name: String,
     scope: String,
@@ -245,9 +288,9 @@ struct IndexedDeny {
 impl IndexedDeny {
     fn applies(&self, q: &Query<'_>) -> bool {
         let in_scope = if self.exact_only {
-            *self.key == *q.scope
+            q.is_exactly(self.tag, &self.key)
         } else {
-            covers_lower(&self.key, q.scope)
+            q.is_covered_by(self.tag, &self.key)
         };
         in_scope && !self.excludes(q.subject) && any_grants(&self.permissions, q.action, q.data)
     }
@@ -263,20 +306,95 @@ impl IndexedDeny {
     }
 }
 
-/// A request with its action and scope lowercased (and the scope trimmed) once.
+/// How many `/`-separated ancestors of a request scope are fingerprinted; deeper scopes fall
+/// back to plain string compares (still exact, only slower). ARM scopes are at most ~12 deep.
+const MAX_ANCESTORS: usize = 24;
+
+/// A request with its action and scope lowercased (and the scope trimmed) once, and the
+/// fingerprint of every scope that could cover it (each prefix ending before a `/`, and the
+/// scope itself; the root `""` covers everything and needs none).
 struct Query<'q> {
     subject: &'q Subject<'q>,
     action: &'q str,
     data: bool,
     scope: &'q str,
     now: i64,
+    ancestors: [ScopeTag; MAX_ANCESTORS],
+    ancestor_count: usize,
+    /// More ancestors than [`MAX_ANCESTORS`]: compare strings instead.
+    too_deep: bool,
+}
+
+impl<'q> Query<'q> {
+    fn new(
+        subject: &'q Subject<'q>,
+        action: &'q str,
+        data: bool,
+        scope: &'q str,
+        now: i64,
+    ) -> Self {
+        let mut q = Query {
+            subject,
+            action,
+            data,
+            scope,
+            now,
+            ancestors: [ScopeTag { len: 0, hash: 0 }; MAX_ANCESTORS],
+            ancestor_count: 0,
+            too_deep: false,
+        };
+        let mut hash = FNV_OFFSET;
+        for (len, byte) in scope.bytes().enumerate() {
+            if byte == b'/' && len > 0 {
+                q.push_ancestor(ScopeTag { len, hash });
+            }
+            hash = fnv_step(hash, byte);
+        }
+        if !scope.is_empty() {
+            q.push_ancestor(ScopeTag {
+                len: scope.len(),
+                hash,
+            });
+        }
+        q
+    }
+
+    fn push_ancestor(&mut self, tag: ScopeTag) {
+        match self.ancestors.get_mut(self.ancestor_count) {
+            Some(slot) => {
+                *slot = tag;
+                self.ancestor_count += 1;
+            }
+            None => self.too_deep = true,
+        }
+    }
+
+    /// Does a grant at `key` (whose fingerprint is `tag`) reach this request's scope? `key` is
+    /// read only when the fingerprints match, to confirm.
+    fn is_covered_by(&self, tag: ScopeTag, key: &str) -> bool {
+        if tag.len == 0 {
+            return true;
+        }
+        if !self.too_deep && !self.ancestors[..self.ancestor_count].contains(&tag) {
+            return false;
+        }
+        covers_lower(key, self.scope)
+    }
+
+    /// Is the request's scope exactly `key`?
+    fn is_exactly(&self, tag: ScopeTag, key: &str) -> bool {
+        tag.len == self.scope.len() && key == self.scope
+    }
 }
 
 /// Everything indexed under one principal (user, group, service principal or [`EVERYONE`]).
-/// Assignments and activations are sorted deepest scope first, so the first match is the best.
+/// Assignments and activations are sorted deepest scope first, so the first match is the best;
+/// `*_tags[i]` is the compact, scanned half of `assignments[i]` / `activations[i]`.
 #[derive(Debug, Default)]
 struct PrincipalEntry {
+    assignment_tags: Vec<AssignmentTag>,
     assignments: Vec<IndexedAssignment>,
+    activation_tags: Vec<ActivationTag>,
     activations: Vec<IndexedActivation>,
     denies: Vec<usize>,
 }
@@ -418,11 +536,13 @@ impl Engine {
                 }
                 seen.push(k);
             }
+            let deny_key = scope_key(&d.scope);
             indexed_denies.push(IndexedDeny {
+                tag: ScopeTag::of(&deny_key),
+                key: deny_key,
                 permissions: compile_permissions(&d.permissions),
                 exclude: d.exclude_principals.iter().map(|p| key(p)).collect(),
                 exact_only: d.do_not_apply_to_child_scopes,
-                key: scope_key(&d.scope),
                 id: d.id,
                 name: d.deny_assignment_name,
                 scope: d.scope,
@@ -437,6 +557,24 @@ impl Engine {
             entry
                 .activations
                 .sort_by_key(|a| std::cmp::Reverse(a.key.len()));
+            entry.assignment_tags = entry
+                .assignments
+                .iter()
+                .map(|a| AssignmentTag {
+                    scope: ScopeTag::of(&a.key),
+                    role: a.role,
+                })
+                .collect();
+            entry.activation_tags = entry
+                .activations
+                .iter()
+                .map(|a| ActivationTag {
+                    scope: ScopeTag::of(&a.key),
+                    role: a.role,
+                    start: a.start,
+                    end: a.end,
+                })
+                .collect();
         }
 
         Ok(Engine {
@@ -480,13 +618,7 @@ impl Engine {
         // Everything indexed is lowercase already; lowercase the request once.
         let action = req.action.to_ascii_lowercase();
         let scope = trim_scope(req.scope).to_ascii_lowercase();
-        let q = Query {
-            subject: &req.subject,
-            action: &action,
-            data: req.data_action,
-            scope: &scope,
-            now: req.now,
-        };
+        let q = Query::new(&req.subject, &action, req.data_action, &scope, req.now);
 
         // One pass over the principal's and its groups' entries: any applicable deny ends the
         // evaluation; otherwise remember the best grant (direct before group, then the deepest
@@ -562,12 +694,15 @@ impl Engine {
     ) {
         let is_direct = via_group.is_none();
         let beats = |best: &Option<Best<'_, '_>>, rank| best.as_ref().is_none_or(|b| b.rank < rank);
-        for a in &entry.assignments {
-            let rank = (is_direct, a.key.len());
+        for (index, tag) in entry.assignment_tags.iter().enumerate() {
+            let rank = (is_direct, tag.scope.len);
             if !beats(best, rank) {
                 break; // sorted deepest first: nothing later ranks higher
             }
-            if covers_lower(&a.key, q.scope) && self.grants(a.role, q) {
+            let Some(a) = entry.assignments.get(index) else {
+                break;
+            };
+            if q.is_covered_by(tag.scope, &a.key) && self.grants(tag.role, q) {
                 *best = Some(Best {
                     rank,
                     grant: Grant::Assignment(a, via_group),
@@ -575,13 +710,16 @@ impl Engine {
                 break;
             }
         }
-        for a in &entry.activations {
-            let rank = (is_direct, a.key.len());
+        for (index, tag) in entry.activation_tags.iter().enumerate() {
+            let rank = (is_direct, tag.scope.len);
             if !beats(best, rank) {
                 break;
             }
-            let current = a.start <= q.now && q.now < a.end;
-            if current && covers_lower(&a.key, q.scope) && self.grants(a.role, q) {
+            let Some(a) = entry.activations.get(index) else {
+                break;
+            };
+            let current = tag.start <= q.now && q.now < tag.end;
+            if current && q.is_covered_by(tag.scope, &a.key) && self.grants(tag.role, q) {
                 *best = Some(Best {
                     rank,
                     grant: Grant::Activation(a),
