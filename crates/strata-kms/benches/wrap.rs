@@ -1,0 +1,3 @@
+//! Key wrap/unwrap throughput (filled in by the next commit).
+
+fn main() {}
