@@ -64,10 +64,16 @@ struct Dim {
     bounds: Vec<u32>,
     /// `bounds.len()` rows of `stride` words: summary words, then rule words.
     rows: Vec<u64>,
+    /// `index[b]` is the first interval starting at or after `b << shift`: a value's interval
+    /// is found by a binary search of `bounds[index[b]..index[b + 1]]` (plus one to the left)
+    /// instead of all of `bounds`.
+    index: Vec<u32>,
+    shift: u32,
 }
 
 impl Dim {
-    fn build(sets: &[&Ranges], layout: Layout) -> Self {
+    /// `bits`: the width of the dimension's values (32 for addresses, 17 for ports).
+    fn build(sets: &[&Ranges], layout: Layout, bits: u32) -> Self {
         let mut bounds: Vec<u32> = sets.iter().flat_map(|s| s.boundaries()).collect();
         bounds.push(0);
         bounds.sort_unstable();
@@ -83,14 +89,57 @@ impl Dim {
             }
         }
         layout.summarize(&mut rows);
-        Self { bounds, rows }
+        let shift = bits.saturating_sub(INDEX_BITS);
+        let buckets = 1u64 << (bits - shift);
+        let index = (0..=buckets)
+            .map(|b| {
+                let start = b << shift;
+                bounds.partition_point(|&x| u64::from(x) < start) as u32
+            })
+            .collect();
+        Self {
+            bounds,
+            rows,
+            index,
+            shift,
+        }
     }
 
     #[inline]
     fn row(&self, x: u32, stride: usize) -> &[u64] {
-        let k = self.bounds.partition_point(|&b| b <= x).saturating_sub(1);
+        let b = (x >> self.shift) as usize;
+        let (lo, hi) = match (self.index.get(b), self.index.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.bounds.len()),
+        };
+        // The interval holding `x` starts in `lo..hi`, or is the one before `lo`.
+        let k = match self.bounds.get(lo..hi) {
+            Some(slice) => (lo + slice.partition_point(|&v| v <= x)).saturating_sub(1),
+            None => 0,
+        };
         &self.rows[k * stride..(k + 1) * stride]
     }
+}
+
+/// Buckets of a dimension's index: 2^8 per dimension.
+const INDEX_BITS: u32 = 8;
+
+/// The lowest bit set in every row: the first rule all dimensions match.
+#[inline]
+fn first_common<const N: usize>(rows: [&[u64]; N], summary: usize) -> Option<usize> {
+    for i in 0..summary {
+        let mut m = rows.iter().fold(u64::MAX, |acc, r| acc & r[i]);
+        while m != 0 {
+            let w = i * 64 + m.trailing_zeros() as usize;
+            let o = summary + w;
+            let x = rows.iter().fold(u64::MAX, |acc, r| acc & r[o]);
+            if x != 0 {
+                return Some(w * 64 + x.trailing_zeros() as usize);
+            }
+            m &= m - 1;
+        }
+    }
+    None
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +172,13 @@ impl Layout {
     }
 }
 
+/// A classifier's protocol rows pre-intersected with one local address.
+#[derive(Clone, Debug)]
+pub(crate) struct Specialized {
+    rows: Vec<u64>,
+    local_is_dst: bool,
+}
+
 /// The compiled form of one NSG direction.
 #[derive(Clone, Debug)]
 pub(crate) struct Classifier {
@@ -147,43 +203,77 @@ impl Classifier {
             }
         }
         layout.summarize(&mut protocol);
-        let dim = |f: fn(&ExpandedRule) -> &Ranges| {
-            Dim::build(&rules.iter().map(f).collect::<Vec<_>>(), layout)
+        let dim = |f: fn(&ExpandedRule) -> &Ranges, bits: u32| {
+            Dim::build(&rules.iter().map(f).collect::<Vec<_>>(), layout, bits)
         };
         Self {
             layout,
             protocol,
-            src: dim(|r| &r.src),
-            sport: dim(|r| &r.sports),
-            dst: dim(|r| &r.dst),
-            dport: dim(|r| &r.dports),
+            src: dim(|r| &r.src, 32),
+            sport: dim(|r| &r.sports, 17),
+            dst: dim(|r| &r.dst, 32),
+            dport: dim(|r| &r.dports, 17),
         }
+    }
+
+    fn protocol_row(&self, p: FlowProtocol) -> &[u64] {
+        let stride = self.layout.stride;
+        let p = p as usize;
+        &self.protocol[p * stride..(p + 1) * stride]
     }
 
     /// The index of the first matching rule.
     #[inline]
     pub fn classify(&self, k: &Key) -> Option<usize> {
         let stride = self.layout.stride;
-        let p = k.protocol as usize;
-        let p = &self.protocol[p * stride..(p + 1) * stride];
-        let dp = self.dport.row(k.dport, stride);
-        let d = self.dst.row(k.dst, stride);
-        let s = self.src.row(k.src, stride);
-        let sp = self.sport.row(k.sport, stride);
-        let summary = self.layout.summary;
-        for i in 0..summary {
-            let mut m = p[i] & dp[i] & d[i] & s[i] & sp[i];
-            while m != 0 {
-                let w = i * 64 + m.trailing_zeros() as usize;
-                let o = summary + w;
-                let x = p[o] & dp[o] & d[o] & s[o] & sp[o];
-                if x != 0 {
-                    return Some(w * 64 + x.trailing_zeros() as usize);
-                }
-                m &= m - 1;
+        first_common(
+            [
+                self.protocol_row(k.protocol),
+                self.dport.row(k.dport, stride),
+                self.dst.row(k.dst, stride),
+                self.src.row(k.src, stride),
+                self.sport.row(k.sport, stride),
+            ],
+            self.layout.summary,
+        )
+    }
+
+    /// The protocol rows already intersected with the row of one local address (the NIC's):
+    /// a NIC-specialized classifier that looks up three dimensions instead of five. `local_is
+    /// _dst` for inbound policies (the local address is the destination).
+    pub fn specialize(&self, local: u32, local_is_dst: bool) -> Specialized {
+        let stride = self.layout.stride;
+        let local_row = if local_is_dst {
+            self.dst.row(local, stride)
+        } else {
+            self.src.row(local, stride)
+        };
+        let mut rows = self.protocol.clone();
+        for row in rows.chunks_exact_mut(stride) {
+            for (w, l) in row.iter_mut().zip(local_row) {
+                *w &= l;
             }
         }
-        None
+        self.layout.summarize(&mut rows);
+        Specialized { rows, local_is_dst }
+    }
+
+    /// [`Classifier::classify`] for a key whose local address is the specialization's.
+    #[inline]
+    pub fn classify_specialized(&self, s: &Specialized, k: &Key) -> Option<usize> {
+        let stride = self.layout.stride;
+        let p = k.protocol as usize;
+        let remote = if s.local_is_dst { &self.src } else { &self.dst };
+        let remote_addr = if s.local_is_dst { k.src } else { k.dst };
+        first_common(
+            [
+                &s.rows[p * stride..(p + 1) * stride],
+                self.dport.row(k.dport, stride),
+                remote.row(remote_addr, stride),
+                self.sport.row(k.sport, stride),
+            ],
+            self.layout.summary,
+        )
     }
 
     /// Bytes held by the bitset rows (for the benchmark's report).
@@ -196,6 +286,10 @@ impl Classifier {
             + 4 * (self.src.bounds.len()
                 + self.sport.bounds.len()
                 + self.dst.bounds.len()
-                + self.dport.bounds.len())
+                + self.dport.bounds.len()
+                + self.src.index.len()
+                + self.sport.index.len()
+                + self.dst.index.len()
+                + self.dport.index.len())
     }
 }

@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Classifier, ExpandedRule, Key, scan};
+use crate::classify::{Classifier, ExpandedRule, Key, Specialized, scan};
 use crate::model::{
     Access, Direction, FlowProtocol, NetworkSecurityGroup, Protocol, SubResource, Topology, name_of,
 };
@@ -159,6 +159,8 @@ pub(crate) struct Policy {
     pub rules: Vec<PolicyRule>,
     /// `rules` expanded, same order: what both algorithms evaluate.
     pub expanded: Vec<ExpandedRule>,
+    /// Each rule's access, same order (compact, for the hot path).
+    pub accesses: Vec<Access>,
     pub classifier: Classifier,
 }
 
@@ -172,8 +174,9 @@ impl Policy {
     }
 
     pub fn access(&self, hit: Option<usize>) -> Access {
-        hit.and_then(|i| self.expanded.get(i))
-            .map_or(Access::Deny, |r| r.access)
+        hit.and_then(|i| self.accesses.get(i))
+            .copied()
+            .unwrap_or(Access::Deny)
     }
 }
 
@@ -219,6 +222,9 @@ pub(crate) struct NicInfo {
     /// Index into `Network::compiled`.
     pub subnet_policy: Option<usize>,
     pub nic_policy: Option<usize>,
+    /// Per direction (inbound, outbound) and level in evaluation order: the policy index and
+    /// its classifier specialized to this NIC's address.
+    pub specialized: [[Option<(usize, Specialized)>; 2]; 2],
 }
 
 /// A validated topology with its NSGs compiled. Build it with [`Network::new`]; every question
@@ -698,6 +704,7 @@ impl Network {
                 ip,
                 subnet_policy: None,
                 nic_policy: None,
+                specialized: Default::default(),
             });
             nic_nsgs.push(nsg);
         }
@@ -768,6 +775,26 @@ impl Network {
                 .nsg
                 .map(|n| compile(n, nic.vnet));
         }
+        for nic in &mut nics {
+            for (d, direction) in [Direction::Inbound, Direction::Outbound]
+                .into_iter()
+                .enumerate()
+            {
+                for (i, level) in evaluation_order(direction).into_iter().enumerate() {
+                    let c = match level {
+                        Level::Subnet => nic.subnet_policy,
+                        Level::NetworkInterface => nic.nic_policy,
+                    };
+                    nic.specialized[d][i] = c.map(|c| {
+                        let classifier = &compiled[c].policy(direction).classifier;
+                        (
+                            c,
+                            classifier.specialize(nic.ip, direction == Direction::Inbound),
+                        )
+                    });
+                }
+            }
+        }
         let nsgs = topology
             .network_security_groups
             .iter()
@@ -813,7 +840,36 @@ impl Network {
     /// level is skipped when the first denies. `flow.established` is ignored: this is what
     /// decides the first packet of a connection.
     pub fn classify(&self, nic: NicHandle, flow: &Flow) -> Decision {
-        self.decide(nic, flow, Policy::classify)
+        let Some(info) = self.nics.get(nic.0) else {
+            return Decision {
+                access: Access::Deny,
+                hits: [Hit::NoNsg; 2],
+            };
+        };
+        if u32::from(*flow.local.ip()) != info.ip {
+            // Not the NIC's own address: the general classifier.
+            return self.decide(nic, flow, Policy::classify);
+        }
+        let key = flow.key();
+        let d = match flow.direction {
+            Direction::Inbound => 0,
+            Direction::Outbound => 1,
+        };
+        let mut hits = [Hit::NoNsg; 2];
+        let mut access = Access::Allow;
+        for (hit_slot, spec) in hits.iter_mut().zip(&info.specialized[d]) {
+            if access == Access::Deny {
+                *hit_slot = Hit::Skipped;
+                continue;
+            }
+            if let Some((c, spec)) = spec {
+                let policy = self.compiled[*c].policy(flow.direction);
+                let hit = policy.classifier.classify_specialized(spec, &key);
+                *hit_slot = Hit::Rule(hit.map_or(u16::MAX, |h| h as u16));
+                access = policy.access(hit);
+            }
+        }
+        Decision { access, hits }
     }
 
     /// The same decision by a naive first-match scan over the same expanded rules: the
@@ -1112,6 +1168,7 @@ pub(crate) fn compile_policy(
         .unzip();
     Policy {
         classifier: Classifier::build(&expanded),
+        accesses: expanded.iter().map(|r| r.access).collect(),
         rules,
         expanded,
     }
