@@ -4,12 +4,14 @@
 //!   UKI on a GPT/ESP disk) offline from Debian packages.
 //! - [`hypervisor`] is the driver trait and the VM state machine shared by both drivers.
 //! - [`qemu`] is the real driver (QEMU + OVMF secure boot + swtpm, talked to over [`qmp`]).
+//! - [`sandbox`] is each VM's own uid/gid, private files and cgroup (the privilege drop).
 //! - [`sim`] is the in-process driver for control-plane scale tests.
 
 pub mod hypervisor;
 pub mod image;
 pub mod qemu;
 pub mod qmp;
+pub mod sandbox;
 pub mod sim;
 
 mod cmd;

@@ -1,14 +1,16 @@
 //! The real driver: each VM is a QEMU process with UEFI secure boot (OVMF) and its own swtpm.
 //!
-//! Per VM, everything lives in one directory `root/<vm>/` (mode 0700, files 0600): the
-//! copy-on-write disk overlay, its own copy of the firmware variables template, the vTPM state
-//! (`tpm/`, 0700), the sockets (`swtpm.sock`, `qmp.sock`) and the logs (`serial.log`,
-//! `qemu.log`, `swtpm.log`). Nothing is shared between VMs but the read-only firmware code and
-//! the base image.
+//! Per VM, everything lives in one directory `root/<vm>/` (mode 0700, files 0600, all owned by
+//! the VM's own uid: see [`sandbox`](crate::sandbox)): the copy-on-write disk overlay, its own
+//! copy of the firmware variables template, the vTPM state (`tpm/`, 0700), the sockets
+//! (`swtpm.sock`, `qmp.sock`) and the logs (`serial.log`, `swtpm.log`; `qemu.log` stays
+//! root's). Nothing is shared between VMs but the read-only firmware code and the base image.
+//! `root` itself is 0711: VM uids can pass through it to their own directory but not list it.
 //!
-//! `start` reads top to bottom as the launch sequence: vTPM up, QEMU up (seccomp sandbox on,
-//! protected pflash, `-machine q35,smm=on`), QMP handshake, then watch the serial console until
-//! the guest says [`READY_MARKER`](crate::READY_MARKER) or the firmware refuses the image.
+//! `start` reads top to bottom as the launch sequence: cgroup with limits, vTPM up (as the VM's
+//! uid, in its cgroup), QEMU up (likewise, then its seccomp sandbox, protected pflash,
+//! `-machine q35,smm=on`), QMP handshake, then watch the serial console until the guest says
+//! [`READY_MARKER`](crate::READY_MARKER) or the firmware refuses the image.
 //!
 //! Trusted launch boots from the disk's EFI system partition, never with `-kernel` (OVMF does
 //! not verify a `-kernel` image).
@@ -26,6 +28,7 @@ use crate::READY_MARKER;
 use crate::cmd::{self, describe, spawn_error};
 use crate::hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, io};
 use crate::qmp::QmpClient;
+use crate::sandbox::{self, Limits, SandboxConfig, VmSandbox};
 
 /// Secure-boot OVMF code (SMM, protected variable store). Debian package `ovmf`.
 pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
@@ -42,6 +45,8 @@ pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
 const QEMU: &str = "qemu-system-x86_64";
+/// TCG's translation cache size (`tb-size`), MiB.
+const TCG_CACHE_MIB: u64 = 128;
 
 /// How the guest CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +75,17 @@ impl Accel {
     fn as_arg(self) -> &'static str {
         match self {
             Self::Kvm => "kvm",
-            Self::Tcg => "tcg",
+            // A bounded translation cache (QEMU's default is 1 GiB), counted in the VM's
+            // memory limit as `TCG_CACHE_MIB`.
+            Self::Tcg => "tcg,tb-size=128",
+        }
+    }
+
+    /// Memory the accelerator needs beyond the guest's RAM.
+    fn overhead_mib(self) -> u64 {
+        match self {
+            Self::Kvm => 0,
+            Self::Tcg => TCG_CACHE_MIB,
         }
     }
 }
@@ -119,19 +134,23 @@ pub struct QemuConfig {
     pub boot_timeout: Duration,
     /// How long `stop` waits after the ACPI power button before it quits QEMU.
     pub powerdown_grace: Duration,
+    /// Per-VM uids and cgroups.
+    pub sandbox: SandboxConfig,
 }
 
 impl QemuConfig {
-    /// Test configuration: snakeoil secure-boot keys, KVM if the probe passes.
-    pub fn snakeoil(root: PathBuf) -> Self {
-        Self {
+    /// Test configuration: snakeoil secure-boot keys, KVM if the probe passes, the host's
+    /// cgroup hierarchy.
+    pub fn snakeoil(root: PathBuf) -> Result<Self, HypervisorError> {
+        Ok(Self {
             root,
             ovmf_code: OVMF_CODE_SECBOOT.into(),
             vars_template: OVMF_VARS_SNAKEOIL.into(),
             accel: Accel::probe(Duration::from_secs(10)),
             boot_timeout: Duration::from_secs(180),
             powerdown_grace: Duration::from_secs(20),
-        }
+            sandbox: SandboxConfig::detect()?,
+        })
     }
 }
 
@@ -174,6 +193,7 @@ struct Procs {
 struct Vm {
     spec: VmSpec,
     files: VmFiles,
+    sandbox: VmSandbox,
     state: VmState,
     procs: Option<Procs>,
     command_line: Option<String>,
@@ -195,6 +215,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl QemuDriver {
     pub fn new(config: QemuConfig) -> Result<Self, HypervisorError> {
         make_private_dir(&config.root)?;
+        // VM uids pass through to their own directories; nobody else can list them.
+        fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
+            .map_err(io(format!("chmod {}", config.root.display())))?;
+        sandbox::check_searchable(&config.root, "the VM directory")?;
         Ok(Self {
             config,
             vms: Mutex::new(BTreeMap::new()),
@@ -245,6 +269,28 @@ impl QemuDriver {
         let vm = self.vm(id)?;
         let dir = lock(&vm).files.dir.clone();
         Ok(dir)
+    }
+
+    /// The VM's sandbox: its uid/gid and cgroup.
+    pub fn sandbox(&self, id: &VmId) -> Result<VmSandbox, HypervisorError> {
+        let vm = self.vm(id)?;
+        let sandbox = lock(&vm).sandbox.clone();
+        Ok(sandbox)
+    }
+
+    /// The process ids of the running VM's QEMU and swtpm.
+    pub fn pids(&self, id: &VmId) -> Result<Vec<u32>, HypervisorError> {
+        let vm = self.vm(id)?;
+        let vm = lock(&vm);
+        Ok(vm
+            .procs
+            .as_ref()
+            .map(|p| {
+                std::iter::once(p.qemu.id())
+                    .chain(p.swtpm.as_ref().map(Child::id))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn vm(&self, id: &VmId) -> Result<Arc<Mutex<Vm>>, HypervisorError> {
@@ -320,18 +366,30 @@ impl QemuDriver {
             let _ = fs::remove_file(stale);
         }
         private_file(&f.serial)?;
+        vm.sandbox.own(&f.serial, 0o600)?;
 
-        // 1. The vTPM: its own swtpm on a socket in the VM's directory.
+        // 1. The VM's cgroup, with its limits, before anything runs in it.
+        vm.sandbox.create_cgroup(Limits {
+            vcpus: vm.spec.vcpus,
+            memory_mib: vm.spec.memory_mib,
+            accel_overhead_mib: self.config.accel.overhead_mib(),
+        })?;
+
+        // 2. The vTPM: its own swtpm on a socket in the VM's directory, as the VM's uid.
         let swtpm = if vm.spec.vtpm {
-            Some(start_swtpm(&f)?)
+            Some(start_swtpm(&f, &vm.sandbox)?)
         } else {
             None
         };
 
-        // 2. QEMU, its stdout/stderr to qemu.log.
+        // 3. QEMU, as the VM's uid in the VM's cgroup, its stdout/stderr to qemu.log.
         let log = private_file(&f.dir.join("qemu.log"))?;
         let log2 = log.try_clone().map_err(io("open qemu.log"))?;
         let mut cmd = self.qemu_command(vm);
+        if let Err(e) = vm.sandbox.confine(&mut cmd) {
+            kill(swtpm);
+            return Err(e);
+        }
         let line = describe(&cmd);
         tracing::info!(vm = %vm.spec.id, command = %line, "starting QEMU");
         vm.command_line = Some(line);
@@ -349,7 +407,7 @@ impl QemuDriver {
             }
         };
 
-        // 3. The monitor.
+        // 4. The monitor.
         let qmp = match QmpClient::connect(&f.qmp_sock, Duration::from_secs(15)) {
             Ok(q) => q,
             Err(source) => {
@@ -373,7 +431,7 @@ impl QemuDriver {
         };
         let mut procs = Procs { qemu, swtpm, qmp };
 
-        // 4. Watch the console until ready, refused, dead or out of time.
+        // 5. Watch the console until ready, refused, dead or out of time.
         let started = Instant::now();
         loop {
             let serial = read_lossy(&f.serial);
@@ -453,8 +511,7 @@ pub fn secure_boot_refusal(serial: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn start_swtpm(f: &VmFiles) -> Result<Child, HypervisorError> {
-    make_private_dir(&f.tpm_state)?;
+fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<Child, HypervisorError> {
     let log = f.dir.join("swtpm.log");
     let mut cmd = Command::new("swtpm");
     cmd.args(["socket", "--tpm2", "--tpmstate"])
@@ -469,6 +526,7 @@ fn start_swtpm(f: &VmFiles) -> Result<Child, HypervisorError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    sandbox.confine(&mut cmd)?;
     tracing::debug!(command = %describe(&cmd), "starting swtpm");
     let mut child = cmd.spawn().map_err(|e| spawn_error(&cmd, e))?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -489,6 +547,32 @@ fn start_swtpm(f: &VmFiles) -> Result<Child, HypervisorError> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(child)
+}
+
+/// Creates the VM's vTPM state once, at create time, as the VM's uid: endorsement keys (RSA
+/// and ECC) made persistent, the SHA-256 PCR bank active, NVRAM locked. The VM has its TPM
+/// identity before it first boots; every later start resumes this state.
+fn manufacture_vtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<(), HypervisorError> {
+    make_private_dir(&f.tpm_state)?;
+    sandbox.own(&f.tpm_state, 0o700)?;
+    let mut cmd = Command::new("swtpm_setup");
+    cmd.args(["--tpm2", "--tpmstate"])
+        .arg(&f.tpm_state)
+        .args(["--createek", "--lock-nvram", "--not-overwrite"])
+        .args(["--pcr-banks", "sha256"])
+        // swtpm_setup looks for per-user configuration under $HOME; the VM's uid has none.
+        .env("HOME", &f.tpm_state)
+        .env("XDG_CONFIG_HOME", &f.tpm_state);
+    sandbox.drop_privileges(&mut cmd);
+    cmd::run(&mut cmd)?;
+    // swtpm_setup writes its files 0640; the state is the VM's alone.
+    for entry in
+        fs::read_dir(&f.tpm_state).map_err(io(format!("list {}", f.tpm_state.display())))?
+    {
+        let path = entry.map_err(io("list the vTPM state"))?.path();
+        sandbox.own(&path, 0o600)?;
+    }
+    Ok(())
 }
 
 /// Powers the VM down: ACPI power button, `grace` to comply, then `quit`, then SIGKILL.
@@ -569,8 +653,14 @@ impl Hypervisor for QemuDriver {
         }
         make_private_dir(&files.dir)?;
         let result = (|| {
+            // The directory's owner is the record of the VM's uid (see sandbox.rs).
+            let uid = self.config.sandbox.allocate_uid(&self.config.root)?;
+            std::os::unix::fs::chown(&files.dir, Some(uid), Some(uid))
+                .map_err(io(format!("chown {}", files.dir.display())))?;
+            let sandbox = self.config.sandbox.for_vm(&spec.id, &files.dir)?;
             let base = fs::canonicalize(&spec.image)
                 .map_err(io(format!("find the image {}", spec.image.display())))?;
+            sandbox::check_world_readable(&base, "the base image")?;
             cmd::run(
                 Command::new("qemu-img")
                     .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
@@ -584,20 +674,26 @@ impl Hypervisor for QemuDriver {
             };
             fs::copy(&template, &files.vars).map_err(io(format!("copy {}", template.display())))?;
             for f in [&files.disk, &files.vars] {
-                fs::set_permissions(f, fs::Permissions::from_mode(0o600))
-                    .map_err(io(format!("chmod {}", f.display())))?;
+                sandbox.own(f, 0o600)?;
             }
-            Ok::<(), HypervisorError>(())
+            if spec.vtpm {
+                manufacture_vtpm(&files, &sandbox)?;
+            }
+            Ok::<VmSandbox, HypervisorError>(sandbox)
         })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&files.dir);
-            return Err(e);
-        }
+        let sandbox = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&files.dir);
+                return Err(e);
+            }
+        };
         vms.insert(
             spec.id.clone(),
             Arc::new(Mutex::new(Vm {
                 spec,
                 files,
+                sandbox,
                 state: VmState::Created,
                 procs: None,
                 command_line: None,
@@ -634,6 +730,7 @@ impl Hypervisor for QemuDriver {
         };
         if let VmState::Failed { reason } = &state {
             tracing::warn!(vm = %id, %reason, "VM failed to boot");
+            vm.sandbox.remove_cgroup();
         }
         vm.state = state.clone();
         Ok(state)
@@ -654,6 +751,7 @@ impl Hypervisor for QemuDriver {
         for sock in [&vm.files.tpm_sock, &vm.files.qmp_sock] {
             let _ = fs::remove_file(sock);
         }
+        vm.sandbox.remove_cgroup();
         vm.state = VmState::Stopped;
         Ok(())
     }
@@ -669,6 +767,7 @@ impl Hypervisor for QemuDriver {
             if let Some(p) = vm.procs.take() {
                 kill(p.swtpm);
             }
+            vm.sandbox.remove_cgroup();
             vm.state = if status.success() {
                 VmState::Stopped
             } else {
@@ -688,6 +787,7 @@ impl Hypervisor for QemuDriver {
         if let Some(procs) = guard.procs.take() {
             teardown(procs, Duration::ZERO);
         }
+        guard.sandbox.remove_cgroup();
         fs::remove_dir_all(&guard.files.dir)
             .map_err(io(format!("remove {}", guard.files.dir.display())))?;
         drop(guard);
@@ -699,9 +799,11 @@ impl Hypervisor for QemuDriver {
 impl Drop for QemuDriver {
     fn drop(&mut self) {
         for vm in lock(&self.vms).values() {
-            if let Some(procs) = lock(vm).procs.take() {
+            let mut vm = lock(vm);
+            if let Some(procs) = vm.procs.take() {
                 teardown(procs, Duration::ZERO);
             }
+            vm.sandbox.remove_cgroup();
         }
     }
 }

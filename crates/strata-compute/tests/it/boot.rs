@@ -1,5 +1,6 @@
 //! Real boots: QEMU + OVMF secure boot (snakeoil keys) + a per-VM swtpm, from the tiny image.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -8,9 +9,69 @@ use strata_compute::{FailureReason, Hypervisor, VmId, VmSpec, VmState};
 
 use crate::support::{self, VM_PROGRAMS};
 
-fn driver(root: &Path) -> QemuDriver {
+/// A driver whose VMs live under `root`, with its own block of 16 VM uids (`slot`): tests run
+/// in parallel, each with its own driver, and must not hand out the same uid twice.
+fn driver(root: &Path, slot: u32) -> QemuDriver {
     support::require(VM_PROGRAMS);
-    QemuDriver::new(QemuConfig::snakeoil(root.join("vms"))).unwrap()
+    // VM processes run as their own uids: they must be able to pass through the test's
+    // directory (and read the altered images the tests put there).
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = QemuConfig::snakeoil(root.join("vms")).unwrap();
+    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * slot;
+    config.sandbox.uid_count = 16;
+    QemuDriver::new(config).unwrap()
+}
+
+/// `(uid, gid, supplementary groups)` of a process, from `/proc/<pid>/status`.
+fn credentials(pid: u32) -> (Vec<u32>, Vec<u32>, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            .trim()
+            .to_owned()
+    };
+    let ids =
+        |v: String| -> Vec<u32> { v.split_whitespace().map(|x| x.parse().unwrap()).collect() };
+    (ids(field("Uid:")), ids(field("Gid:")), field("Groups:"))
+}
+
+/// Every process on the host running as `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|v| v.split_whitespace().next().map(|u| u == uid.to_string()))
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Opens `path` for reading as `uid`/`gid` (no supplementary groups) in a child process;
+/// `Ok` or the child's error output.
+fn open_as(uid: u32, gid: u32, path: &Path) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["of=/dev/null", "bs=512", "count=1", "status=none"])
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }
 
 /// Boots `image` as a trusted-launch VM and expects the firmware to refuse it.
@@ -49,7 +110,7 @@ fn expect_secure_boot_violation(name: &str, image: PathBuf, hv: &QemuDriver) {
 fn trusted_launch_boots_tiny_image() {
     let img = support::tiny_image();
     let tmp = tempfile::tempdir().unwrap();
-    let hv = driver(tmp.path());
+    let hv = driver(tmp.path(), 1);
     let id = VmId::new("tiny").unwrap();
     hv.create(VmSpec::trusted_launch(id.clone(), img.disk.clone()))
         .unwrap();
@@ -76,14 +137,67 @@ fn trusted_launch_boots_tiny_image() {
         "the kernel did not see secure boot on:\n{serial}"
     );
 
-    // Private files: the VM directory and vTPM state are 0700, the rest 0600.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir), 0o700);
-    assert_eq!(mode(&dir.join("tpm")), 0o700);
-    for f in ["disk.qcow2", "OVMF_VARS.fd", "serial.log"] {
-        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    // Private files: the VM directory and vTPM state are 0700, the rest 0600, all the VM's.
+    let sandbox = hv.sandbox(&id).unwrap();
+    let meta = |p: &Path| std::fs::metadata(p).unwrap();
+    assert_eq!(meta(&dir).permissions().mode() & 0o777, 0o700);
+    assert_eq!(meta(&dir.join("tpm")).permissions().mode() & 0o777, 0o700);
+    for f in [
+        "disk.qcow2",
+        "OVMF_VARS.fd",
+        "serial.log",
+        "tpm/tpm2-00.permall",
+    ] {
+        let m = meta(&dir.join(f));
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+        assert_eq!((m.uid(), m.gid()), (sandbox.uid, sandbox.gid), "{f}");
     }
+
+    // The sandbox: QEMU and swtpm run as the VM's uid/gid (real, effective, saved, fs), with
+    // no supplementary groups, in the VM's cgroup; QEMU's seccomp filter is on.
+    let pids = hv.pids(&id).unwrap();
+    assert_eq!(pids.len(), 2, "QEMU and swtpm");
+    for pid in &pids {
+        let (uids, gids, groups) = credentials(*pid);
+        assert_eq!(uids, vec![sandbox.uid; 4], "pid {pid}");
+        assert_eq!(gids, vec![sandbox.gid; 4], "pid {pid}");
+        assert_eq!(groups, "", "pid {pid} keeps supplementary groups");
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        for dir in sandbox.cgroup_dirs() {
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            assert!(
+                cgroups.contains(&format!("/{name}\n")),
+                "pid {pid} not in {}:\n{cgroups}",
+                dir.display()
+            );
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+            assert!(
+                procs.lines().any(|l| l == pid.to_string()),
+                "{}",
+                dir.display()
+            );
+        }
+    }
+    let qemu_status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap();
+    assert!(
+        qemu_status.contains("Seccomp:\t2"),
+        "QEMU runs without its seccomp filter"
+    );
+    assert!(qemu_status.contains("NoNewPrivs:\t1"));
+    let memory_limit = sandbox
+        .cgroup_dirs()
+        .iter()
+        .find_map(|d| {
+            std::fs::read_to_string(d.join("memory.max"))
+                .or_else(|_| std::fs::read_to_string(d.join("memory.limit_in_bytes")))
+                .ok()
+        })
+        .unwrap();
+    let memory_limit: u64 = memory_limit.trim().parse().unwrap();
+    assert!(
+        (512 << 20..=1024 << 20).contains(&memory_limit),
+        "memory limit {memory_limit}"
+    );
 
     let stopping = Instant::now();
     hv.stop(&id).unwrap();
@@ -96,15 +210,57 @@ fn trusted_launch_boots_tiny_image() {
     );
     assert!(!dir.join("qmp.sock").exists());
     assert!(!dir.join("swtpm.sock").exists());
+    assert_eq!(
+        processes_of(sandbox.uid),
+        Vec::<u32>::new(),
+        "stray VM processes"
+    );
+    for d in sandbox.cgroup_dirs() {
+        assert!(!d.exists(), "stray cgroup {}", d.display());
+    }
     hv.delete(&id).unwrap();
     assert!(!dir.exists());
+}
+
+/// Two VMs on one host: each uid opens its own disk and vTPM state, and neither can open the
+/// other's.
+#[test]
+fn vm_uids_cannot_open_each_others_disk_or_vtpm_state() {
+    let img = support::tiny_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let hv = driver(tmp.path(), 2);
+    let (a, b) = (VmId::new("vm-a").unwrap(), VmId::new("vm-b").unwrap());
+    for id in [&a, &b] {
+        hv.create(VmSpec::trusted_launch(id.clone(), img.disk.clone()))
+            .unwrap();
+    }
+    let (sa, sb) = (hv.sandbox(&a).unwrap(), hv.sandbox(&b).unwrap());
+    assert_ne!(sa.uid, sb.uid);
+    assert_ne!(sa.gid, sb.gid);
+    assert!(sa.uid >= strata_compute::sandbox::DEFAULT_UID_BASE);
+    let (da, db) = (hv.vm_dir(&a).unwrap(), hv.vm_dir(&b).unwrap());
+    let private = ["disk.qcow2", "tpm/tpm2-00.permall", "OVMF_VARS.fd"];
+    for (me, mine, theirs) in [(&sa, &da, &db), (&sb, &db, &da)] {
+        for f in private {
+            // The positive control: the file exists and its owner can open it.
+            assert_eq!(open_as(me.uid, me.gid, &mine.join(f)), Ok(()), "{f}");
+            let err = open_as(me.uid, me.gid, &theirs.join(f)).unwrap_err();
+            assert!(err.contains("Permission denied"), "{f}: {err}");
+        }
+        // The shared base image is readable (read-only inputs are the only shared files).
+        assert_eq!(open_as(me.uid, me.gid, &img.disk), Ok(()));
+    }
+    for id in [&a, &b] {
+        hv.delete(id).unwrap();
+    }
+    assert!(!da.exists() && !db.exists());
 }
 
 #[test]
 fn standard_vm_boots_without_vtpm_or_secure_boot() {
     let img = support::tiny_image();
     let tmp = tempfile::tempdir().unwrap();
-    let hv = driver(tmp.path());
+    let hv = driver(tmp.path(), 3);
     let id = VmId::new("standard").unwrap();
     let mut spec = VmSpec::trusted_launch(id.clone(), img.disk.clone());
     spec.secure_boot = false;
@@ -129,7 +285,7 @@ fn tampered_image_is_refused_by_secure_boot() {
     let img = support::tiny_image();
     let tmp = tempfile::tempdir().unwrap();
     let disk = support::altered_copy(&img, tmp.path(), &support::flip_a_byte);
-    expect_secure_boot_violation("tampered", disk, &driver(tmp.path()));
+    expect_secure_boot_violation("tampered", disk, &driver(tmp.path(), 4));
 }
 
 #[test]
@@ -137,7 +293,7 @@ fn unsigned_image_is_refused_by_secure_boot() {
     let img = support::tiny_image();
     let tmp = tempfile::tempdir().unwrap();
     let disk = support::altered_copy(&img, tmp.path(), &support::strip_signature);
-    expect_secure_boot_violation("unsigned", disk, &driver(tmp.path()));
+    expect_secure_boot_violation("unsigned", disk, &driver(tmp.path(), 5));
 }
 
 #[test]
