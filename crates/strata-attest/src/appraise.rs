@@ -29,18 +29,22 @@
 //! counters passed, so the caller can store it as the next round's `previous`. A host whose
 //! counters went backwards therefore keeps failing until an operator intervenes.
 //!
+//! Every check runs on every call; nothing is remembered between calls. The hot path avoids
+//! allocation instead: the log is parsed in place ([`LogView`]), only the quoted PCRs are
+//! replayed, digests are compared as slices, and failure messages (hex, descriptions, lists)
+//! are built only when a check fails.
+//!
 //! The quote's `qualifiedSigner` is not checked: it depends on the EK's name, which the
 //! verifier does not take here; the AK signature already proves which key signed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use crate::eventlog::{
-    EV_EFI_VARIABLE_DRIVER_CONFIG, EventLog, EventType, initial_pcr_value, replay,
-};
+use crate::eventlog::{EV_EFI_VARIABLE_DRIVER_CONFIG, EventType, LogView, replay_selected};
 use crate::hash::{Digest, HashAlg, constant_time_eq};
 use crate::policy::{AllowList, EventClass, ReferencePolicy};
 use crate::tpm::{
-    Attest, ClockInfo, Public, Signature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, peek_header,
+    Attest, ClockInfo, PcrSelection, Public, Signature, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE,
+    peek_header,
 };
 
 /// A binary the agent hashed and reports beside the quote (not extended into a PCR).
@@ -561,44 +565,79 @@ fn run(
         v.clock = Some(attest.clock_info);
     }
     // 7–8. PCR selection and values.
-    let Some(quoted) = check_pcrs(&attest, &sig, evidence, policy, f) else {
+    if !check_pcrs(&attest, &sig, evidence, policy, f) {
         return;
-    };
-    // 9. Event log.
-    let log = match EventLog::parse(&evidence.event_log) {
+    }
+    // From here the quoted PCRs are exactly the keys of `evidence.pcrs`, each a bank value.
+    // 9. Event log: parsed in place, and only the quoted PCRs replayed (the rest of the log
+    // is never appraised).
+    let log = match LogView::parse(&evidence.event_log) {
         Ok(l) => l,
         Err(e) => {
             f.push(Failure::EventLog { error: chain(&e) });
             return;
         }
     };
-    let replayed = match replay(&log, policy.bank) {
+    let quoted: Vec<u32> = evidence.pcrs.keys().copied().collect();
+    let replayed = match replay_selected(&log, policy.bank, &quoted) {
         Ok(r) => r,
         Err(e) => {
             f.push(Failure::EventLog { error: chain(&e) });
             return;
         }
     };
-    let mut verified = BTreeSet::new();
-    for (pcr, value) in &quoted {
-        let expected = replayed
-            .get(pcr)
-            .cloned()
-            .unwrap_or_else(|| initial_pcr_value(*pcr, policy.bank));
-        if &expected == value {
+    let mut verified = PcrSet::default();
+    for ((pcr, value), expected) in evidence.pcrs.iter().zip(&replayed) {
+        if expected.as_bytes() == value.as_slice() {
             verified.insert(*pcr);
         } else {
             f.push(Failure::PcrMismatch {
                 pcr: *pcr,
                 bank: policy.bank,
                 quoted: Digest(value.clone()),
-                replayed: Digest(expected),
+                replayed: expected.to_digest(),
             });
         }
     }
     // 10. Policy.
     v.boot = appraise_events(&log, policy, &verified, f);
     appraise_agent(&evidence.agent_measurements, &policy.agent_measurements, f);
+}
+
+/// A set of PCR indices 0–255 (all a TPM selection can name), as a bitmap.
+#[derive(Debug, Clone, Copy, Default)]
+struct PcrSet([u64; 4]);
+
+impl PcrSet {
+    fn insert(&mut self, pcr: u32) {
+        if let Some(word) = usize::try_from(pcr / 64)
+            .ok()
+            .and_then(|i| self.0.get_mut(i))
+        {
+            *word |= 1 << (pcr % 64);
+        }
+    }
+
+    fn contains(&self, pcr: u32) -> bool {
+        usize::try_from(pcr / 64)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .is_some_and(|word| word & (1 << (pcr % 64)) != 0)
+    }
+
+    /// Ascending.
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0u32..256).filter(|p| self.contains(*p))
+    }
+}
+
+/// The PCRs a selection names, ascending (as [`PcrSelection::pcrs`], without a set).
+fn selected(s: &PcrSelection) -> impl Iterator<Item = u32> + '_ {
+    (0u32..).zip(&s.select).flat_map(|(i, byte)| {
+        (0..8)
+            .filter(move |bit| byte & (1 << bit) != 0)
+            .map(move |bit| i * 8 + bit)
+    })
 }
 
 fn check_clock(cur: &ClockInfo, previous: Option<&ClockInfo>, f: &mut Vec<Failure>) -> bool {
@@ -629,55 +668,55 @@ fn check_clock(cur: &ClockInfo, previous: Option<&ClockInfo>, f: &mut Vec<Failur
     f.len() == before
 }
 
-/// Checks the selection and the values sent; returns the quoted values when they are proven.
+/// Checks the selection and the values sent; true when the values sent are proven to be
+/// the quoted ones.
 fn check_pcrs(
     attest: &Attest,
     sig: &Signature,
     evidence: &Evidence,
     policy: &ReferencePolicy,
     f: &mut Vec<Failure>,
-) -> Option<BTreeMap<u32, Vec<u8>>> {
+) -> bool {
     let before = f.len();
-    let mut order: Vec<u32> = Vec::new();
+    let mut quoted = PcrSet::default();
     for s in &attest.quote.pcr_select {
-        let pcrs = s.pcrs();
-        if pcrs.is_empty() {
+        if s.select.iter().all(|b| *b == 0) {
             continue;
         }
         if s.hash != policy.bank {
             f.push(Failure::PcrSelection {
                 reason: format!(
-                    "the quote selects pcrs {pcrs:?} of the {} bank; the policy appraises only the {} bank",
-                    s.hash, policy.bank
+                    "the quote selects pcrs {:?} of the {} bank; the policy appraises only the {} bank",
+                    s.pcrs(),
+                    s.hash,
+                    policy.bank
                 ),
             });
             continue;
         }
-        for p in pcrs {
-            if order.contains(&p) {
+        for p in selected(s) {
+            if quoted.contains(p) {
                 f.push(Failure::PcrSelection {
                     reason: format!("pcr {p} is selected twice"),
                 });
             }
-            order.push(p);
+            quoted.insert(p);
         }
     }
     for p in &policy.pcrs {
-        if !order.contains(p) {
+        if !quoted.contains(*p) {
             f.push(Failure::PcrNotQuoted {
                 bank: policy.bank,
                 pcr: *p,
             });
         }
     }
-    let selected: BTreeSet<u32> = order.iter().copied().collect();
-    let sent: BTreeSet<u32> = evidence.pcrs.keys().copied().collect();
-    if let Some(p) = selected.difference(&sent).next() {
+    if let Some(p) = quoted.iter().find(|p| !evidence.pcrs.contains_key(p)) {
         f.push(Failure::PcrValues {
             reason: format!("pcr {p} is quoted but its value was not sent"),
         });
     }
-    if let Some(p) = sent.difference(&selected).next() {
+    if let Some(p) = evidence.pcrs.keys().find(|p| !quoted.contains(**p)) {
         f.push(Failure::PcrValues {
             reason: format!("a value for pcr {p} was sent but the quote does not cover it"),
         });
@@ -695,23 +734,27 @@ fn check_pcrs(
         }
     }
     if f.len() != before {
-        return None;
+        return false;
     }
-    let concat: Vec<u8> = order
-        .iter()
-        .filter_map(|p| evidence.pcrs.get(p))
-        .flatten()
-        .copied()
-        .collect();
-    let expected = sig.hash().hash(&concat);
-    if expected != attest.quote.pcr_digest {
+    // No error: every non-empty selection is of the policy bank and names each PCR once, and
+    // a value was sent for each, so this is H(values in selection order).
+    let expected = sig.hash().hash_inline_parts(
+        attest
+            .quote
+            .pcr_select
+            .iter()
+            .flat_map(selected)
+            .filter_map(|p| evidence.pcrs.get(&p))
+            .map(Vec::as_slice),
+    );
+    if expected != *attest.quote.pcr_digest.as_slice() {
         f.push(Failure::PcrDigest {
-            expected: Digest(expected),
+            expected: expected.to_digest(),
             actual: Digest(attest.quote.pcr_digest.clone()),
         });
-        return None;
+        return false;
     }
-    Some(evidence.pcrs.clone())
+    true
 }
 
 const CLASSES: [EventClass; 8] = [
@@ -726,63 +769,62 @@ const CLASSES: [EventClass; 8] = [
 ];
 
 fn appraise_events(
-    log: &EventLog,
+    log: &LogView<'_>,
     policy: &ReferencePolicy,
-    verified: &BTreeSet<u32>,
+    verified: &PcrSet,
     f: &mut Vec<Failure>,
 ) -> BootSummary {
     let bank = policy.bank;
     let mut boot = BootSummary {
-        event_count: log.events.len(),
-        verified_pcrs: verified.iter().copied().collect(),
+        event_count: log.len(),
+        verified_pcrs: verified.iter().collect(),
         ..BootSummary::default()
     };
-    let mut seen: BTreeSet<EventClass> = BTreeSet::new();
-    for (index, e) in log.numbered() {
-        if !verified.contains(&e.pcr) {
+    // One bit per EventClass (eight of them).
+    let mut seen: u16 = 0;
+    for (index, e) in log.numbered(bank) {
+        if !verified.contains(e.pcr) {
             continue;
         }
-        let class = EventClass::of(e);
+        let class = EventClass::of_view(&e);
         // The data of Secure Boot configuration and command line events is read below, so
         // it must be what was measured (elsewhere data is only descriptive).
         let reads_data = (e.pcr == 7 && e.event_type == EV_EFI_VARIABLE_DRIVER_CONFIG)
             || class == Some(EventClass::KernelCmdline);
-        if reads_data && !e.data_is_bound(bank) {
+        if reads_data && !e.data_is_bound() {
             f.push(Failure::EventDataUnbound {
                 pcr: e.pcr,
                 index,
                 event_type: e.kind(),
-                expected: Digest(bank.hash(&e.data)),
-                actual: Digest(e.digest(bank).map(<[u8]>::to_vec).unwrap_or_default()),
+                expected: Digest(bank.hash(e.data)),
+                actual: Digest(e.digest.map(<[u8]>::to_vec).unwrap_or_default()),
             });
             continue;
         }
         let Some(class) = class else {
             continue;
         };
-        seen.insert(class);
-        let digest = Digest(e.digest(bank).map(<[u8]>::to_vec).unwrap_or_default());
+        seen |= 1 << (class as u16);
+        let digest: &[u8] = e.digest.unwrap_or_default();
         match class {
             EventClass::SecureBoot => {
-                let value = match e.variable() {
-                    Some(Ok(var)) => var.data,
-                    _ => Vec::new(),
-                };
+                // The class was found from the parsed variable, so it parses.
+                let value: &[u8] = e.variable_ref().map_or(&[], |var| var.data);
                 boot.secure_boot = Some(value == [1]);
                 if policy.require_secure_boot && value != [1] {
                     f.push(Failure::SecureBootDisabled {
                         index,
-                        value: Digest(value),
+                        value: Digest(value.to_vec()),
                     });
                 }
             }
             EventClass::KernelCmdline => {
                 let cmdline = e.kernel_cmdline().unwrap_or_default();
-                if !policy.kernel_cmdlines.allows(&cmdline) {
+                if !policy.kernel_cmdlines.allows_str(cmdline) {
                     f.push(Failure::CmdlineNotAllowed {
                         pcr: e.pcr,
                         index,
-                        cmdline: cmdline.clone(),
+                        cmdline: cmdline.to_owned(),
                         allowed: policy
                             .kernel_cmdlines
                             .entries()
@@ -790,7 +832,7 @@ fn appraise_events(
                             .to_vec(),
                     });
                 }
-                boot.kernel_cmdline = Some(cmdline);
+                boot.kernel_cmdline = Some(cmdline.to_owned());
             }
             c => {
                 if c == EventClass::BootApplication {
@@ -798,15 +840,14 @@ fn appraise_events(
                         Some(Ok(i)) => i.file_path(),
                         _ => None,
                     };
+                    let digest = Digest(digest.to_vec());
                     boot.kernel = Some(digest.clone());
                     boot.kernel_path = path.clone();
-                    boot.boot_applications.push(BootApplication {
-                        digest: digest.clone(),
-                        path,
-                    });
+                    boot.boot_applications
+                        .push(BootApplication { digest, path });
                 }
                 if let Some(list) = policy.digests_for(c)
-                    && !list.allows(&digest)
+                    && !list.allows_bytes(digest)
                 {
                     f.push(Failure::EventNotAllowed {
                         class: c,
@@ -814,7 +855,7 @@ fn appraise_events(
                         index,
                         event_type: e.kind(),
                         description: e.description(),
-                        actual: digest,
+                        actual: Digest(digest.to_vec()),
                         allowed: list.entries().unwrap_or_default().to_vec(),
                     });
                 }
@@ -829,7 +870,7 @@ fn appraise_events(
                 .digests_for(c)
                 .is_some_and(AllowList::requires_presence),
         };
-        if required && verified.contains(&class.pcr()) && !seen.contains(&class) {
+        if required && verified.contains(class.pcr()) && seen & (1 << (class as u16)) == 0 {
             f.push(Failure::EventMissing {
                 class,
                 pcr: class.pcr(),
@@ -848,27 +889,26 @@ fn appraise_agent(
         return;
     };
     for m in reported {
-        let allowed: Vec<Digest> = refs
-            .iter()
-            .filter(|r| r.name == m.name)
-            .map(|r| r.sha256.clone())
-            .collect();
-        let ok = Digest::from_hex(&m.sha256).is_some_and(|d| allowed.contains(&d));
+        let ok = Digest::from_hex(&m.sha256)
+            .is_some_and(|d| refs.iter().any(|r| r.name == m.name && r.sha256 == d));
         if !ok {
             f.push(Failure::AgentMeasurementNotAllowed {
                 name: m.name.clone(),
                 actual: m.sha256.clone(),
-                allowed,
+                allowed: refs
+                    .iter()
+                    .filter(|r| r.name == m.name)
+                    .map(|r| r.sha256.clone())
+                    .collect(),
             });
         }
     }
-    let mut names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
-    names.dedup();
-    let mut done = BTreeSet::new();
-    for name in names {
-        if done.insert(name) && !reported.iter().any(|m| m.name == name) {
+    // Each configured name once, in the policy's order.
+    for (i, r) in refs.iter().enumerate() {
+        let first = !refs[..i].iter().any(|earlier| earlier.name == r.name);
+        if first && !reported.iter().any(|m| m.name == r.name) {
             f.push(Failure::AgentMeasurementMissing {
-                name: name.to_owned(),
+                name: r.name.clone(),
             });
         }
     }

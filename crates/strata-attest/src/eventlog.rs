@@ -19,6 +19,11 @@
 //! H-CRTM at locality 4), which starts PCR 0 at `0…03` / `0…04`; other `EV_NO_ACTION` events
 //! (SP 800-155 reference manifests, firmware vendor notes) are skipped.
 //!
+//! [`LogView`] is the same parser without copying: events borrow their digests and data from
+//! the log bytes, and [`EventView`] has every accessor of [`Event`]. The appraisal reads the
+//! log this way and replays only the quoted PCRs ([`replay_selected`]); [`EventLog`] (owned,
+//! encodable) is built from a [`LogView`], so both accept and refuse the same bytes.
+//!
 //! [`LogBuilder`] writes logs in the same format (the boot simulator and the tests use it),
 //! and the typed accessors decode the UEFI event data this crate appraises:
 //! `UEFI_VARIABLE_DATA` ([`UefiVariable`]), `UEFI_IMAGE_LOAD_EVENT` ([`ImageLoadEvent`]),
@@ -32,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::hash::HashAlg;
+use crate::hash::{HashAlg, InlineDigest};
 use crate::wire::{Reader, WireError, len_u32};
 
 /// `EV_PREBOOT_CERT`.
@@ -401,6 +406,28 @@ impl Event {
             .map(|(_, d)| d.as_slice())
     }
 
+    /// This event seen through `bank` (its digest there, and borrowed data).
+    pub fn view(&self, bank: HashAlg) -> EventView<'_> {
+        EventView {
+            pcr: self.pcr,
+            event_type: self.event_type,
+            bank,
+            digest: self.digest(bank),
+            data: &self.data,
+        }
+    }
+
+    /// A view for the accessors that read only the PCR, type and data.
+    fn body(&self) -> EventView<'_> {
+        EventView {
+            pcr: self.pcr,
+            event_type: self.event_type,
+            bank: HashAlg::Sha256,
+            digest: None,
+            data: &self.data,
+        }
+    }
+
     /// The event type, printable.
     pub fn kind(&self) -> EventType {
         EventType(self.event_type)
@@ -408,6 +435,81 @@ impl Event {
 
     /// `UEFI_VARIABLE_DATA` of a variable event (`EV_EFI_VARIABLE_*`).
     pub fn variable(&self) -> Option<Result<UefiVariable, LogError>> {
+        self.body().variable()
+    }
+
+    /// `UEFI_IMAGE_LOAD_EVENT` of an image event (applications and drivers).
+    pub fn image_load(&self) -> Option<Result<ImageLoadEvent, LogError>> {
+        self.body().image_load()
+    }
+
+    /// `UEFI_PLATFORM_FIRMWARE_BLOB(2)` of a firmware blob event.
+    pub fn firmware_blob(&self) -> Option<Result<FirmwareBlob, LogError>> {
+        self.body().firmware_blob()
+    }
+
+    /// The event data as text, for the types whose data is a string: `EV_IPL`,
+    /// `EV_EFI_ACTION`, `EV_ACTION`, `EV_POST_CODE` (ASCII/UTF-8) and `EV_S_CRTM_VERSION`
+    /// (UTF-16LE). Trailing NULs are dropped. `None` when the data is not valid text.
+    pub fn text(&self) -> Option<String> {
+        self.body().text()
+    }
+
+    /// The kernel command line of a GRUB `EV_IPL` event in PCR 8
+    /// (`kernel_cmdline: …`), without the prefix.
+    pub fn kernel_cmdline(&self) -> Option<String> {
+        self.body().kernel_cmdline().map(str::to_owned)
+    }
+
+    /// Whether the digest in `bank` is the hash of what the data claims was measured: the
+    /// whole event data, or for a GRUB kernel command line the command line itself (GRUB
+    /// measures the bare string and logs it with its prefix). An event whose data is not
+    /// bound this way tells nothing about what was measured.
+    pub fn data_is_bound(&self, bank: HashAlg) -> bool {
+        self.view(bank).data_is_bound()
+    }
+
+    /// A short human description: the variable name, image path, blob address or text.
+    pub fn description(&self) -> Option<String> {
+        self.body().description()
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.pcr.to_le_bytes());
+        out.extend_from_slice(&self.event_type.to_le_bytes());
+        out.extend_from_slice(&len_u32(self.digests.len()).to_le_bytes());
+        for (alg, d) in &self.digests {
+            out.extend_from_slice(&alg.to_le_bytes());
+            out.extend_from_slice(d);
+        }
+        out.extend_from_slice(&len_u32(self.data.len()).to_le_bytes());
+        out.extend_from_slice(&self.data);
+    }
+}
+
+/// One event as the appraisal reads it: borrowed from the log (or an [`Event`]), seen through
+/// one bank. Every accessor of [`Event`] is here, without copying the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventView<'a> {
+    /// PCR index.
+    pub pcr: u32,
+    /// Event type (`EV_*`).
+    pub event_type: u32,
+    /// The bank [`EventView::digest`] is from.
+    pub bank: HashAlg,
+    /// The digest extended into `bank`, if the event has one.
+    pub digest: Option<&'a [u8]>,
+    /// Event data.
+    pub data: &'a [u8],
+}
+
+impl<'a> EventView<'a> {
+    /// The event type, printable.
+    pub fn kind(&self) -> EventType {
+        EventType(self.event_type)
+    }
+
+    fn is_variable(&self) -> bool {
         matches!(
             self.event_type,
             EV_EFI_VARIABLE_DRIVER_CONFIG
@@ -415,7 +517,21 @@ impl Event {
                 | EV_EFI_VARIABLE_BOOT2
                 | EV_EFI_VARIABLE_AUTHORITY
         )
-        .then(|| UefiVariable::parse(&self.data))
+    }
+
+    /// `UEFI_VARIABLE_DATA` of a variable event (`EV_EFI_VARIABLE_*`).
+    pub fn variable(&self) -> Option<Result<UefiVariable, LogError>> {
+        self.is_variable().then(|| UefiVariable::parse(self.data))
+    }
+
+    /// `UEFI_VARIABLE_DATA` of a variable event, read in place; `None` when this is not a
+    /// variable event or the structure is malformed. Its name is not decoded: a name that is
+    /// not UTF-16 matches no [`VariableRef::name_is`] (where [`EventView::variable`] fails).
+    pub fn variable_ref(&self) -> Option<VariableRef<'a>> {
+        if !self.is_variable() {
+            return None;
+        }
+        VariableRef::parse(self.data)
     }
 
     /// `UEFI_IMAGE_LOAD_EVENT` of an image event (applications and drivers).
@@ -426,57 +542,66 @@ impl Event {
                 | EV_EFI_BOOT_SERVICES_DRIVER
                 | EV_EFI_RUNTIME_SERVICES_DRIVER
         )
-        .then(|| ImageLoadEvent::parse(&self.data))
+        .then(|| ImageLoadEvent::parse(self.data))
     }
 
     /// `UEFI_PLATFORM_FIRMWARE_BLOB(2)` of a firmware blob event.
     pub fn firmware_blob(&self) -> Option<Result<FirmwareBlob, LogError>> {
         match self.event_type {
-            EV_EFI_PLATFORM_FIRMWARE_BLOB => Some(FirmwareBlob::parse(&self.data)),
-            EV_EFI_PLATFORM_FIRMWARE_BLOB2 => Some(FirmwareBlob::parse2(&self.data)),
+            EV_EFI_PLATFORM_FIRMWARE_BLOB => Some(FirmwareBlob::parse(self.data)),
+            EV_EFI_PLATFORM_FIRMWARE_BLOB2 => Some(FirmwareBlob::parse2(self.data)),
             _ => None,
         }
     }
 
-    /// The event data as text, for the types whose data is a string: `EV_IPL`,
-    /// `EV_EFI_ACTION`, `EV_ACTION`, `EV_POST_CODE` (ASCII/UTF-8) and `EV_S_CRTM_VERSION`
-    /// (UTF-16LE). Trailing NULs are dropped. `None` when the data is not valid text.
+    /// The data of the UTF-8 text types, without trailing NULs (see [`Event::text`]).
+    fn utf8_text(&self) -> Option<&'a str> {
+        match self.event_type {
+            EV_IPL | EV_EFI_ACTION | EV_ACTION | EV_POST_CODE => std::str::from_utf8(self.data)
+                .ok()
+                .map(|s| s.trim_end_matches('\0')),
+            _ => None,
+        }
+    }
+
+    /// The event data as text (see [`Event::text`]).
     pub fn text(&self) -> Option<String> {
         match self.event_type {
-            EV_IPL | EV_EFI_ACTION | EV_ACTION | EV_POST_CODE => std::str::from_utf8(&self.data)
+            EV_S_CRTM_VERSION => utf16_to_string(self.data)
                 .ok()
                 .map(|s| s.trim_end_matches('\0').to_owned()),
-            EV_S_CRTM_VERSION => utf16_to_string(&self.data)
-                .ok()
-                .map(|s| s.trim_end_matches('\0').to_owned()),
-            _ => None,
+            _ => self.utf8_text().map(str::to_owned),
         }
     }
 
-    /// The kernel command line of a GRUB `EV_IPL` event in PCR 8
-    /// (`kernel_cmdline: …`), without the prefix.
-    pub fn kernel_cmdline(&self) -> Option<String> {
-        if self.pcr != 8 || self.event_type != EV_IPL {
+    /// The kernel command line of a GRUB `EV_IPL` event in PCR 8 (`kernel_cmdline: …`),
+    /// without the prefix, borrowed from the data.
+    pub fn kernel_cmdline(&self) -> Option<&'a str> {
+        // The prefix has no NUL, so testing the raw bytes first gives the same answer as
+        // testing the text, and skips UTF-8 validation of every other GRUB event.
+        if self.pcr != 8
+            || self.event_type != EV_IPL
+            || !self.data.starts_with(KERNEL_CMDLINE_PREFIX.as_bytes())
+        {
             return None;
         }
-        self.text()?
-            .strip_prefix(KERNEL_CMDLINE_PREFIX)
-            .map(str::to_owned)
+        self.utf8_text()?.strip_prefix(KERNEL_CMDLINE_PREFIX)
     }
 
-    /// Whether the digest in `bank` is the hash of what the data claims was measured: the
-    /// whole event data, or for a GRUB kernel command line the command line itself (GRUB
-    /// measures the bare string and logs it with its prefix). An event whose data is not
-    /// bound this way tells nothing about what was measured.
-    pub fn data_is_bound(&self, bank: HashAlg) -> bool {
-        let Some(digest) = self.digest(bank) else {
+    /// Whether the digest is the hash of what the data claims was measured (see
+    /// [`Event::data_is_bound`]).
+    pub fn data_is_bound(&self) -> bool {
+        let Some(digest) = self.digest else {
             return false;
         };
-        if bank.hash(&self.data) == digest {
+        // A command line is bound through its bare text (what GRUB measures), anything else
+        // through the whole data; either binding is accepted, so the usual one is tried first.
+        if let Some(c) = self.kernel_cmdline()
+            && self.bank.hash_inline(c.as_bytes()) == *digest
+        {
             return true;
         }
-        self.kernel_cmdline()
-            .is_some_and(|c| bank.hash(c.as_bytes()) == digest)
+        self.bank.hash_inline(self.data) == *digest
     }
 
     /// A short human description: the variable name, image path, blob address or text.
@@ -493,7 +618,30 @@ impl Event {
         self.text()
     }
 
-    fn parse(r: &mut Reader<'_>, index: usize, spec: &SpecId) -> Result<Event, LogError> {
+    /// The `StartupLocality` of an `EV_NO_ACTION` event in PCR 0.
+    fn startup_locality(&self) -> Option<u8> {
+        if self.event_type != EV_NO_ACTION || self.pcr != 0 {
+            return None;
+        }
+        match self.data {
+            [sig @ .., locality] if sig == STARTUP_LOCALITY_SIGNATURE => Some(*locality),
+            _ => None,
+        }
+    }
+}
+
+/// An event as parsed, borrowing from the log bytes: `digests` is the `TPMT_HA` list as it
+/// appears (already checked against the header).
+#[derive(Debug, Clone, Copy)]
+struct RawEvent<'a> {
+    pcr: u32,
+    event_type: u32,
+    digests: &'a [u8],
+    data: &'a [u8],
+}
+
+impl<'a> RawEvent<'a> {
+    fn parse(r: &mut Reader<'a>, index: usize, spec: &SpecId) -> Result<RawEvent<'a>, LogError> {
         let w = wire(index);
         let pcr = r.u32_le("TCG_PCR_EVENT2.pcrIndex").map_err(&w)?;
         let event_type = r.u32_le("TCG_PCR_EVENT2.eventType").map_err(&w)?;
@@ -507,33 +655,38 @@ impl Event {
                 ),
             });
         }
-        let mut digests: Vec<(u16, Vec<u8>)> = Vec::with_capacity(spec.algorithms.len());
+        let start = r.rest();
+        // INVARIANT: the header lists at most MAX_ALGORITHMS (16) banks, one bit each.
+        let mut seen: u32 = 0;
         for _ in 0..count {
             let alg = r.u16_le("TPMT_HA.hashAlg").map_err(&w)?;
-            let Some(size) = spec
+            let Some((position, size)) = spec
                 .algorithms
                 .iter()
-                .find(|a| a.alg_id == alg)
-                .map(|a| a.digest_size)
+                .enumerate()
+                .find(|(_, a)| a.alg_id == alg)
+                .map(|(i, a)| (i, a.digest_size))
             else {
                 return Err(LogError::Digests {
                     index,
                     reason: format!("digest algorithm {alg:#06x} is not declared in the header"),
                 });
             };
-            if digests.iter().any(|(a, _)| *a == alg) {
+            let bit = 1u32 << (position % 32);
+            if seen & bit != 0 {
                 return Err(LogError::Digests {
                     index,
                     reason: format!("digest algorithm {alg:#06x} appears twice"),
                 });
             }
-            let d = r.take(usize::from(size), "TPMT_HA.digest").map_err(&w)?;
-            digests.push((alg, d.to_vec()));
+            seen |= bit;
+            r.take(usize::from(size), "TPMT_HA.digest").map_err(&w)?;
         }
+        let digests = &start[..start.len() - r.rest().len()];
         let size = r.u32_le("TCG_PCR_EVENT2.eventSize").map_err(&w)?;
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        let data = r.take(size, "TCG_PCR_EVENT2.event").map_err(&w)?.to_vec();
-        Ok(Event {
+        let data = r.take(size, "TCG_PCR_EVENT2.event").map_err(&w)?;
+        Ok(RawEvent {
             pcr,
             event_type,
             digests,
@@ -541,33 +694,47 @@ impl Event {
         })
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.pcr.to_le_bytes());
-        out.extend_from_slice(&self.event_type.to_le_bytes());
-        out.extend_from_slice(&len_u32(self.digests.len()).to_le_bytes());
-        for (alg, d) in &self.digests {
-            out.extend_from_slice(&alg.to_le_bytes());
-            out.extend_from_slice(d);
+    /// `(TPM_ALG_ID, digest)` pairs in log order (the parser checked their shape).
+    fn digests<'s>(&self, spec: &'s SpecId) -> impl Iterator<Item = (u16, &'a [u8])> + use<'a, 's> {
+        let mut r = Reader::new(self.digests);
+        std::iter::from_fn(move || {
+            let alg = r.u16_le("TPMT_HA.hashAlg").ok()?;
+            let size = spec
+                .algorithms
+                .iter()
+                .find(|a| a.alg_id == alg)?
+                .digest_size;
+            Some((alg, r.take(usize::from(size), "TPMT_HA.digest").ok()?))
+        })
+    }
+
+    fn view(&self, spec: &SpecId, bank: HashAlg) -> EventView<'a> {
+        EventView {
+            pcr: self.pcr,
+            event_type: self.event_type,
+            bank,
+            digest: self
+                .digests(spec)
+                .find(|(alg, _)| *alg == bank.alg_id())
+                .map(|(_, d)| d),
+            data: self.data,
         }
-        out.extend_from_slice(&len_u32(self.data.len()).to_le_bytes());
-        out.extend_from_slice(&self.data);
     }
 }
 
-/// A parsed crypto-agile event log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventLog {
-    /// The header.
-    pub spec_id: SpecId,
-    /// The events after the header; `events[i]` is event #`i + 1`.
-    pub events: Vec<Event>,
+/// A crypto-agile event log parsed in place: the same strict parser as [`EventLog::parse`],
+/// but every event borrows its digests and data from the log bytes (one allocation for the
+/// event list instead of several per event). What [`appraise`](crate::appraise()) reads.
+#[derive(Debug, Clone)]
+pub struct LogView<'a> {
+    spec_id: SpecId,
+    events: Vec<RawEvent<'a>>,
 }
 
-impl EventLog {
-    /// Parses a whole log (e.g. `binary_bios_measurements`). Strict: the header must be a
-    /// Spec ID Event03, every event must carry one digest per declared bank, and the log
-    /// must end exactly after its last event.
-    pub fn parse(bytes: &[u8]) -> Result<EventLog, LogError> {
+impl<'a> LogView<'a> {
+    /// Parses a whole log; accepts and refuses exactly what [`EventLog::parse`] does, with
+    /// the same errors.
+    pub fn parse(bytes: &'a [u8]) -> Result<LogView<'a>, LogError> {
         let mut r = Reader::new(bytes);
         let w = wire(0);
         let pcr = r.u32_le("TCG_PCClientPCREvent.pcrIndex").map_err(&w)?;
@@ -589,12 +756,101 @@ impl EventLog {
             )
             .map_err(&w)?;
         let spec_id = SpecId::parse(data)?;
-        let mut events = Vec::new();
+        // Real events are rarely under 100 bytes; a guess that saves most regrowth.
+        let mut events = Vec::with_capacity(r.remaining() / 128);
         while !r.is_empty() {
             let index = events.len() + 1;
-            events.push(Event::parse(&mut r, index, &spec_id)?);
+            events.push(RawEvent::parse(&mut r, index, &spec_id)?);
         }
-        Ok(EventLog { spec_id, events })
+        Ok(LogView { spec_id, events })
+    }
+
+    /// The header.
+    pub fn spec_id(&self) -> &SpecId {
+        &self.spec_id
+    }
+
+    /// Events after the header.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the log has no event after the header.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Whether the header declares `bank`.
+    pub fn has_bank(&self, bank: HashAlg) -> bool {
+        self.spec_id.has_bank(bank)
+    }
+
+    /// `(event number, event)` pairs seen through `bank`; numbers start at 1 (the header is
+    /// #0).
+    pub fn numbered(&self, bank: HashAlg) -> impl Iterator<Item = (usize, EventView<'a>)> + '_ {
+        self.events
+            .iter()
+            .enumerate()
+            .map(move |(i, e)| (i + 1, e.view(&self.spec_id, bank)))
+    }
+
+    /// The owned log.
+    pub fn to_log(&self) -> EventLog {
+        EventLog {
+            spec_id: self.spec_id.clone(),
+            events: self
+                .events
+                .iter()
+                .map(|e| Event {
+                    pcr: e.pcr,
+                    event_type: e.event_type,
+                    digests: e
+                        .digests(&self.spec_id)
+                        .map(|(alg, d)| (alg, d.to_vec()))
+                        .collect(),
+                    data: e.data.to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl SpecId {
+    fn has_bank(&self, bank: HashAlg) -> bool {
+        self.algorithms.iter().any(|a| a.alg_id == bank.alg_id())
+    }
+
+    fn bank_not_in_log(&self, bank: HashAlg) -> LogError {
+        LogError::BankNotInLog {
+            bank,
+            recorded: self
+                .algorithms
+                .iter()
+                .map(|a| {
+                    HashAlg::from_alg_id(a.alg_id)
+                        .map_or_else(|| format!("{:#06x}", a.alg_id), |h| h.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// A parsed crypto-agile event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLog {
+    /// The header.
+    pub spec_id: SpecId,
+    /// The events after the header; `events[i]` is event #`i + 1`.
+    pub events: Vec<Event>,
+}
+
+impl EventLog {
+    /// Parses a whole log (e.g. `binary_bios_measurements`). Strict: the header must be a
+    /// Spec ID Event03, every event must carry one digest per declared bank, and the log
+    /// must end exactly after its last event.
+    pub fn parse(bytes: &[u8]) -> Result<EventLog, LogError> {
+        LogView::parse(bytes).map(|v| v.to_log())
     }
 
     /// Writes the log in the same format.
@@ -628,71 +884,164 @@ impl EventLog {
 
     /// The locality TPM2_Startup ran from, if the log records a `StartupLocality` event.
     pub fn startup_locality(&self) -> Option<u8> {
-        self.events.iter().find_map(startup_locality)
-    }
-}
-
-fn startup_locality(e: &Event) -> Option<u8> {
-    if e.event_type != EV_NO_ACTION || e.pcr != 0 {
-        return None;
-    }
-    match e.data.as_slice() {
-        [sig @ .., locality] if sig == STARTUP_LOCALITY_SIGNATURE => Some(*locality),
-        _ => None,
+        self.events.iter().find_map(|e| e.body().startup_locality())
     }
 }
 
 /// The value PCR `pcr` of `bank` holds after TPM2_Startup (PC Client profile): all ones for
 /// the DRTM PCRs 17–22, zeros otherwise.
 pub fn initial_pcr_value(pcr: u32, bank: HashAlg) -> Vec<u8> {
+    initial_pcr_inline(pcr, bank).as_bytes().to_vec()
+}
+
+fn initial_pcr_inline(pcr: u32, bank: HashAlg) -> InlineDigest {
     let fill = if (17..=22).contains(&pcr) { 0xff } else { 0x00 };
-    vec![fill; bank.digest_len()]
+    InlineDigest::filled(fill, bank.digest_len())
+}
+
+/// Where a replay keeps the running values of the PCRs it computes.
+trait PcrStore {
+    /// Whether `pcr` has been extended or started since reset.
+    fn touched(&self, pcr: u32) -> bool;
+    /// The running value of `pcr` (started at its reset value on first use), or `None` when
+    /// this store does not compute `pcr`.
+    fn value(&mut self, pcr: u32, bank: HashAlg) -> Option<&mut InlineDigest>;
+}
+
+/// The replay proper, shared by [`replay`] and [`replay_selected`]: every event except
+/// `EV_NO_ACTION` extends its PCR; a `StartupLocality` event before anything touched PCR 0
+/// starts it at `0…0 locality`.
+fn replay_into<'e>(
+    events: impl Iterator<Item = (usize, EventView<'e>)>,
+    bank: HashAlg,
+    pcrs: &mut impl PcrStore,
+) -> Result<(), LogError> {
+    for (index, e) in events {
+        if e.event_type == EV_NO_ACTION {
+            if let Some(locality) = e.startup_locality()
+                && !pcrs.touched(0)
+                && let Some(v) = pcrs.value(0, bank)
+                && let Some(last) = v.as_bytes_mut().last_mut()
+            {
+                *last = locality;
+            }
+            continue;
+        }
+        let digest = e.digest.ok_or_else(|| LogError::Digests {
+            index,
+            reason: format!("no {bank} digest"),
+        })?;
+        if let Some(cur) = pcrs.value(e.pcr, bank) {
+            bank.extend_inline(cur, digest);
+        }
+    }
+    Ok(())
+}
+
+impl PcrStore for BTreeMap<u32, InlineDigest> {
+    fn touched(&self, pcr: u32) -> bool {
+        self.contains_key(&pcr)
+    }
+
+    fn value(&mut self, pcr: u32, bank: HashAlg) -> Option<&mut InlineDigest> {
+        Some(
+            self.entry(pcr)
+                .or_insert_with(|| initial_pcr_inline(pcr, bank)),
+        )
+    }
 }
 
 /// Replays `log` in `bank`: the value of every PCR the log extends (and PCR 0 when a
 /// `StartupLocality` event sets its starting value). PCRs the log does not touch are
 /// absent; their value should be [`initial_pcr_value`].
 pub fn replay(log: &EventLog, bank: HashAlg) -> Result<BTreeMap<u32, Vec<u8>>, LogError> {
-    if !log.banks().contains(&bank) {
-        return Err(LogError::BankNotInLog {
-            bank,
-            recorded: log
-                .spec_id
-                .algorithms
-                .iter()
-                .map(|a| {
-                    HashAlg::from_alg_id(a.alg_id)
-                        .map_or_else(|| format!("{:#06x}", a.alg_id), |h| h.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+    if !log.spec_id.has_bank(bank) {
+        return Err(log.spec_id.bank_not_in_log(bank));
     }
-    let mut pcrs: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-    for (index, e) in log.numbered() {
-        if e.event_type == EV_NO_ACTION {
-            // Only a StartupLocality event before anything touched PCR 0 matters.
-            if let Some(locality) = startup_locality(e)
-                && !pcrs.contains_key(&0)
-            {
-                let mut v = initial_pcr_value(0, bank);
-                if let Some(last) = v.last_mut() {
-                    *last = locality;
-                }
-                pcrs.insert(0, v);
+    let mut pcrs: BTreeMap<u32, InlineDigest> = BTreeMap::new();
+    replay_into(
+        log.numbered().map(|(i, e)| (i, e.view(bank))),
+        bank,
+        &mut pcrs,
+    )?;
+    Ok(pcrs
+        .into_iter()
+        .map(|(pcr, v)| (pcr, v.as_bytes().to_vec()))
+        .collect())
+}
+
+/// The running values of the selected PCRs, in a slot each: found through a table for the
+/// PCRs a TPM selection can name (0–255), by a scan otherwise.
+struct Selected {
+    table: [u32; 256],
+    values: Vec<(u32, InlineDigest, bool)>,
+}
+
+impl Selected {
+    fn new(pcrs: &[u32], bank: HashAlg) -> Selected {
+        let mut s = Selected {
+            table: [0; 256],
+            values: Vec::with_capacity(pcrs.len()),
+        };
+        for &pcr in pcrs {
+            if s.index(pcr).is_some() {
+                continue;
             }
-            continue;
+            s.values.push((pcr, initial_pcr_inline(pcr, bank), false));
+            if let Some(entry) = usize::try_from(pcr).ok().and_then(|p| s.table.get_mut(p)) {
+                *entry = u32::try_from(s.values.len()).unwrap_or(0);
+            }
         }
-        let digest = e.digest(bank).ok_or_else(|| LogError::Digests {
-            index,
-            reason: format!("no {bank} digest"),
-        })?;
-        let cur = pcrs
-            .entry(e.pcr)
-            .or_insert_with(|| initial_pcr_value(e.pcr, bank));
-        *cur = bank.extend(cur, digest);
+        s
     }
-    Ok(pcrs)
+
+    fn index(&self, pcr: u32) -> Option<usize> {
+        match usize::try_from(pcr).ok().and_then(|p| self.table.get(p)) {
+            Some(0) => None,
+            Some(n) => usize::try_from(*n - 1).ok(),
+            None => self.values.iter().position(|(p, _, _)| *p == pcr),
+        }
+    }
+}
+
+impl PcrStore for Selected {
+    fn touched(&self, pcr: u32) -> bool {
+        self.index(pcr)
+            .and_then(|i| self.values.get(i))
+            .is_some_and(|(_, _, touched)| *touched)
+    }
+
+    fn value(&mut self, pcr: u32, _bank: HashAlg) -> Option<&mut InlineDigest> {
+        let i = self.index(pcr)?;
+        let (_, v, touched) = self.values.get_mut(i)?;
+        *touched = true;
+        Some(v)
+    }
+}
+
+/// Replays `log` in `bank` for the PCRs in `pcrs` only, and returns their values in the
+/// same order (the reset value for a PCR the log never extends): what [`replay`] gives for
+/// them, without hashing the other PCRs' events. Every event is still checked to have a
+/// digest in `bank`, as [`replay`] does.
+pub fn replay_selected(
+    log: &LogView<'_>,
+    bank: HashAlg,
+    pcrs: &[u32],
+) -> Result<Vec<InlineDigest>, LogError> {
+    if !log.has_bank(bank) {
+        return Err(log.spec_id.bank_not_in_log(bank));
+    }
+    let mut store = Selected::new(pcrs, bank);
+    replay_into(log.numbered(bank), bank, &mut store)?;
+    Ok(pcrs
+        .iter()
+        .map(|pcr| {
+            store
+                .index(*pcr)
+                .and_then(|i| store.values.get(i))
+                .map_or_else(|| initial_pcr_inline(*pcr, bank), |(_, v, _)| *v)
+        })
+        .collect())
 }
 
 /// Writes crypto-agile event logs: the boot simulator's and the tests' log writer.
@@ -967,6 +1316,49 @@ impl UefiVariable {
         v.extend(name.iter().flat_map(|u| u.to_le_bytes()));
         v.extend_from_slice(&self.data);
         v
+    }
+}
+
+/// `UEFI_VARIABLE_DATA` read in place (see [`EventView::variable_ref`]): the same structure
+/// checks as [`UefiVariable::parse`], but the name is left as UTF-16LE and nothing is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariableRef<'a> {
+    /// Vendor GUID.
+    pub guid: Guid,
+    /// Variable name, UTF-16LE, as logged.
+    pub name_utf16: &'a [u8],
+    /// Variable contents.
+    pub data: &'a [u8],
+}
+
+impl<'a> VariableRef<'a> {
+    /// Reads `UEFI_VARIABLE_DATA`; `None` where [`UefiVariable::parse`] fails for the
+    /// structure (a name that is not UTF-16 is not checked here).
+    pub fn parse(bytes: &'a [u8]) -> Option<VariableRef<'a>> {
+        let mut r = Reader::new(bytes);
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(r.take(16, "UEFI_VARIABLE_DATA.VariableName").ok()?);
+        let name_len = r.u64_le("UEFI_VARIABLE_DATA.UnicodeNameLength").ok()?;
+        let data_len = r.u64_le("UEFI_VARIABLE_DATA.VariableDataLength").ok()?;
+        let name_bytes = usize::try_from(name_len).ok()?.checked_mul(2)?;
+        let data_len = usize::try_from(data_len).ok()?;
+        let name_utf16 = r.take(name_bytes, "UEFI_VARIABLE_DATA.UnicodeName").ok()?;
+        let data = r.take(data_len, "UEFI_VARIABLE_DATA.VariableData").ok()?;
+        r.finish("UEFI_VARIABLE_DATA").ok()?;
+        Some(VariableRef {
+            guid: Guid(guid),
+            name_utf16,
+            data,
+        })
+    }
+
+    /// Whether the name is exactly `name` (so, when true, it is valid UTF-16).
+    pub fn name_is(&self, name: &str) -> bool {
+        let mut units = self
+            .name_utf16
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]));
+        name.encode_utf16().all(|u| units.next() == Some(u)) && units.next().is_none()
     }
 }
 
@@ -1384,6 +1776,79 @@ mod tests {
                 *cur = HashAlg::Sha256.extend(cur, &HashAlg::Sha256.hash(data));
             }
             prop_assert_eq!(replay(&log, HashAlg::Sha256).unwrap(), want);
+        }
+
+        #[test]
+        fn the_in_place_view_agrees_with_the_owned_log(
+            events in proptest::collection::vec(
+                (prop_oneof![0u32..24, Just(300u32)], 0u8..4, proptest::collection::vec(any::<u8>(), 0..24)),
+                0..24,
+            ),
+            locality in proptest::option::of(0u8..5),
+            selection in proptest::collection::vec(prop_oneof![0u32..24, Just(300u32), Just(255u32)], 0..8),
+        ) {
+            let mut b = LogBuilder::new(&[HashAlg::Sha1, HashAlg::Sha256]);
+            if let Some(l) = locality {
+                b.startup_locality(l);
+            }
+            for (pcr, kind, data) in &events {
+                match kind {
+                    0 => b.event(*pcr, EV_IPL, data.clone()),
+                    1 => b.no_action(*pcr, data.clone()),
+                    2 => b.kernel_cmdline(&String::from_utf8_lossy(data)),
+                    _ => b.event(*pcr, EV_EFI_VARIABLE_DRIVER_CONFIG, UefiVariable {
+                        guid: EFI_GLOBAL_VARIABLE,
+                        name: "SecureBoot".to_owned(),
+                        data: data.clone(),
+                    }.encode()),
+                };
+            }
+            let bytes = b.build();
+            let view = LogView::parse(&bytes).unwrap();
+            let log = EventLog::parse(&bytes).unwrap();
+            prop_assert_eq!(&view.to_log(), &log);
+            for bank in [HashAlg::Sha1, HashAlg::Sha256] {
+                let all = replay(&log, bank).unwrap();
+                let selected = replay_selected(&view, bank, &selection).unwrap();
+                for (pcr, value) in selection.iter().zip(&selected) {
+                    let want = all.get(pcr).cloned().unwrap_or_else(|| initial_pcr_value(*pcr, bank));
+                    prop_assert_eq!(value.as_bytes(), want.as_slice());
+                }
+                for ((i, v), (j, e)) in view.numbered(bank).zip(log.numbered()) {
+                    prop_assert_eq!(i, j);
+                    prop_assert_eq!(v, e.view(bank));
+                    prop_assert_eq!(v.data_is_bound(), e.data_is_bound(bank));
+                    prop_assert_eq!(v.kernel_cmdline().map(str::to_owned), e.kernel_cmdline());
+                    prop_assert_eq!(v.description(), e.description());
+                    prop_assert_eq!(
+                        v.variable_ref().is_some_and(|r| r.name_is("SecureBoot")),
+                        matches!(e.variable(), Some(Ok(u)) if u.name == "SecureBoot")
+                    );
+                }
+            }
+            prop_assert_eq!(
+                replay_selected(&view, HashAlg::Sha384, &selection).map(|v| v.len()),
+                Err(LogError::BankNotInLog { bank: HashAlg::Sha384, recorded: "sha1, sha256".to_owned() })
+            );
+        }
+
+        #[test]
+        fn variable_names_match_only_exactly(name in proptest::collection::vec(any::<u16>(), 0..12)) {
+            // Any UTF-16 units, including unpaired surrogates: a name matches "SecureBoot" in
+            // place exactly when the decoded variable's name is "SecureBoot".
+            let mut bytes = EFI_GLOBAL_VARIABLE.0.to_vec();
+            bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&1u64.to_le_bytes());
+            bytes.extend(name.iter().flat_map(|u| u.to_le_bytes()));
+            bytes.push(1);
+            let owned = UefiVariable::parse(&bytes);
+            let view = VariableRef::parse(&bytes);
+            for n in ["SecureBoot", "PK", ""] {
+                prop_assert_eq!(
+                    view.is_some_and(|v| v.name_is(n)),
+                    owned.as_ref().is_ok_and(|v| v.name == n)
+                );
+            }
         }
     }
 }

@@ -83,6 +83,42 @@ impl HashAlg {
         self.hash_parts(&[old, digest])
     }
 
+    /// `H(data)`, held inline (no allocation).
+    pub fn hash_inline(self, data: &[u8]) -> InlineDigest {
+        InlineDigest::of(ring::digest::digest(self.ring(), data))
+    }
+
+    /// `H(a ‖ b ‖ …)` over `parts`, held inline (no allocation, no concatenation).
+    pub fn hash_inline_parts<'p>(self, parts: impl IntoIterator<Item = &'p [u8]>) -> InlineDigest {
+        let mut ctx = ring::digest::Context::new(self.ring());
+        for p in parts {
+            ctx.update(p);
+        }
+        InlineDigest::of(ctx.finish())
+    }
+
+    /// A PCR extend in place: `value = H(value ‖ digest)`.
+    pub fn extend_inline(self, value: &mut InlineDigest, digest: &[u8]) {
+        let old = value.as_bytes();
+        if self == HashAlg::Sha256
+            && let (Ok(old), Ok(digest)) =
+                (<&[u8; 32]>::try_from(old), <&[u8; 32]>::try_from(digest))
+        {
+            let out = sha256_extend(old, digest);
+            value.as_bytes_mut().copy_from_slice(&out);
+            return;
+        }
+        // Both halves are at most one digest (64 bytes): hash them from one stack buffer.
+        let mut buf = [0u8; 2 * MAX_DIGEST_LEN];
+        if old.len() + digest.len() <= buf.len() {
+            buf[..old.len()].copy_from_slice(old);
+            buf[old.len()..old.len() + digest.len()].copy_from_slice(digest);
+            *value = self.hash_inline(&buf[..old.len() + digest.len()]);
+        } else {
+            *value = self.hash_inline_parts([old, digest]);
+        }
+    }
+
     /// The lowercase name used in policies (`sha256`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +133,99 @@ impl HashAlg {
 impl fmt::Display for HashAlg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// The padding of a 64-byte message (FIPS 180-4, 5.1.1): a whole block of `0x80`, zeros
+/// and the message length in bits (512) as a big-endian u64.
+const SHA256_PAD_64: [u8; 64] = {
+    let mut b = [0u8; 64];
+    b[0] = 0x80;
+    b[62] = 0x02;
+    b
+};
+
+/// A SHA-256 PCR extend, `SHA-256(old ‖ digest)` of two 32-byte values: the message is
+/// exactly one block and its padding the constant second block, so the compression function
+/// runs twice with no buffering (the hot loop of a replay).
+fn sha256_extend(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
+    let mut blocks = [[0u8; 64], SHA256_PAD_64];
+    blocks[0][..32].copy_from_slice(old);
+    blocks[0][32..].copy_from_slice(digest);
+    let mut state = SHA256_IV;
+    sha2::block_api::compress256(&mut state, &blocks);
+    let mut out = [0u8; 32];
+    for (o, word) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
+/// The longest digest this crate computes (SHA-512).
+pub const MAX_DIGEST_LEN: usize = 64;
+
+/// A digest or PCR value held inline, for the hot paths of replay and appraisal that would
+/// otherwise allocate a `Vec` per hash. At most 64 bytes (SHA-512).
+#[derive(Clone, Copy)]
+pub struct InlineDigest {
+    len: u8,
+    bytes: [u8; MAX_DIGEST_LEN],
+}
+
+impl InlineDigest {
+    /// `len` bytes of `fill` (a PCR's reset value); `len` is cut to 64.
+    pub fn filled(fill: u8, len: usize) -> InlineDigest {
+        let len = len.min(MAX_DIGEST_LEN);
+        InlineDigest {
+            len: len as u8,
+            bytes: [fill; MAX_DIGEST_LEN],
+        }
+    }
+
+    fn of(d: ring::digest::Digest) -> InlineDigest {
+        let d = d.as_ref();
+        let mut out = InlineDigest::filled(0, d.len());
+        out.bytes[..d.len()].copy_from_slice(d);
+        out
+    }
+
+    /// The digest.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The digest, mutable (its length is fixed).
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[..usize::from(self.len)]
+    }
+
+    /// As an owned [`Digest`] (for verdicts).
+    pub fn to_digest(self) -> Digest {
+        Digest(self.as_bytes().to_vec())
+    }
+}
+
+impl PartialEq<[u8]> for InlineDigest {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_bytes() == other
+    }
+}
+
+impl fmt::Debug for InlineDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InlineDigest({})", hex(self.as_bytes()))
     }
 }
 
@@ -201,8 +330,46 @@ mod tests {
             assert_eq!(HashAlg::from_alg_id(alg.alg_id()), Some(alg));
             assert_eq!(alg.hash(b"x").len(), alg.digest_len());
             assert_eq!(alg.hash_parts(&[b"a", b"b"]), alg.hash(b"ab"));
+            assert_eq!(alg.hash_inline(b"ab").as_bytes(), alg.hash(b"ab"));
+            assert_eq!(
+                alg.hash_inline_parts([&b"a"[..], b"b"]).as_bytes(),
+                alg.hash(b"ab")
+            );
+            let old = alg.hash(b"old");
+            let mut v = alg.hash_inline(b"old");
+            alg.extend_inline(&mut v, &alg.hash(b"new"));
+            assert_eq!(v.as_bytes(), alg.extend(&old, &alg.hash(b"new")));
         }
         assert_eq!(HashAlg::from_alg_id(0x0012), None, "sm3 is not computed");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_sha256_extend_is_sha256(old in proptest::array::uniform32(0u8..), digest in proptest::array::uniform32(0u8..)) {
+            let want = HashAlg::Sha256.hash(&[old, digest].concat());
+            proptest::prop_assert_eq!(sha256_extend(&old, &digest).to_vec(), want.clone());
+            let mut v = InlineDigest::filled(0, 32);
+            v.as_bytes_mut().copy_from_slice(&old);
+            HashAlg::Sha256.extend_inline(&mut v, &digest);
+            proptest::prop_assert_eq!(v.as_bytes(), want.as_slice());
+        }
+    }
+
+    #[test]
+    fn the_sha256_extend_matches_known_answers() {
+        // SHA-256 of 64 zero bytes, and the first extend of a zeroed PCR with SHA-256("").
+        assert_eq!(
+            hex(&sha256_extend(&[0; 32], &[0; 32])),
+            "f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b"
+        );
+        let empty: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, b"")
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        assert_eq!(
+            sha256_extend(&[0; 32], &empty).to_vec(),
+            HashAlg::Sha256.hash(&[[0u8; 32], empty].concat())
+        );
     }
 
     #[test]

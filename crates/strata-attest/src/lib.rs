@@ -4,7 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`tpm`] | `TPMS_ATTEST`, `TPMT_SIGNATURE`, `TPM2B_PUBLIC` parsers/encoders, key names, signature verification |
-//! | [`eventlog`] | the TCG crypto-agile event log: parser, [`eventlog::LogBuilder`], [`eventlog::replay`], typed UEFI event data |
+//! | [`eventlog`] | the TCG crypto-agile event log: parser (owned, and in place: [`eventlog::LogView`]), [`eventlog::LogBuilder`], [`eventlog::replay`], typed UEFI event data |
 //! | [`policy`] | [`policy::ReferencePolicy`]: what a trusted host's boot looks like |
 //! | [`appraise`](mod@appraise) | [`appraise()`]: quote + log + agent measurements → [`Verdict`] |
 //! | [`credential`] | TPM2_MakeCredential in software (registration: prove the AK lives in the EK's TPM) |
@@ -30,6 +30,6 @@ pub(crate) mod testkit;
 pub use appraise::{
     AgentMeasurement, BootApplication, BootSummary, Evidence, Failure, Verdict, appraise,
 };
-pub use hash::{Digest, HashAlg, constant_time_eq, hex};
+pub use hash::{Digest, HashAlg, InlineDigest, constant_time_eq, hex};
 pub use tpm::ClockInfo;
 pub use wire::WireError;

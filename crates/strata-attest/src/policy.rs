@@ -42,7 +42,7 @@ use crate::appraise::AgentMeasurement;
 use crate::eventlog::{
     EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, EV_EFI_BOOT_SERVICES_APPLICATION,
     EV_EFI_PLATFORM_FIRMWARE_BLOB, EV_EFI_PLATFORM_FIRMWARE_BLOB2, EV_EFI_VARIABLE_DRIVER_CONFIG,
-    Event, EventLog, Guid,
+    Event, EventLog, EventView, Guid,
 };
 use crate::hash::{Digest, HashAlg};
 
@@ -75,6 +75,26 @@ impl<T: PartialEq> AllowList<T> {
     /// Whether at least one event of the class must be present.
     pub fn requires_presence(&self) -> bool {
         matches!(self, AllowList::Only(list) if !list.is_empty())
+    }
+}
+
+impl AllowList<Digest> {
+    /// Whether the digest `bytes` is allowed (without making a [`Digest`] of it).
+    pub fn allows_bytes(&self, bytes: &[u8]) -> bool {
+        match self {
+            AllowList::Any => true,
+            AllowList::Only(list) => list.iter().any(|d| d.0 == bytes),
+        }
+    }
+}
+
+impl AllowList<String> {
+    /// Whether `s` is allowed (without making a `String` of it).
+    pub fn allows_str(&self, s: &str) -> bool {
+        match self {
+            AllowList::Any => true,
+            AllowList::Only(list) => list.iter().any(|e| e == s),
+        }
     }
 }
 
@@ -163,9 +183,14 @@ impl EventClass {
 
     /// The class of `e`, if it is one the policy appraises.
     pub fn of(e: &Event) -> Option<EventClass> {
+        EventClass::of_view(&e.view(HashAlg::Sha256))
+    }
+
+    /// The class of `e`, if it is one the policy appraises (reads the data in place).
+    pub fn of_view(e: &EventView<'_>) -> Option<EventClass> {
         match (e.pcr, e.event_type) {
             (7, EV_EFI_VARIABLE_DRIVER_CONFIG) => {
-                let v = e.variable()?.ok()?;
+                let v = e.variable_ref()?;
                 [
                     EventClass::SecureBoot,
                     EventClass::Pk,
@@ -174,7 +199,10 @@ impl EventClass {
                     EventClass::Dbx,
                 ]
                 .into_iter()
-                .find(|c| c.variable() == Some((v.guid, v.name.as_str())))
+                .find(|c| {
+                    c.variable()
+                        .is_some_and(|(g, n)| g == v.guid && v.name_is(n))
+                })
             }
             (0, EV_EFI_PLATFORM_FIRMWARE_BLOB | EV_EFI_PLATFORM_FIRMWARE_BLOB2) => {
                 Some(EventClass::FirmwareBlob)
@@ -346,30 +374,28 @@ impl ReferencePolicy {
                 self.bank.digest_len(),
             ),
         ];
-        let agent: Vec<Digest> = self
-            .agent_measurements
-            .entries()
-            .unwrap_or(&[])
-            .iter()
-            .map(|a| a.sha256.clone())
-            .collect();
-        let agent = AllowList::Only(agent);
-        for (field, list, expected) in lists.into_iter().chain([("agentMeasurements", &agent, 32)])
-        {
+        for (field, list, expected) in lists {
             for d in list.entries().unwrap_or(&[]) {
                 if d.0.len() != expected {
                     return Err(PolicyError::DigestLength {
                         field,
                         digest: d.clone(),
                         len: d.0.len(),
-                        bank: if field == "agentMeasurements" {
-                            HashAlg::Sha256
-                        } else {
-                            self.bank
-                        },
+                        bank: self.bank,
                         expected,
                     });
                 }
+            }
+        }
+        for a in self.agent_measurements.entries().unwrap_or(&[]) {
+            if a.sha256.0.len() != 32 {
+                return Err(PolicyError::DigestLength {
+                    field: "agentMeasurements",
+                    digest: a.sha256.clone(),
+                    len: a.sha256.0.len(),
+                    bank: HashAlg::Sha256,
+                    expected: 32,
+                });
             }
         }
         Ok(())

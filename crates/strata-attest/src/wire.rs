@@ -44,6 +44,11 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if n > self.buf.len() {
             return Err(WireError::Truncated {
