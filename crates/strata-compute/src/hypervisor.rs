@@ -52,6 +52,43 @@ impl fmt::Display for VmId {
     }
 }
 
+/// The key a VM's vTPM state is encrypted with (swtpm's AES-256-CBC state encryption). The
+/// agent obtains it for the VM and hands it to the driver; it never reaches a file or a
+/// command line (swtpm reads it from an inherited pipe) and is zeroed when dropped.
+#[derive(Clone, zeroize::ZeroizeOnDrop)]
+pub struct VtpmKey([u8; 32]);
+
+impl VtpmKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key from the kernel's CSPRNG.
+    pub fn generate() -> std::io::Result<Self> {
+        use std::io::Read as _;
+        let mut key = Self([0; 32]);
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut key.0)?;
+        Ok(key)
+    }
+
+    /// Lowercase hex, the form swtpm reads (`format=hex`); zeroed when dropped.
+    pub(crate) fn to_hex(&self) -> zeroize::Zeroizing<String> {
+        let mut out = zeroize::Zeroizing::new(String::with_capacity(64));
+        for b in self.0 {
+            for nibble in [b >> 4, b & 0xf] {
+                out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for VtpmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VtpmKey([redacted])")
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -64,11 +101,14 @@ pub struct VmSpec {
     pub secure_boot: bool,
     /// Trusted launch: a per-VM swtpm vTPM attached as `tpm-crb`.
     pub vtpm: bool,
+    /// The vTPM state's encryption key; required when `vtpm` is on.
+    pub vtpm_key: Option<VtpmKey>,
 }
 
 impl VmSpec {
-    /// A trusted-launch VM (secure boot and vTPM on) with 1 vCPU and 512 MiB.
-    pub fn trusted_launch(id: VmId, image: PathBuf) -> Self {
+    /// A trusted-launch VM (secure boot and vTPM on, its state encrypted with `vtpm_key`) with
+    /// 1 vCPU and 512 MiB.
+    pub fn trusted_launch(id: VmId, image: PathBuf, vtpm_key: VtpmKey) -> Self {
         Self {
             id,
             image,
@@ -76,6 +116,7 @@ impl VmSpec {
             memory_mib: 512,
             secure_boot: true,
             vtpm: true,
+            vtpm_key: Some(vtpm_key),
         }
     }
 }
@@ -150,6 +191,10 @@ pub enum HypervisorError {
     },
     #[error("{0}")]
     Start(String),
+    #[error(
+        "VM {0} has a vTPM but no state key: the vTPM state is always encrypted; obtain the VM's key and pass it in the spec"
+    )]
+    MissingVtpmKey(VmId),
 }
 
 /// One host's hypervisor: the same API whether VMs are real QEMU processes or simulated.

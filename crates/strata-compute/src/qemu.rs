@@ -6,6 +6,9 @@
 //! (`swtpm.sock`, `qmp.sock`) and the logs (`serial.log`, `swtpm.log`; `qemu.log` stays
 //! root's). Nothing is shared between VMs but the read-only firmware code and the base image.
 //! `root` itself is 0711: VM uids can pass through it to their own directory but not list it.
+//! The vTPM state is created at `create` (`swtpm_setup`: EKs, SHA-256 bank) and is always
+//! encrypted (AES-256-CBC) with the VM's [`VtpmKey`], which swtpm reads from an inherited pipe:
+//! it never touches a file, argv or the environment.
 //!
 //! `start` reads top to bottom as the launch sequence: cgroup with limits, vTPM up (as the VM's
 //! uid, in its cgroup), QEMU up (likewise, then its seccomp sandbox, protected pflash,
@@ -26,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::READY_MARKER;
 use crate::cmd::{self, describe, spawn_error};
-use crate::hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, io};
+use crate::hypervisor::{
+    FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, VtpmKey, io,
+};
 use crate::qmp::QmpClient;
 use crate::sandbox::{self, Limits, SandboxConfig, VmSandbox};
 
@@ -376,10 +381,10 @@ impl QemuDriver {
         })?;
 
         // 2. The vTPM: its own swtpm on a socket in the VM's directory, as the VM's uid.
-        let swtpm = if vm.spec.vtpm {
-            Some(start_swtpm(&f, &vm.sandbox)?)
-        } else {
-            None
+        let swtpm = match (vm.spec.vtpm, &vm.spec.vtpm_key) {
+            (false, _) => None,
+            (true, Some(key)) => Some(start_swtpm(&f, &vm.sandbox, key)?),
+            (true, None) => return Err(HypervisorError::MissingVtpmKey(vm.spec.id.clone())),
         };
 
         // 3. QEMU, as the VM's uid in the VM's cgroup, its stdout/stderr to qemu.log.
@@ -511,7 +516,50 @@ pub fn secure_boot_refusal(serial: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<Child, HypervisorError> {
+/// The descriptor number a child reads the vTPM key from.
+const KEY_FD: i32 = 3;
+const KEY_FD_ARG: &str = "3";
+
+/// Gives `cmd` the key on descriptor [`KEY_FD`]: the read end of a pipe that holds the key and
+/// nothing else (the write end is closed before the child runs). No file, no argv, no
+/// environment variable ever holds it.
+fn hand_key(cmd: &mut Command, key: &VtpmKey) -> Result<(), HypervisorError> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let (reader, mut writer) = std::io::pipe().map_err(io("create a pipe for the vTPM key"))?;
+    // 64 bytes: far below the pipe's capacity, so this cannot block.
+    writer
+        .write_all(key.to_hex().as_bytes())
+        .map_err(io("write the vTPM key to its pipe"))?;
+    drop(writer);
+    #[expect(
+        unsafe_code,
+        reason = "placing a descriptor at a fixed number must happen in the child before exec"
+    )]
+    // SAFETY: runs in the forked child before exec; dup2(2) and fcntl(2) are
+    // async-signal-safe and `reader` (moved in) stays open until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = reader.as_raw_fd();
+            let ok = if fd == KEY_FD {
+                // Already there: only clear close-on-exec.
+                libc::fcntl(fd, libc::F_SETFD, 0) != -1
+            } else {
+                // dup2's new descriptor does not have close-on-exec set.
+                libc::dup2(fd, KEY_FD) != -1
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Ok(())
+}
+
+fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox, key: &VtpmKey) -> Result<Child, HypervisorError> {
     let log = f.dir.join("swtpm.log");
     let mut cmd = Command::new("swtpm");
     cmd.args(["socket", "--tpm2", "--tpmstate"])
@@ -521,12 +569,15 @@ fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<Child, HypervisorErro
             "type=unixio,path={},mode=0600",
             f.tpm_sock.display()
         ))
+        .arg("--key")
+        .arg(format!("fd={KEY_FD},format=hex,mode=aes-256-cbc"))
         .arg("--log")
         .arg(format!("file={},level=1", log.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     sandbox.confine(&mut cmd)?;
+    hand_key(&mut cmd, key)?;
     tracing::debug!(command = %describe(&cmd), "starting swtpm");
     let mut child = cmd.spawn().map_err(|e| spawn_error(&cmd, e))?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -552,7 +603,11 @@ fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<Child, HypervisorErro
 /// Creates the VM's vTPM state once, at create time, as the VM's uid: endorsement keys (RSA
 /// and ECC) made persistent, the SHA-256 PCR bank active, NVRAM locked. The VM has its TPM
 /// identity before it first boots; every later start resumes this state.
-fn manufacture_vtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<(), HypervisorError> {
+fn manufacture_vtpm(
+    f: &VmFiles,
+    sandbox: &VmSandbox,
+    key: &VtpmKey,
+) -> Result<(), HypervisorError> {
     make_private_dir(&f.tpm_state)?;
     sandbox.own(&f.tpm_state, 0o700)?;
     let mut cmd = Command::new("swtpm_setup");
@@ -560,10 +615,12 @@ fn manufacture_vtpm(f: &VmFiles, sandbox: &VmSandbox) -> Result<(), HypervisorEr
         .arg(&f.tpm_state)
         .args(["--createek", "--lock-nvram", "--not-overwrite"])
         .args(["--pcr-banks", "sha256"])
+        .args(["--keyfile-fd", KEY_FD_ARG, "--cipher", "aes-256-cbc"])
         // swtpm_setup looks for per-user configuration under $HOME; the VM's uid has none.
         .env("HOME", &f.tpm_state)
         .env("XDG_CONFIG_HOME", &f.tpm_state);
     sandbox.drop_privileges(&mut cmd);
+    hand_key(&mut cmd, key)?;
     cmd::run(&mut cmd)?;
     // swtpm_setup writes its files 0640; the state is the VM's alone.
     for entry in
@@ -677,7 +734,11 @@ impl Hypervisor for QemuDriver {
                 sandbox.own(f, 0o600)?;
             }
             if spec.vtpm {
-                manufacture_vtpm(&files, &sandbox)?;
+                let key = spec
+                    .vtpm_key
+                    .as_ref()
+                    .ok_or_else(|| HypervisorError::MissingVtpmKey(spec.id.clone()))?;
+                manufacture_vtpm(&files, &sandbox, key)?;
             }
             Ok::<VmSandbox, HypervisorError>(sandbox)
         })();

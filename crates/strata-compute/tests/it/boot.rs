@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use strata_compute::qemu::{QemuConfig, QemuDriver};
-use strata_compute::{FailureReason, Hypervisor, VmId, VmSpec, VmState};
+use strata_compute::{FailureReason, Hypervisor, VmId, VmSpec, VmState, VtpmKey};
 
 use crate::support::{self, VM_PROGRAMS};
 
@@ -56,6 +56,52 @@ fn processes_of(uid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Starts swtpm on the state in `dir` with the hex `key` (on stdin) and reports whether it
+/// loaded the state (still running after a moment) or the tail of its log.
+fn swtpm_loads(dir: &Path, key: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let log = dir.join("check.log");
+    let _ = std::fs::remove_file(&log);
+    let mut child = std::process::Command::new("swtpm")
+        .args([
+            "socket",
+            "--tpm2",
+            "--flags",
+            "not-need-init,startup-clear",
+            "--tpmstate",
+        ])
+        .arg(format!("dir={}", dir.display()))
+        .arg("--ctrl")
+        .arg(format!(
+            "type=unixio,path={}",
+            dir.join("ctrl.sock").display()
+        ))
+        .args(["--key", "fd=0,format=hex,mode=aes-256-cbc", "--log"])
+        .arg(format!("file={},level=1", log.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!(
+                "{status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Ok(())
+}
+
 /// Opens `path` for reading as `uid`/`gid` (no supplementary groups) in a child process;
 /// `Ok` or the child's error output.
 fn open_as(uid: u32, gid: u32, path: &Path) -> Result<(), String> {
@@ -77,8 +123,12 @@ fn open_as(uid: u32, gid: u32, path: &Path) -> Result<(), String> {
 /// Boots `image` as a trusted-launch VM and expects the firmware to refuse it.
 fn expect_secure_boot_violation(name: &str, image: PathBuf, hv: &QemuDriver) {
     let id = VmId::new(name).unwrap();
-    hv.create(VmSpec::trusted_launch(id.clone(), image))
-        .unwrap();
+    hv.create(VmSpec::trusted_launch(
+        id.clone(),
+        image,
+        VtpmKey::generate().unwrap(),
+    ))
+    .unwrap();
     let started = Instant::now();
     let state = hv.start(&id).unwrap();
     let serial = hv.serial_log(&id).unwrap();
@@ -112,8 +162,12 @@ fn trusted_launch_boots_tiny_image() {
     let tmp = tempfile::tempdir().unwrap();
     let hv = driver(tmp.path(), 1);
     let id = VmId::new("tiny").unwrap();
-    hv.create(VmSpec::trusted_launch(id.clone(), img.disk.clone()))
-        .unwrap();
+    hv.create(VmSpec::trusted_launch(
+        id.clone(),
+        img.disk.clone(),
+        VtpmKey::generate().unwrap(),
+    ))
+    .unwrap();
     assert_eq!(hv.state(&id).unwrap(), VmState::Created);
     let dir = hv.vm_dir(&id).unwrap();
 
@@ -230,10 +284,24 @@ fn vm_uids_cannot_open_each_others_disk_or_vtpm_state() {
     let tmp = tempfile::tempdir().unwrap();
     let hv = driver(tmp.path(), 2);
     let (a, b) = (VmId::new("vm-a").unwrap(), VmId::new("vm-b").unwrap());
-    for id in [&a, &b] {
-        hv.create(VmSpec::trusted_launch(id.clone(), img.disk.clone()))
-            .unwrap();
+    for (id, key) in [(&a, 0xa1), (&b, 0xb2)] {
+        let spec =
+            VmSpec::trusted_launch(id.clone(), img.disk.clone(), VtpmKey::from_bytes([key; 32]));
+        hv.create(spec).unwrap();
     }
+    // A vTPM without a state key is refused, and leaves nothing behind.
+    let keyless = VmId::new("keyless").unwrap();
+    let mut spec = VmSpec::trusted_launch(
+        keyless.clone(),
+        img.disk.clone(),
+        VtpmKey::from_bytes([0; 32]),
+    );
+    spec.vtpm_key = None;
+    let err = hv.create(spec).unwrap_err().to_string();
+    assert!(err.contains("no state key"), "{err}");
+    assert!(hv.vm_dir(&keyless).is_err());
+    assert!(!tmp.path().join("vms/keyless").exists());
+
     let (sa, sb) = (hv.sandbox(&a).unwrap(), hv.sandbox(&b).unwrap());
     assert_ne!(sa.uid, sb.uid);
     assert_ne!(sa.gid, sb.gid);
@@ -250,6 +318,16 @@ fn vm_uids_cannot_open_each_others_disk_or_vtpm_state() {
         // The shared base image is readable (read-only inputs are the only shared files).
         assert_eq!(open_as(me.uid, me.gid, &img.disk), Ok(()));
     }
+
+    // The vTPM state is encrypted with the VM's key: swtpm loads a copy of B's state with B's
+    // key and refuses it with A's.
+    let copy = tmp.path().join("b-state");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(db.join("tpm/tpm2-00.permall"), copy.join("tpm2-00.permall")).unwrap();
+    assert_eq!(swtpm_loads(&copy, &"b2".repeat(32)), Ok(()));
+    let err = swtpm_loads(&copy, &"a1".repeat(32)).unwrap_err();
+    assert!(err.contains("libtpms"), "{err}");
+
     for id in [&a, &b] {
         hv.delete(id).unwrap();
     }
@@ -262,7 +340,8 @@ fn standard_vm_boots_without_vtpm_or_secure_boot() {
     let tmp = tempfile::tempdir().unwrap();
     let hv = driver(tmp.path(), 3);
     let id = VmId::new("standard").unwrap();
-    let mut spec = VmSpec::trusted_launch(id.clone(), img.disk.clone());
+    let mut spec =
+        VmSpec::trusted_launch(id.clone(), img.disk.clone(), VtpmKey::generate().unwrap());
     spec.secure_boot = false;
     spec.vtpm = false;
     hv.create(spec).unwrap();

@@ -6,7 +6,11 @@ use strata_compute::sim::SimDriver;
 use strata_compute::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState};
 
 fn spec(name: &str, image: &str) -> VmSpec {
-    VmSpec::trusted_launch(VmId::new(name).unwrap(), PathBuf::from(image))
+    VmSpec::trusted_launch(
+        VmId::new(name).unwrap(),
+        PathBuf::from(image),
+        strata_compute::VtpmKey::from_bytes([1; 32]),
+    )
 }
 
 #[test]
