@@ -417,3 +417,34 @@ fn the_vault_document_holds_no_plaintext() {
         Some(strata_kms::ErrorCode::WrongKey)
     );
 }
+
+#[test]
+fn vault_envelopes_are_bound_to_their_context() {
+    let (mut vault, pmk) = vault(false);
+    let dek = DataKey::generate().unwrap();
+    let wrapped = vault.wrap_key(&pmk, "aes", DISK_A, &dek).result.unwrap();
+    let ct = vault.encrypt(&pmk, "aes", b"hello", b"ctx").result.unwrap();
+    let auth = Some(strata_kms::ErrorCode::AuthenticationFailed);
+    assert_eq!(vault.unwrap_key(&pmk, "aes", DISK_B, &wrapped).code(), auth);
+    assert_eq!(vault.decrypt(&pmk, "aes", &ct, b"ctx2").code(), auth);
+    assert_eq!(vault.decrypt(&pmk, "aes", &ct, b"").code(), auth);
+    // A wrapKey envelope is not a ciphertext, and the reverse.
+    assert_eq!(vault.decrypt(&pmk, "aes", &wrapped, b"").code(), auth);
+    assert_eq!(vault.unwrap_key(&pmk, "aes", "", &ct).code(), auth);
+
+    // Someone with write access to the store swaps version 1's material into version 2's slot.
+    vault.begin_rotation(&pmk, "aes", T0).result.unwrap();
+    let mut doc = serde_json::to_value(&vault).unwrap();
+    let v1 = doc["keys"]["aes"]["versions"][0]["material"].clone();
+    doc["keys"]["aes"]["versions"][1]["material"] = v1;
+    let forged: Vault = serde_json::from_value(doc).unwrap();
+    assert_eq!(forged.wrap_key(&pmk, "aes", DISK_A, &dek).code(), auth);
+    assert_eq!(forged.rewrap(&pmk, "aes", DISK_A, &wrapped).code(), auth);
+    // Version 1 is untouched and still works.
+    assert!(
+        forged
+            .unwrap_key(&pmk, "aes", DISK_A, &wrapped)
+            .result
+            .is_ok()
+    );
+}
