@@ -627,7 +627,16 @@ impl PcrSet {
 
     /// Ascending.
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        (0u32..256).filter(|p| self.contains(*p))
+        (0u32..).zip(self.0).flat_map(|(i, word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros();
+                    rest &= rest - 1;
+                    i * 64 + bit
+                })
+            })
+        })
     }
 }
 

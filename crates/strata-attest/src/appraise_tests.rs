@@ -713,3 +713,23 @@ fn a_log_with_an_ipl_event_in_another_pcr_is_not_a_command_line() {
     let v = appraise(&e, &key.public(), NONCE, &p, None);
     assert!(v.passed, "{}", v.reason());
 }
+
+proptest::proptest! {
+    #[test]
+    fn pcr_sets_and_selections_agree_with_btree_sets(select in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=32)) {
+        let s = PcrSelection { hash: HashAlg::Sha256, select };
+        let want = s.pcrs();
+        proptest::prop_assert_eq!(selected(&s).collect::<BTreeSet<u32>>(), want.clone());
+        proptest::prop_assert!(selected(&s).zip(selected(&s).skip(1)).all(|(a, b)| a < b));
+        let mut set = PcrSet::default();
+        for p in selected(&s) {
+            set.insert(p);
+        }
+        set.insert(256);
+        set.insert(u32::MAX);
+        proptest::prop_assert_eq!(set.iter().collect::<Vec<u32>>(), want.iter().copied().collect::<Vec<u32>>());
+        for p in 0..300 {
+            proptest::prop_assert_eq!(set.contains(p), want.contains(&p));
+        }
+    }
+}

@@ -708,17 +708,34 @@ impl<'a> RawEvent<'a> {
         })
     }
 
+    /// Seen through `bank`.
     fn view(&self, spec: &SpecId, bank: HashAlg) -> EventView<'a> {
         EventView {
             pcr: self.pcr,
             event_type: self.event_type,
             bank,
-            digest: self
-                .digests(spec)
-                .find(|(alg, _)| *alg == bank.alg_id())
-                .map(|(_, d)| d),
+            digest: self.digest(spec, bank.alg_id()),
             data: self.data,
         }
+    }
+
+    fn digest(&self, spec: &SpecId, alg: u16) -> Option<&'a [u8]> {
+        // Fast path: digests in the header's order, as firmware writes them. Every entry is
+        // checked from the start, so each offset is a real entry boundary.
+        let mut offset = 0;
+        for a in &spec.algorithms {
+            let size = usize::from(a.digest_size);
+            if self.digests.get(offset..offset + 2) != Some(&a.alg_id.to_le_bytes()[..]) {
+                break;
+            }
+            if a.alg_id == alg {
+                return self.digests.get(offset + 2..offset + 2 + size);
+            }
+            offset += 2 + size;
+        }
+        self.digests(spec)
+            .find(|(id, _)| *id == alg)
+            .map(|(_, d)| d)
     }
 }
 
@@ -1708,6 +1725,23 @@ mod tests {
             "EV_EFI_VARIABLE_AUTHORITY"
         );
         assert_eq!(EventType(0x1234).to_string(), "event type 0x00001234");
+    }
+
+    #[test]
+    fn digests_out_of_the_header_order_are_found() {
+        let mut b = LogBuilder::new(&[HashAlg::Sha1, HashAlg::Sha256]);
+        b.event(7, EV_SEPARATOR, vec![0; 4]);
+        b.event(8, EV_IPL, b"grub_cmd: boot".to_vec());
+        let mut log = b.into_log();
+        log.events[1].digests.reverse();
+        let bytes = log.encode();
+        let view = LogView::parse(&bytes).unwrap();
+        for bank in [HashAlg::Sha1, HashAlg::Sha256] {
+            for ((_, v), e) in view.numbered(bank).zip(&log.events) {
+                assert_eq!(v.digest, e.digest(bank));
+                assert!(v.digest.is_some());
+            }
+        }
     }
 
     #[test]

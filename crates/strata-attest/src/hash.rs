@@ -99,15 +99,16 @@ impl HashAlg {
 
     /// A PCR extend in place: `value = H(value ‖ digest)`.
     pub fn extend_inline(self, value: &mut InlineDigest, digest: &[u8]) {
-        let old = value.as_bytes();
         if self == HashAlg::Sha256
-            && let (Ok(old), Ok(digest)) =
-                (<&[u8; 32]>::try_from(old), <&[u8; 32]>::try_from(digest))
+            && value.len == 32
+            && let Ok(digest) = <&[u8; 32]>::try_from(digest)
         {
-            let out = sha256_extend(old, digest);
-            value.as_bytes_mut().copy_from_slice(&out);
+            let mut old = [0u8; 32];
+            old.copy_from_slice(&value.bytes[..32]);
+            value.bytes[..32].copy_from_slice(&sha256_extend(&old, digest));
             return;
         }
+        let old = value.as_bytes();
         // Both halves are at most one digest (64 bytes): hash them from one stack buffer.
         let mut buf = [0u8; 2 * MAX_DIGEST_LEN];
         if old.len() + digest.len() <= buf.len() {
