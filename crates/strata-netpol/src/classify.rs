@@ -154,12 +154,14 @@ impl Dim {
         layout.summarize(&mut rows);
         let shift = bits.saturating_sub(INDEX_BITS);
         let buckets = 1u64 << (bits - shift);
-        let index = (0..=buckets)
-            .map(|b| {
-                let start = b << shift;
-                bounds.partition_point(|&x| u64::from(x) < start) as u32
-            })
-            .collect();
+        let mut index = Vec::with_capacity(buckets as usize + 1);
+        let mut k = 0;
+        for b in 0..=buckets {
+            while bounds.get(k).is_some_and(|&x| u64::from(x) < b << shift) {
+                k += 1;
+            }
+            index.push(k as u32);
+        }
         Self {
             bounds,
             rows,
