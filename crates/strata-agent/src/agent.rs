@@ -509,6 +509,28 @@ impl Agent {
         read(&mut resp, "the assignments")
     }
 
+    /// An mTLS-only call: tells the control plane what this host's VMs are doing
+    /// (`POST /fabric/v1/hosts/{host}/vmstatus`, body `{"virtualMachines":[…]}`).
+    pub fn report_vms(&self, body: &Value) -> Result<Value, AgentError> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| AgentError::Invalid("not registered".into()))?;
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            AgentError::Invalid("no client certificate yet: a round must pass first".into())
+        })?;
+        let client = http(&self.cfg.server_ca_pem, Some(identity))?;
+        let url = format!("{}/fabric/v1/hosts/{}/vmstatus", self.cfg.server, state.host);
+        let mut resp = client
+            .post(&url)
+            .send_json(body)
+            .map_err(|source| AgentError::Transport {
+                what: "the VM status report",
+                source,
+            })?;
+        read(&mut resp, "the VM status report")
+    }
+
     /// Direct TPM access (the boot simulator and tests extend PCRs through it).
     pub fn tpm(&mut self) -> &mut Tpm {
         &mut self.tpm
