@@ -18,10 +18,11 @@ pub enum Kind {
     Host,
     JoinToken,
     ReferencePolicy,
+    VirtualMachine,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -35,6 +36,7 @@ impl Kind {
         Kind::Host,
         Kind::JoinToken,
         Kind::ReferencePolicy,
+        Kind::VirtualMachine,
     ];
 
     /// Canonical type name, as RBAC actions and responses spell it.
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Host => "Strata.Fabric/hosts",
             Kind::JoinToken => "Strata.Fabric/joinTokens",
             Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
+            Kind::VirtualMachine => "Strata.Compute/virtualMachines",
         }
     }
 
@@ -79,7 +82,13 @@ impl Kind {
                 | Kind::Host
                 | Kind::JoinToken
                 | Kind::ReferencePolicy
+                | Kind::VirtualMachine
         )
+    }
+
+    /// Workload resources: they live in a resource group.
+    pub fn in_resource_group(self) -> bool {
+        matches!(self, Kind::VirtualMachine)
     }
 
     /// Authorization objects attach to any scope (tenant, subscription, group or resource).
@@ -104,10 +113,17 @@ impl Kind {
             | Kind::Host
             | Kind::JoinToken
             | Kind::ReferencePolicy => parent.is_tenant(),
+            Kind::VirtualMachine => parent.scope() == strata_types::path::Scope::ResourceGroup,
             _ => true,
         };
         if ok {
             Ok(())
+        } else if self.in_resource_group() {
+            Err(format!(
+                "{} live in a resource group: use /subscriptions/SUB/resourceGroups/RG/providers/{}/NAME",
+                self.type_name(),
+                self.type_name()
+            ))
         } else {
             Err(format!(
                 "{} live at the tenant root: use /providers/{}/NAME",
@@ -128,6 +144,7 @@ impl Kind {
                 "revokeSessions",
             ],
             Kind::Host => &["attest", "cordon", "uncordon", "quarantine", "release"],
+            Kind::VirtualMachine => &["start", "stop", "deallocate", "retrieveBootDiagnosticsData"],
             _ => &[],
         }
     }
@@ -142,6 +159,9 @@ impl Kind {
     pub fn post_action_permission(self, action: &str) -> String {
         match (self, action) {
             (Kind::Host, a) => format!("Strata.Fabric/hosts/{a}/action"),
+            // A read of what the agent reported; nothing changes.
+            (Kind::VirtualMachine, "retrieveBootDiagnosticsData") => self.action("read"),
+            (Kind::VirtualMachine, a) => format!("Strata.Compute/virtualMachines/{a}/action"),
             _ => self.action("write"),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod app;
 mod checkpointer;
+pub mod compute;
 pub mod context;
 pub mod crypto;
 pub mod directory;

@@ -93,6 +93,14 @@ pub fn operations() -> Vec<Operation> {
                 "/subscriptions/{subscriptionId}/resourceGroups".to_string(),
                 "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}".to_string(),
             ),
+            k if k.in_resource_group() => (
+                format!(
+                    "/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}/providers/{t}"
+                ),
+                format!(
+                    "/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}/providers/{t}/{{name}}"
+                ),
+            ),
             k if k.is_extension() => (
                 format!("/{{scope}}/providers/{t}"),
                 format!("/{{scope}}/providers/{t}/{{name}}"),

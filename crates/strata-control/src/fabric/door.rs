@@ -115,6 +115,7 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
         ("POST", ["hosts", host, "nonce"]) => nonce(app, &call, host),
         ("POST", ["hosts", host, "evidence"]) => evidence(app, &call, host),
         ("GET", ["hosts", host, "assignments"]) => assignments(app, &call, host),
+        ("POST", ["hosts", host, "vmstatus"]) => vm_status(app, &call, host),
         _ => Err(ApiError::not_found(call.path)),
     };
     match result {
@@ -889,9 +890,26 @@ fn assignments(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, Api
             "host": host,
             "state": doc.prop_str("state"),
             "attestNow": app.fabric.attest_requests.lock().map(|r| r.contains_key(hid.key())).unwrap_or(false),
-            "virtualMachines": [],
+            "virtualMachines": crate::compute::door::assigned(app, host, doc.prop_str("state").unwrap_or(""))?,
         }),
     ))
+}
+
+/// `POST hosts/{host}/vmstatus`: the host's agent says what its VMs are doing.
+fn vm_status(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
+    let hid = host_id(host)?;
+    let (_, doc) =
+        load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
+    if !current_certificate(&doc, call.peer_certificate) {
+        return Err(ApiError::unauthenticated(
+            "this call needs the host's current client certificate, which is issued after a passing attestation round",
+        ));
+    }
+    let audit = |action: &str, scope: &str, reason: &str, details: Value| {
+        entry(call, host, action, scope, ("success", 200), reason, details)
+    };
+    let accepted = crate::compute::door::apply_reports(app, host, call.body, &audit)?;
+    Ok(Reply::json(200, json!({ "accepted": accepted })))
 }
 
 /// Demotes Trusted hosts whose last passing round is older than the staleness window.

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod compute;
 pub mod fabric;
 pub mod identity;
 
@@ -318,6 +319,7 @@ fn put_item(
         Kind::RoleEligibility => authz::build_eligibility(ctx, id, existing_doc, body)?,
         Kind::ActivationRequest => authz::build_activation(ctx, id, existing_doc, body)?,
         Kind::JoinToken => fabric::build_join_token(ctx, id, existing_doc, body)?,
+        Kind::VirtualMachine => compute::build_vm(ctx, id, existing_doc, body)?,
         Kind::Host => {
             return Err(ApiError::bad_request(
                 "HostsJoinThroughTheAgent",
@@ -523,6 +525,9 @@ fn post_action(
     if kind == Kind::Host && action == "attest" {
         return fabric::request_attestation(ctx, id, &doc);
     }
+    if kind == Kind::VirtualMachine && action == "retrieveBootDiagnosticsData" {
+        return Ok(compute::boot_diagnostics(&doc));
+    }
     let body: Value = if req.body.is_empty() {
         json!({})
     } else {
@@ -532,6 +537,7 @@ fn post_action(
         Kind::User => identity::user_action(ctx, id, &doc, action, body)?,
         Kind::ServicePrincipal => identity::sp_action(ctx, id, &doc, action, body)?,
         Kind::Host => fabric::host_action(ctx, &doc, action, body)?,
+        Kind::VirtualMachine => compute::vm_action(ctx, &doc, action)?,
         _ => {
             return Err(ApiError::bad_request(
                 "InvalidAction",

@@ -20,7 +20,7 @@ struct Host {
 }
 
 /// Boots a simulated host (PCRs extended through its real swtpm) and prepares its agent.
-fn boot_host(
+pub(crate) fn boot_host(
     ca: &TestCa,
     name: &str,
     images: &BootImages,
@@ -46,7 +46,7 @@ fn boot_host(
 }
 
 /// A bundle (policy "default") pinning everything the good boot of `images` measures.
-fn signed_bundle(key: &ReleaseSigner, version: u64, images: &BootImages) -> Value {
+pub(crate) fn signed_bundle(key: &ReleaseSigner, version: u64, images: &BootImages) -> Value {
     let policy = golden_policy(&BootPlan::uefi(images).to_log(), &[]).unwrap();
     let bundle = key
         .sign(
@@ -58,7 +58,7 @@ fn signed_bundle(key: &ReleaseSigner, version: u64, images: &BootImages) -> Valu
     serde_json::to_value(bundle).unwrap()
 }
 
-fn join_token(server: &Server, name: &str) -> String {
+pub(crate) fn join_token(server: &Server, name: &str) -> String {
     let (s, v) = server.admin(
         "PUT",
         &format!("/providers/Strata.Fabric/joinTokens/{name}"),
@@ -68,7 +68,7 @@ fn join_token(server: &Server, name: &str) -> String {
     v["secretOutput"]["joinToken"].as_str().unwrap().to_string()
 }
 
-fn host_doc(server: &Server, name: &str) -> Value {
+pub(crate) fn host_doc(server: &Server, name: &str) -> Value {
     let (s, v) = server.admin(
         "GET",
         &format!("/providers/Strata.Fabric/hosts/{name}"),
@@ -78,7 +78,7 @@ fn host_doc(server: &Server, name: &str) -> Value {
     v
 }
 
-fn write_ca_bundle(ca: &TestCa, dir: &Path) -> PathBuf {
+pub(crate) fn write_ca_bundle(ca: &TestCa, dir: &Path) -> PathBuf {
     let p = dir.join("tpm-ca.pem");
     std::fs::write(
         &p,

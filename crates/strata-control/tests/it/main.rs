@@ -11,6 +11,7 @@ mod harness;
 mod api;
 mod authn;
 mod authz;
+mod compute;
 mod fabric;
 mod openapi;
 mod postgres;

@@ -1,0 +1,276 @@
+//! The compute half of the agent door: what a host must run, and what it says it runs. The
+//! caller (`fabric::door`) has already checked the host's current attestation-bound client
+//! certificate.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use strata_audit::AuditEntry;
+use strata_store::{Op, Precondition};
+use strata_types::ApiError;
+
+use super::{Desired, Reported, VmInternal, VmShape, console_tail, fold_report, vtpm_key_aad};
+use crate::app::{App, log_chain};
+use crate::docs::Doc;
+use crate::kinds::Kind;
+
+/// Most VMs one report may carry.
+const MAX_REPORTS: usize = 1024;
+
+fn vm_docs(app: &App) -> Result<Vec<(strata_store::Record, Doc)>, ApiError> {
+    let records = app
+        .store
+        .list_type(&Kind::VirtualMachine.type_key())
+        .map_err(|e| {
+            log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+    records
+        .into_iter()
+        .map(|rec| {
+            let doc = Doc::parse(&rec.body)?;
+            Ok((rec, doc))
+        })
+        .collect()
+}
+
+/// The VMs `host` must run, with their vTPM keys unsealed. Only a Trusted host gets any: the
+/// list is empty otherwise (and the agent leaves its VMs alone until it is Trusted again).
+pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, ApiError> {
+    if host_state != "Trusted" {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (rec, doc) in vm_docs(app)? {
+        if doc.prop_str("host") != Some(host) {
+            continue;
+        }
+        let internal: VmInternal = crate::docs::internal_of(&doc);
+        let (Some(shape), Some(vm_id), Some(desired)) = (
+            VmShape::of_properties(&doc.properties),
+            doc.prop_str("vmId"),
+            internal.desired,
+        ) else {
+            tracing::error!(vm = %doc.id, "VM document is incomplete; not assigned");
+            continue;
+        };
+        let mut vm = json!({
+            "id": doc.id,
+            "vmId": vm_id,
+            "generation": internal.generation,
+            "desiredState": desired,
+            "vcpus": shape.vcpus,
+            "memoryMib": shape.memory_mib,
+            "image": shape.image,
+            "secureBoot": shape.secure_boot,
+            "vTpm": shape.vtpm,
+        });
+        if shape.vtpm {
+            let Some(sealed) = internal.vtpm_key.as_deref() else {
+                tracing::error!(vm = %doc.id, "VM has a vTPM but no sealed key; not assigned");
+                continue;
+            };
+            let key = zeroize::Zeroizing::new(
+                app.root
+                    .open(&vtpm_key_aad(&rec.key), sealed)
+                    .map_err(|_| {
+                        tracing::error!(vm = %doc.id, "the VM's vTPM key does not open under the root key");
+                        ApiError::internal()
+                    })?,
+            );
+            if let Some(o) = vm.as_object_mut() {
+                o.insert(
+                    "vTpmKey".into(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(key.as_slice())),
+                );
+            }
+        }
+        out.push(vm);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody {
+    virtual_machines: Vec<VmReport>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VmReport {
+    id: String,
+    #[serde(default)]
+    generation: u64,
+    power_state: Reported,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+    #[serde(default)]
+    console_tail: Option<String>,
+}
+
+fn clip(s: Option<String>, max: usize) -> Option<String> {
+    s.map(|s| s.chars().take(max).collect())
+}
+
+/// Folds `host`'s reports into its VMs. A report about a VM this host does not hold is
+/// ignored and named in the result for the audit log. Writes only what changed.
+pub fn apply_reports(
+    app: &App,
+    host: &str,
+    body: &[u8],
+    audit: &dyn Fn(&str, &str, &str, Value) -> AuditEntry,
+) -> Result<usize, ApiError> {
+    let status: StatusBody = crate::handlers::parse_body(body)?;
+    if status.virtual_machines.len() > MAX_REPORTS {
+        return Err(ApiError::bad_request(
+            "TooManyReports",
+            format!("at most {MAX_REPORTS} VMs per report"),
+        ));
+    }
+    let now = strata_types::time::now_unix();
+    let mut accepted = 0;
+    for report in status.virtual_machines {
+        let key = report.id.to_ascii_lowercase();
+        let rec = match app.store.get(&key) {
+            Ok(Some(r)) if r.rtype == Kind::VirtualMachine.type_key() => r,
+            Ok(_) => {
+                if report.power_state != Reported::Deleted {
+                    refuse(app, audit, host, &report.id, "no such virtual machine")?;
+                }
+                continue;
+            }
+            Err(e) => {
+                log_chain("store read failed", &e);
+                return Err(ApiError::internal());
+            }
+        };
+        let mut doc = Doc::parse(&rec.body)?;
+        if doc.prop_str("host") != Some(host) {
+            refuse(
+                app,
+                audit,
+                host,
+                &report.id,
+                "the virtual machine is not assigned to this host",
+            )?;
+            continue;
+        }
+        let mut internal: VmInternal = crate::docs::internal_of(&doc);
+        let desired = internal.desired.unwrap_or(Desired::Running);
+        // A report about an older generation says where the VM was, not where it is going:
+        // it may still fail it, but not complete the newer request.
+        let current = report.generation >= internal.generation;
+        let (provisioning, power) = fold_report(desired, report.power_state);
+        let (provisioning, power) = if current || report.power_state == Reported::Failed {
+            (provisioning, power)
+        } else {
+            (
+                doc.prop_str("provisioningState").unwrap_or("Updating"),
+                doc.prop_str("powerState").unwrap_or("starting"),
+            )
+        };
+        let failure_reason = clip(
+            report
+                .reason
+                .filter(|_| report.power_state == Reported::Failed),
+            200,
+        );
+        let failure_detail = clip(
+            report
+                .detail
+                .filter(|_| report.power_state == Reported::Failed),
+            1000,
+        );
+        let before = doc.properties.clone();
+        let provisioning = provisioning.to_owned();
+        let power = power.to_owned();
+        if let Some(o) = doc.properties.as_object_mut() {
+            o.insert("provisioningState".into(), json!(provisioning));
+            o.insert("powerState".into(), json!(power));
+            if report.power_state == Reported::Failed || current {
+                o.insert("failureReason".into(), json!(failure_reason));
+                o.insert("failureDetail".into(), json!(failure_detail));
+            }
+        }
+        let changed = doc.properties != before;
+        let tail = report.console_tail.as_deref().map(console_tail);
+        let tail_changed = tail.is_some_and(|t| t != internal.console_tail);
+        accepted += 1;
+        if !changed && !tail_changed {
+            continue;
+        }
+        if let Some(t) = tail {
+            internal.console_tail = t.to_owned();
+        }
+        internal.reported_at = now;
+        doc.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
+        let mut entries = Vec::new();
+        if changed {
+            entries.push(audit(
+                "Strata.Compute/virtualMachines/status/action",
+                &doc.id,
+                &format!(
+                    "{host} reports {:?}: provisioningState {provisioning}, powerState {power}",
+                    report.power_state
+                ),
+                json!({ "generation": report.generation, "reason": failure_reason }),
+            ));
+        }
+        let ops = vec![Op::Put {
+            key: rec.key.clone(),
+            rtype: rec.rtype.clone(),
+            parent: rec.parent.clone(),
+            body: doc.to_json()?,
+            pre: Precondition::Revision(rec.revision),
+        }];
+        // A concurrent user action wins; the agent reports again within seconds.
+        if let Err(e) = app.commit(
+            strata_store::Batch {
+                ops,
+                audit: entries,
+            },
+            false,
+        ) && e.status != 412
+        {
+            return Err(e);
+        }
+    }
+    Ok(accepted)
+}
+
+/// Audits a refused report (bounded per host, so a misbehaving host cannot fill the log).
+fn refuse(
+    app: &App,
+    audit: &dyn Fn(&str, &str, &str, Value) -> AuditEntry,
+    host: &str,
+    vm: &str,
+    why: &str,
+) -> Result<(), ApiError> {
+    if app
+        .fabric
+        .audit_gate
+        .check(&format!("vmstatus:{host}"))
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut entry = audit(
+        "Strata.Compute/virtualMachines/status/action",
+        vm,
+        why,
+        json!({}),
+    );
+    entry.outcome = "denied".into();
+    entry.status = 403;
+    app.commit(
+        strata_store::Batch {
+            ops: vec![],
+            audit: vec![entry],
+        },
+        false,
+    )
+    .map(|_| ())
+}

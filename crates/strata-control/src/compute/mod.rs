@@ -1,0 +1,398 @@
+//! `Strata.Compute/virtualMachines` as the control plane sees them: the resource's shape and
+//! validation, placement at create time, the desired state handed to the host's agent, and the
+//! agent's status reports folded back into the resource.
+//!
+//! ```text
+//!            PUT (placed on a Trusted host, vTPM key sealed)
+//!                 │
+//!                 ▼
+//!   provisioningState=Creating ──agent: Running──▶ Succeeded, powerState=running
+//!        │                                              │ stop ▲ start
+//!        │ agent: Failed (secure boot violation, …)     ▼      │
+//!        └──────────────────────▶ Failed ◀──────── powerState=stopped
+//!                                   │ start (retry)       │ deallocate
+//!                                   ▼                     ▼
+//!                                Updating          powerState=deallocated (host released)
+//! ```
+//!
+//! The agent learns what to run from `GET /fabric/v1/hosts/{host}/assignments` (mTLS with the
+//! host's attestation-bound certificate): each VM assigned to the host with its desired state
+//! (`Running` or `Stopped`) and, only while the host is Trusted, the VM's vTPM state key (sealed
+//! in the store under the root key; this is secure key release for vTPM state). A VM missing
+//! from the list is deleted by the agent. The agent reports back with
+//! `POST /fabric/v1/hosts/{host}/vmstatus`; a report about a VM that is not assigned to the
+//! reporting host changes nothing and is audited.
+
+pub mod door;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use strata_types::ApiError;
+
+/// VM sizes: (name, vCPUs, memory MiB).
+pub const SIZES: &[(&str, u32, u32)] = &[
+    ("Strata_B1", 1, 512),
+    ("Strata_B2", 2, 1024),
+    ("Strata_D2", 2, 4096),
+    ("Strata_D4", 4, 8192),
+    ("Strata_D8", 8, 16384),
+];
+pub const DEFAULT_SIZE: &str = "Strata_B1";
+
+/// Images every host can provide (built on the host from Debian's packages and signed with the
+/// host's secure-boot key).
+pub const PLATFORM_IMAGES: &[&str] = &["tiny"];
+
+/// The longest serial-console tail kept per VM.
+pub const CONSOLE_TAIL_MAX: usize = 16 * 1024;
+
+/// What the agent should make of a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Desired {
+    Running,
+    Stopped,
+}
+
+/// `internal` of a VM document (never returned by the API).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmInternal {
+    #[serde(default)]
+    pub desired: Option<Desired>,
+    /// Bumped on every change of `desired`; reports name the generation they answer.
+    #[serde(default)]
+    pub generation: u64,
+    /// The vTPM state key, sealed under the root key (AAD: [`vtpm_key_aad`]).
+    #[serde(default)]
+    pub vtpm_key: Option<String>,
+    #[serde(default)]
+    pub console_tail: String,
+    /// Unix seconds of the last status report.
+    #[serde(default)]
+    pub reported_at: i64,
+}
+
+/// The associated data binding a sealed vTPM key to its VM.
+pub fn vtpm_key_aad(vm_key: &str) -> String {
+    format!("strata/vtpm-key/v1:{vm_key}")
+}
+
+/// The caller-settable properties of a VM.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmInput {
+    #[serde(default)]
+    pub hardware_profile: Option<HardwareProfile>,
+    #[serde(default)]
+    pub storage_profile: Option<StorageProfile>,
+    #[serde(default)]
+    pub security_profile: Option<SecurityProfile>,
+    // Read-only, accepted and ignored so that GET-modify-PUT works.
+    #[serde(default)]
+    pub vm_id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub host: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub provisioning_state: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub power_state: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub failure_reason: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub failure_detail: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HardwareProfile {
+    #[serde(default)]
+    pub vm_size: Option<String>,
+    // Read-only (derived from the size).
+    #[serde(default)]
+    pub v_cpus: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "memoryMiB")]
+    pub memory_mib: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StorageProfile {
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecurityProfile {
+    #[serde(default)]
+    pub security_type: Option<String>,
+    #[serde(default)]
+    pub uefi_settings: Option<UefiSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UefiSettings {
+    #[serde(default)]
+    pub secure_boot_enabled: Option<bool>,
+    #[serde(default)]
+    pub v_tpm_enabled: Option<bool>,
+}
+
+/// A validated VM definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmShape {
+    pub size: &'static str,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub image: String,
+    pub trusted_launch: bool,
+    pub secure_boot: bool,
+    pub vtpm: bool,
+}
+
+impl VmShape {
+    /// Checks the input; defaults are Azure's for trusted launch: TrustedLaunch, secure boot
+    /// and vTPM on.
+    pub fn from_input(input: &VmInput) -> Result<VmShape, ApiError> {
+        let size_name = input
+            .hardware_profile
+            .as_ref()
+            .and_then(|h| h.vm_size.as_deref())
+            .unwrap_or(DEFAULT_SIZE);
+        let &(size, vcpus, memory_mib) = SIZES
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(size_name))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "InvalidVmSize",
+                    format!(
+                        "unknown VM size '{size_name}': use one of {}",
+                        SIZES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+        let image = input
+            .storage_profile
+            .as_ref()
+            .and_then(|s| s.image.clone())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "ImageRequired",
+                    "properties.storageProfile.image is required (e.g. \"tiny\")",
+                )
+            })?;
+        if !PLATFORM_IMAGES.contains(&image.as_str()) {
+            return Err(ApiError::bad_request(
+                "ImageNotFound",
+                format!(
+                    "image '{image}' not found: available images are {}",
+                    PLATFORM_IMAGES.join(", ")
+                ),
+            ));
+        }
+        let security = input.security_profile.as_ref();
+        let security_type = security
+            .and_then(|s| s.security_type.as_deref())
+            .unwrap_or("TrustedLaunch");
+        let uefi = security.and_then(|s| s.uefi_settings.as_ref());
+        let secure_boot = uefi.and_then(|u| u.secure_boot_enabled);
+        let vtpm = uefi.and_then(|u| u.v_tpm_enabled);
+        let (trusted_launch, secure_boot, vtpm) = if security_type
+            .eq_ignore_ascii_case("TrustedLaunch")
+        {
+            (true, secure_boot.unwrap_or(true), vtpm.unwrap_or(true))
+        } else if security_type.eq_ignore_ascii_case("Standard") {
+            if secure_boot == Some(true) || vtpm == Some(true) {
+                return Err(ApiError::bad_request(
+                    "InvalidSecurityProfile",
+                    "secure boot and vTPM need securityType TrustedLaunch; Standard VMs have neither",
+                ));
+            }
+            (false, false, false)
+        } else {
+            return Err(ApiError::bad_request(
+                "InvalidSecurityType",
+                format!(
+                    "unknown securityType '{security_type}': use TrustedLaunch (the default) or Standard"
+                ),
+            ));
+        };
+        Ok(VmShape {
+            size,
+            vcpus,
+            memory_mib,
+            image,
+            trusted_launch,
+            secure_boot,
+            vtpm,
+        })
+    }
+
+    /// The shape's part of the resource's properties.
+    pub fn properties(&self) -> Value {
+        json!({
+            "hardwareProfile": {
+                "vmSize": self.size,
+                "vCpus": self.vcpus,
+                "memoryMiB": self.memory_mib,
+            },
+            "storageProfile": { "image": self.image },
+            "securityProfile": {
+                "securityType": if self.trusted_launch { "TrustedLaunch" } else { "Standard" },
+                "uefiSettings": {
+                    "secureBootEnabled": self.secure_boot,
+                    "vTpmEnabled": self.vtpm,
+                },
+            },
+        })
+    }
+
+    /// Reads the shape back from stored properties.
+    pub fn of_properties(props: &Value) -> Option<VmShape> {
+        let size_name = props.pointer("/hardwareProfile/vmSize")?.as_str()?;
+        let &(size, vcpus, memory_mib) = SIZES.iter().find(|(n, _, _)| *n == size_name)?;
+        Some(VmShape {
+            size,
+            vcpus,
+            memory_mib,
+            image: props.pointer("/storageProfile/image")?.as_str()?.to_owned(),
+            trusted_launch: props.pointer("/securityProfile/securityType")?.as_str()?
+                == "TrustedLaunch",
+            secure_boot: props
+                .pointer("/securityProfile/uefiSettings/secureBootEnabled")?
+                .as_bool()?,
+            vtpm: props
+                .pointer("/securityProfile/uefiSettings/vTpmEnabled")?
+                .as_bool()?,
+        })
+    }
+}
+
+/// A power state an agent reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reported {
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    Deleted,
+}
+
+/// The resource's `(provisioningState, powerState)` after a report, given what was asked.
+pub fn fold_report(desired: Desired, reported: Reported) -> (&'static str, &'static str) {
+    match (desired, reported) {
+        (_, Reported::Failed) => ("Failed", "stopped"),
+        (Desired::Running, Reported::Running) => ("Succeeded", "running"),
+        (Desired::Stopped, Reported::Stopped) => ("Succeeded", "stopped"),
+        (_, Reported::Creating) => ("Creating", "starting"),
+        (_, Reported::Starting) => ("Updating", "starting"),
+        (_, Reported::Stopping) => ("Updating", "stopping"),
+        (Desired::Running, Reported::Stopped) => ("Updating", "starting"),
+        (Desired::Stopped, Reported::Running) => ("Updating", "stopping"),
+        (_, Reported::Deleted) => ("Updating", "stopped"),
+    }
+}
+
+/// The tail of a console log, cut at a character boundary.
+pub fn console_tail(text: &str) -> &str {
+    if text.len() <= CONSOLE_TAIL_MAX {
+        return text;
+    }
+    let mut start = text.len() - CONSOLE_TAIL_MAX;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(props: Value) -> Result<VmShape, String> {
+        let input: VmInput = serde_json::from_value(props).map_err(|e| e.to_string())?;
+        VmShape::from_input(&input).map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    #[test]
+    fn defaults_are_trusted_launch() {
+        let s = shape(json!({ "storageProfile": { "image": "tiny" } })).unwrap();
+        assert_eq!(
+            (
+                s.size,
+                s.vcpus,
+                s.memory_mib,
+                s.trusted_launch,
+                s.secure_boot,
+                s.vtpm
+            ),
+            ("Strata_B1", 1, 512, true, true, true)
+        );
+        assert_eq!(VmShape::of_properties(&s.properties()), Some(s));
+    }
+
+    #[test]
+    fn validation_names_the_bad_input() {
+        for (props, expect) in [
+            (json!({}), "ImageRequired"),
+            (
+                json!({ "storageProfile": { "image": "win11" } }),
+                "ImageNotFound: image 'win11'",
+            ),
+            (
+                json!({ "storageProfile": { "image": "tiny" }, "hardwareProfile": { "vmSize": "huge" } }),
+                "InvalidVmSize: unknown VM size 'huge': use one of Strata_B1",
+            ),
+            (
+                json!({ "storageProfile": { "image": "tiny" }, "securityProfile": { "securityType": "Confidential" } }),
+                "InvalidSecurityType",
+            ),
+            (
+                json!({ "storageProfile": { "image": "tiny" }, "securityProfile": { "securityType": "Standard", "uefiSettings": { "vTpmEnabled": true } } }),
+                "InvalidSecurityProfile",
+            ),
+            (
+                json!({ "storageProfile": { "image": "tiny", "disk": 1 } }),
+                "unknown field `disk`",
+            ),
+        ] {
+            let err = shape(props.clone()).unwrap_err();
+            assert!(err.contains(expect), "{props}: {err}");
+        }
+        let s = shape(json!({ "storageProfile": { "image": "tiny" }, "securityProfile": { "securityType": "standard" } })).unwrap();
+        assert!(!s.trusted_launch && !s.secure_boot && !s.vtpm);
+        let s = shape(json!({ "storageProfile": { "image": "tiny" }, "securityProfile": { "uefiSettings": { "secureBootEnabled": false } } })).unwrap();
+        assert!(s.trusted_launch && !s.secure_boot && s.vtpm);
+    }
+
+    #[test]
+    fn reports_fold_into_states() {
+        use Desired::*;
+        use Reported as R;
+        for (desired, reported, expect) in [
+            (Running, R::Creating, ("Creating", "starting")),
+            (Running, R::Running, ("Succeeded", "running")),
+            (Running, R::Failed, ("Failed", "stopped")),
+            (Stopped, R::Running, ("Updating", "stopping")),
+            (Stopped, R::Stopped, ("Succeeded", "stopped")),
+            (Running, R::Stopped, ("Updating", "starting")),
+        ] {
+            assert_eq!(
+                fold_report(desired, reported),
+                expect,
+                "{desired:?} {reported:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn console_tail_keeps_the_end() {
+        let long = "é".repeat(CONSOLE_TAIL_MAX);
+        let tail = console_tail(&long);
+        assert!(tail.len() <= CONSOLE_TAIL_MAX && tail.chars().all(|c| c == 'é'));
+        assert_eq!(console_tail("short"), "short");
+    }
+}

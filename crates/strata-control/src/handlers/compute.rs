@@ -1,0 +1,196 @@
+//! ARM handlers for `Strata.Compute/virtualMachines`: create (validated, placed on a Trusted
+//! host, vTPM key generated and sealed), start/stop/deallocate, and the boot diagnostics read.
+//! What the host's agent sees and reports lives in `compute::door`.
+
+use serde_json::{Value, json};
+use strata_types::{ApiError, ResourceBody, ResourceId};
+
+use super::{Built, new_doc, parse_props};
+use crate::compute::{Desired, VmInput, VmInternal, VmShape, vtpm_key_aad};
+use crate::context::Ctx;
+use crate::dispatch::Reply;
+use crate::docs::Doc;
+use crate::fabric::placement;
+use crate::kinds::Kind;
+
+fn internal(doc: &Doc) -> VmInternal {
+    crate::docs::internal_of(doc)
+}
+
+fn set(doc: &mut Doc, field: &str, value: Value) {
+    if let Some(o) = doc.properties.as_object_mut() {
+        o.insert(field.into(), value);
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut out = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut out)
+        .map_err(|_| ApiError::internal())?;
+    Ok(out)
+}
+
+/// Picks a host for a VM now: only Trusted, fresh, uncordoned hosts; the one running the
+/// fewest VMs wins. The refusal names every host and why it was passed over.
+fn place(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let mut hosts = super::fabric::host_views(ctx)?;
+    // VMs per host, from the VMs themselves (hosts do not keep a count).
+    let vms = ctx
+        .app
+        .store
+        .list_type(&Kind::VirtualMachine.type_key())
+        .map_err(|e| {
+            crate::app::log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+    for rec in vms {
+        let Ok(doc) = Doc::parse(&rec.body) else {
+            continue;
+        };
+        if let Some(h) = doc.prop_str("host")
+            && let Some(view) = hosts.iter_mut().find(|v| v.name == h)
+        {
+            view.vms += 1;
+        }
+    }
+    placement::place(
+        &hosts,
+        ctx.app.fabric.stale_after(),
+        ctx.app.fabric.config.allow_development_placement,
+    )
+    .map_err(|refusal| ApiError::conflict("AllocationFailed", refusal.to_string()))
+}
+
+/// PUT: creates the VM (placed, with its own vTPM key) or accepts an unchanged definition.
+pub fn build_vm(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    existing: Option<&Doc>,
+    body: ResourceBody,
+) -> Result<Built, ApiError> {
+    let input: VmInput = parse_props(body.properties)?;
+    let shape = VmShape::from_input(&input)?;
+    if let Some(doc) = existing {
+        // Tags may change; the machine itself may not (no resize or re-image yet).
+        if VmShape::of_properties(&doc.properties).as_ref() != Some(&shape) {
+            return Err(ApiError::conflict(
+                "PropertyChangeNotAllowed",
+                "a VM's size, image and security profile cannot change after creation; delete it and create it again",
+            ));
+        }
+        let mut doc = doc.clone();
+        doc.system_data =
+            new_doc(ctx, id, Kind::VirtualMachine, Some(&doc), Value::Null).system_data;
+        return Ok(Built {
+            doc,
+            extra_ops: vec![],
+            reveal: None,
+        });
+    }
+    let host = place(ctx)?;
+    let vm_id = format!("vm-{}", strata_attest::hex(&random_bytes::<8>()?));
+    let vtpm_key = if shape.vtpm {
+        let key = zeroize::Zeroizing::new(random_bytes::<32>()?);
+        let sealed = ctx
+            .app
+            .root
+            .seal(&vtpm_key_aad(id.key()), key.as_slice())
+            .map_err(|_| ApiError::internal())?;
+        Some(sealed)
+    } else {
+        None
+    };
+    let mut props = shape.properties();
+    if let Some(o) = props.as_object_mut() {
+        o.insert("vmId".into(), json!(vm_id));
+        o.insert("host".into(), json!(host));
+        o.insert("provisioningState".into(), json!("Creating"));
+        o.insert("powerState".into(), json!("starting"));
+        o.insert("failureReason".into(), Value::Null);
+        o.insert("failureDetail".into(), Value::Null);
+    }
+    let mut doc = new_doc(ctx, id, Kind::VirtualMachine, None, props);
+    doc.internal = serde_json::to_value(VmInternal {
+        desired: Some(Desired::Running),
+        generation: 1,
+        vtpm_key,
+        console_tail: String::new(),
+        reported_at: 0,
+    })
+    .map_err(|_| ApiError::internal())?;
+    Ok(Built {
+        doc,
+        extra_ops: vec![],
+        reveal: None,
+    })
+}
+
+/// `start`, `stop`, `deallocate`.
+pub fn vm_action(ctx: &Ctx<'_>, doc: &Doc, action: &str) -> Result<Built, ApiError> {
+    let mut doc = doc.clone();
+    let mut int = internal(&doc);
+    match action {
+        "start" => {
+            if doc.prop_str("host").is_none() {
+                // Deallocated: it needs a host again, under today's trust.
+                let host = place(ctx)?;
+                set(&mut doc, "host", json!(host));
+            }
+            int.desired = Some(Desired::Running);
+            set(&mut doc, "powerState", json!("starting"));
+            if doc.prop_str("provisioningState") == Some("Failed") {
+                set(&mut doc, "provisioningState", json!("Updating"));
+                set(&mut doc, "failureReason", Value::Null);
+                set(&mut doc, "failureDetail", Value::Null);
+            }
+        }
+        "stop" => {
+            int.desired = Some(Desired::Stopped);
+            if doc.prop_str("host").is_some() {
+                set(&mut doc, "powerState", json!("stopping"));
+            }
+        }
+        "deallocate" => {
+            // The host lets go of the VM (its agent deletes the VM's host-local files, the
+            // disk overlay and vTPM state included, when it no longer sees it assigned).
+            int.desired = Some(Desired::Stopped);
+            set(&mut doc, "host", Value::Null);
+            set(&mut doc, "powerState", json!("deallocated"));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "InvalidAction",
+                format!("unknown action '{action}': use start, stop or deallocate"),
+            ));
+        }
+    }
+    int.generation += 1;
+    doc.internal = serde_json::to_value(&int).map_err(|_| ApiError::internal())?;
+    doc.system_data = new_doc(
+        ctx,
+        &ResourceId::tenant(),
+        Kind::VirtualMachine,
+        Some(&doc),
+        Value::Null,
+    )
+    .system_data;
+    Ok(Built {
+        doc,
+        extra_ops: vec![],
+        reveal: None,
+    })
+}
+
+/// `retrieveBootDiagnosticsData`: the tail of the VM's serial console as its agent last
+/// reported it. A read: nothing is written.
+pub fn boot_diagnostics(doc: &Doc) -> Reply {
+    let int = internal(doc);
+    Reply::json(
+        200,
+        json!({
+            "consoleTail": int.console_tail,
+            "reportedAt": (int.reported_at > 0).then(|| strata_types::time::rfc3339(int.reported_at)),
+            "host": doc.prop_str("host"),
+        }),
+    )
+}

@@ -1,0 +1,312 @@
+//! Virtual machines from the control plane's side, end to end with real swtpm hosts: a VM is
+//! placed only on a Trusted host, only that host's agent receives it (with its vTPM key, over
+//! the attestation-bound mTLS identity), the agent's reports drive the VM's states, and a host
+//! that loses trust gets nothing.
+
+use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
+use crate::harness::Server;
+use serde_json::{Value, json};
+use strata_agent::agent::Agent;
+use strata_agent::bootplan::BootImages;
+use strata_agent::release::ReleaseSigner;
+use strata_agent::testhost::{SwtpmHost, TestCa};
+use strata_agent::tpm::PcrBank;
+
+fn vm_path(server: &Server, rg: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Strata.Compute/virtualMachines/{name}",
+        server.rg(rg)
+    )
+}
+
+fn tiny() -> Value {
+    json!({ "properties": { "storageProfile": { "image": "tiny" } } })
+}
+
+/// The assignment for `vm` in `host`'s list, if any.
+fn assignment<'a>(list: &'a Value, vm_id: &str) -> Option<&'a Value> {
+    list["virtualMachines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vmId"] == vm_id)
+}
+
+fn report(agent: &Agent, id: &str, generation: u64, power: &str, reason: Option<&str>) -> Value {
+    agent
+        .report_vms(&json!({ "virtualMachines": [{
+            "id": id, "generation": generation, "powerState": power,
+            "reason": reason, "detail": reason.map(|r| format!("firmware said: {r}")),
+            "consoleTail": format!("BdsDxe: booting\nSTRATA-GUEST-{power}\n"),
+        }] }))
+        .unwrap()
+}
+
+#[test]
+fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
+    let ca = TestCa::new().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
+    let release_path = keys.path().join("release-key.json");
+    std::fs::write(
+        &release_path,
+        serde_json::to_vec(&signer.release_key()).unwrap(),
+    )
+    .unwrap();
+    drop(SwtpmHost::start(&ca).unwrap());
+    let ca_bundle = write_ca_bundle(&ca, keys.path());
+    let server = Server::start_with(|cfg| {
+        cfg.fabric.attestation_interval_secs = 1;
+        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
+        cfg.fabric.release_key_files = vec![release_path.clone()];
+    });
+    let good = BootImages::default();
+    let (s, v) = server.admin(
+        "POST",
+        "/providers/Strata.Fabric/referencePolicies/import",
+        Some(signed_bundle(&signer, 1, &good)),
+    );
+    assert_eq!(s, 200, "{v}");
+    let rg = server.rg("apps");
+    let (s, v) = server.admin("PUT", &rg, Some(json!({ "location": "local" })));
+    assert_eq!(s, 201, "{v}");
+
+    // No host yet: the create is refused and nothing is created.
+    let web = vm_path(&server, "apps", "web");
+    let (s, v) = server.admin("PUT", &web, Some(tiny()));
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "AllocationFailed", "{v}");
+    assert_eq!(server.admin("GET", &web, None).0, 404);
+
+    // Two hosts: one boots the good chain, one a tampered kernel.
+    let bad = BootImages {
+        kernel: b"vmlinuz-with-a-rootkit".to_vec(),
+        ..Default::default()
+    };
+    let mut hosts = Vec::new();
+    for (name, images) in [("good-1", &good), ("bad-1", &bad)] {
+        let (swtpm, cfg, dir) = boot_host(&ca, name, images, &server);
+        let mut agent = Agent::new(cfg).unwrap();
+        agent
+            .register(&join_token(&server, &format!("jt-{name}")))
+            .unwrap();
+        let r = agent.round().unwrap();
+        assert_eq!(r.passed, name == "good-1", "{name}: {r:?}");
+        hosts.push((agent, swtpm, dir));
+    }
+
+    // Bad input is refused with the reason and creates nothing.
+    for (props, code) in [
+        (
+            json!({ "storageProfile": { "image": "win11" } }),
+            "ImageNotFound",
+        ),
+        (
+            json!({ "storageProfile": { "image": "tiny" }, "hardwareProfile": { "vmSize": "Huge" } }),
+            "InvalidVmSize",
+        ),
+        (
+            json!({ "storageProfile": { "image": "tiny" }, "securityProfile": { "securityType": "Standard", "uefiSettings": { "secureBootEnabled": true } } }),
+            "InvalidSecurityProfile",
+        ),
+    ] {
+        let (s, v) = server.admin("PUT", &web, Some(json!({ "properties": props })));
+        assert_eq!(
+            (s, v["error"]["code"].as_str().unwrap()),
+            (400, code),
+            "{v}"
+        );
+    }
+    assert_eq!(server.admin("GET", &web, None).0, 404);
+
+    // Created: trusted launch by default, placed on the Trusted host, Creating.
+    let (s, v) = server.admin("PUT", &web, Some(tiny()));
+    assert_eq!(s, 201, "{v}");
+    let p = &v["properties"];
+    assert_eq!(p["host"], "good-1", "{v}");
+    assert_eq!(p["provisioningState"], "Creating");
+    assert_eq!(p["securityProfile"]["securityType"], "TrustedLaunch");
+    assert_eq!(p["securityProfile"]["uefiSettings"]["vTpmEnabled"], true);
+    assert!(
+        v.to_string().find("vTpmKey").is_none(),
+        "the key never reaches the API"
+    );
+    let vm_id = p["vmId"].as_str().unwrap().to_string();
+    let id = v["id"].as_str().unwrap().to_string();
+
+    // Only the Trusted host's agent receives it, with its vTPM key, over mTLS.
+    let good_agent = &hosts[0].0;
+    let list = good_agent.assignments(true).unwrap();
+    let a = assignment(&list, &vm_id).unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(a["desiredState"], "Running");
+    assert_eq!(a["image"], "tiny");
+    assert_eq!(
+        (a["vcpus"].as_u64(), a["memoryMib"].as_u64()),
+        (Some(1), Some(512))
+    );
+    let key = a["vTpmKey"].as_str().unwrap();
+    assert_eq!(base64_len(key), 32);
+    let generation = a["generation"].as_u64().unwrap();
+    assert!(
+        hosts[1].0.assignments(true).is_err(),
+        "an Untrusted host has no certificate"
+    );
+
+    // The agent's reports drive the resource.
+    report(good_agent, &id, generation, "Creating", None);
+    assert_eq!(
+        server.admin("GET", &web, None).1["properties"]["provisioningState"],
+        "Creating"
+    );
+    let r = report(good_agent, &id, generation, "Running", None);
+    assert_eq!(r["accepted"], 1, "{r}");
+    let v = server.admin("GET", &web, None).1;
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    assert_eq!(v["properties"]["powerState"], "running", "{v}");
+    let (s, d) = server.admin("POST", &format!("{web}/retrieveBootDiagnosticsData"), None);
+    assert_eq!(s, 200, "{d}");
+    assert!(
+        d["consoleTail"]
+            .as_str()
+            .unwrap()
+            .contains("STRATA-GUEST-Running"),
+        "{d}"
+    );
+
+    // Stop: a new generation with desired Stopped.
+    let (s, v) = server.admin("POST", &format!("{web}/stop"), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["powerState"], "stopping");
+    let list = good_agent.assignments(true).unwrap();
+    let a = assignment(&list, &vm_id).unwrap();
+    assert_eq!(a["desiredState"], "Stopped");
+    let stop_gen = a["generation"].as_u64().unwrap();
+    assert!(stop_gen > generation);
+    // A late report of the old generation does not complete the new request.
+    report(good_agent, &id, generation, "Running", None);
+    assert_eq!(
+        server.admin("GET", &web, None).1["properties"]["powerState"],
+        "stopping"
+    );
+    report(good_agent, &id, stop_gen, "Stopped", None);
+    let v = server.admin("GET", &web, None).1;
+    assert_eq!(
+        (
+            v["properties"]["provisioningState"].as_str(),
+            v["properties"]["powerState"].as_str()
+        ),
+        (Some("Succeeded"), Some("stopped")),
+        "{v}"
+    );
+
+    // A failed boot is a state with its reason; start retries.
+    let (s, _) = server.admin("POST", &format!("{web}/start"), None);
+    assert_eq!(s, 200);
+    let list = good_agent.assignments(true).unwrap();
+    let start_gen = assignment(&list, &vm_id).unwrap()["generation"]
+        .as_u64()
+        .unwrap();
+    report(
+        good_agent,
+        &id,
+        start_gen,
+        "Failed",
+        Some("secure boot violation"),
+    );
+    let v = server.admin("GET", &web, None).1;
+    assert_eq!(v["properties"]["provisioningState"], "Failed", "{v}");
+    assert_eq!(
+        v["properties"]["failureReason"], "secure boot violation",
+        "{v}"
+    );
+
+    // A report about someone else's VM changes nothing (and is audited).
+    let (s, other) = server.admin("PUT", &vm_path(&server, "apps", "db"), Some(tiny()));
+    assert_eq!(s, 201, "{other}");
+    let before = server.admin("GET", &vm_path(&server, "apps", "db"), None).1;
+    // Re-point "db" at the bad host is impossible through the API; forge a report from the
+    // good host for a VM id that does not exist instead, and for one it does not hold after a
+    // deallocate.
+    let r = report(
+        good_agent,
+        "/subscriptions/x/resourceGroups/y/providers/Strata.Compute/virtualMachines/z",
+        1,
+        "Running",
+        None,
+    );
+    assert_eq!(r["accepted"], 0, "{r}");
+    let (s, v) = server.admin(
+        "POST",
+        &format!("{}/deallocate", vm_path(&server, "apps", "db")),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["powerState"], "deallocated");
+    assert!(v["properties"]["host"].is_null(), "{v}");
+    let r = report(
+        good_agent,
+        before["id"].as_str().unwrap(),
+        9,
+        "Running",
+        None,
+    );
+    assert_eq!(r["accepted"], 0, "{r}");
+    let after = server.admin("GET", &vm_path(&server, "apps", "db"), None).1;
+    assert_eq!(after["properties"]["powerState"], "deallocated", "{after}");
+    let list = good_agent.assignments(true).unwrap();
+    assert!(
+        assignment(&list, before["properties"]["vmId"].as_str().unwrap()).is_none(),
+        "{list}"
+    );
+    let (s, v) = server.admin("GET", "/providers/Strata.Audit/entries?limit=1000", None);
+    assert_eq!(s, 200);
+    assert!(
+        v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entry"]["outcome"] == "denied"
+                && e["entry"]["reason"] == "the virtual machine is not assigned to this host"),
+        "{v}"
+    );
+
+    // The size and image cannot change in place.
+    let (s, v) = server.admin(
+        "PUT",
+        &web,
+        Some(json!({ "properties": { "storageProfile": { "image": "tiny" }, "hardwareProfile": { "vmSize": "Strata_B2" } } })),
+    );
+    assert_eq!(s, 409, "{v}");
+
+    // Drift on the good host: it turns Untrusted, loses its certificate and with it every
+    // assignment and key; a start has nowhere to go.
+    let agent = &mut hosts[0].0;
+    agent
+        .tpm()
+        .extend(
+            4,
+            &[(PcrBank::Sha1, vec![7; 20]), (PcrBank::Sha256, vec![7; 32])],
+        )
+        .unwrap();
+    assert!(!agent.round().unwrap().passed);
+    assert!(agent.assignments(true).is_err());
+    let (s, v) = server.admin(
+        "POST",
+        &format!("{}/start", vm_path(&server, "apps", "db")),
+        None,
+    );
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "AllocationFailed");
+
+    // Delete removes it from the API (the agent deletes what it no longer sees assigned).
+    assert_eq!(server.admin("DELETE", &web, None).0, 200);
+    assert_eq!(server.admin("GET", &web, None).0, 404);
+}
+
+fn base64_len(s: &str) -> usize {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap()
+        .len()
+}
