@@ -789,6 +789,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print(Format::Json, &v, &[]);
         }
         Command::Host(h) => crate::host::run(c, out, h)?,
+        Command::Vm(v) => crate::vm::run(c, out, &ctx.sub()?, v)?,
         Command::Up(_) | Command::Server(_) | Command::Login(_) | Command::Agent(_) => {}
     }
     Ok(())

@@ -8,6 +8,7 @@ mod commands;
 mod devhost;
 mod host;
 mod output;
+mod vm;
 
 use clap::{Args, Parser, Subcommand};
 use output::Format;
@@ -127,6 +128,9 @@ pub enum Command {
     Host(host::HostCmd),
     /// Run the host agent: register with a join token, then attest every interval.
     Agent(host::AgentArgs),
+    /// Virtual machines: create, list, show, start, stop, deallocate, delete, console log.
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
 }
 
 fn main() -> std::process::ExitCode {
