@@ -19,7 +19,8 @@
 //! by the thread's CPU time (from `/proc/thread-self/schedstat`): decisions per second per
 //! core, even on a shared machine.
 //!
-//! Run with `cargo bench -p strata-netpol --bench classify`.
+//! Run with `cargo bench -p strata-netpol --bench classify` (`NETPOL_BENCH_SIZES=1000` for
+//! one size).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark code")]
 
@@ -288,7 +289,12 @@ fn main() {
         "allowed"
     );
     let mut rows = Vec::new();
-    for size in SIZES {
+    // `NETPOL_BENCH_SIZES=1000,4000` runs only those sizes.
+    let sizes: Vec<usize> = std::env::var("NETPOL_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| SIZES.to_vec());
+    for size in sizes {
         let (topology, rules) = topology(&mut rng, size);
         let start = Instant::now();
         let network = Network::new(&topology).unwrap();

@@ -127,7 +127,7 @@ struct Dim {
     shift: u32,
 }
 
-/// A dimension's index has 2^12 buckets (16 KiB).
+/// A dimension's index has at most 2^12 buckets (16 KiB).
 const INDEX_BITS: u32 = 12;
 
 impl Dim {
@@ -152,7 +152,10 @@ impl Dim {
             }
         }
         layout.summarize(&mut rows);
-        let shift = bits.saturating_sub(INDEX_BITS);
+        // About two buckets per interval (at most 2^12), so a bucket holds about one bound
+        // and the index stays small enough to sit in L1 next to the rows.
+        let index_bits = (usize::BITS - bounds.len().leading_zeros() + 1).clamp(4, INDEX_BITS);
+        let shift = bits.saturating_sub(index_bits);
         let buckets = 1u64 << (bits - shift);
         let mut index = Vec::with_capacity(buckets as usize + 1);
         let mut k = 0;
