@@ -12,6 +12,10 @@
 //!
 //! The TLS key lives in memory only and is replaced every round, so a certificate stolen
 //! from a host is useless without the key, and the key is useless after the next round.
+//!
+//! After each round the agent publishes an mTLS client with the round's certificate to its
+//! [`FabricClient`]s: the VM loop (`vms.rs`, its own thread) fetches assignments and reports
+//! VM status through it, so slow hypervisor work never delays a round.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -123,6 +127,84 @@ pub struct Agent {
     state: Option<AgentState>,
     identity: Option<Identity>,
     plain: ureq::Agent,
+    fabric: Arc<FabricShared>,
+}
+
+/// What the attestation loop shares with the VM loop.
+#[derive(Default)]
+struct FabricShared {
+    /// An mTLS client holding the current round's certificate; `None` before a passing round.
+    client: std::sync::Mutex<Option<ureq::Agent>>,
+    /// The control plane asked for a round now (seen in the assignments).
+    attest_now: std::sync::atomic::AtomicBool,
+    /// Called after every round (wakes the VM loop).
+    after_round: std::sync::Mutex<Option<Box<dyn Fn() + Send>>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is one assignment or read: a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The mTLS-only calls of the agent door that the VM loop makes, with the certificate of the
+/// latest passing round.
+#[derive(Clone)]
+pub struct FabricClient {
+    /// `https://…/fabric/v1/hosts/{host}`.
+    base: String,
+    shared: Arc<FabricShared>,
+}
+
+/// The largest assignments document accepted.
+const MAX_ASSIGNMENTS_BYTES: u64 = 16 << 20;
+
+impl FabricClient {
+    fn client(&self) -> Option<ureq::Agent> {
+        lock(&self.shared.client).clone()
+    }
+}
+
+impl crate::vms::ControlPlane for FabricClient {
+    fn assignments(&self) -> Result<Option<crate::vms::Assignments>, crate::vms::VmError> {
+        let Some(client) = self.client() else {
+            return Ok(None);
+        };
+        let what = "the assignments";
+        let mut resp = client
+            .get(&format!("{}/assignments", self.base))
+            .call()
+            .map_err(|source| AgentError::Transport { what, source })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            read(&mut resp, what)?;
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ASSIGNMENTS_BYTES)
+            .read_to_vec()
+            .map_err(|source| AgentError::Transport { what, source })?;
+        let a = crate::vms::Assignments::parse(&body)?;
+        if a.attest_now {
+            self.shared
+                .attest_now
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Some(a))
+    }
+
+    fn report(&self, vms: &[crate::vms::VmStatus]) -> Result<(), crate::vms::VmError> {
+        let Some(client) = self.client() else {
+            return Ok(());
+        };
+        post(
+            &client,
+            &format!("{}/vmstatus", self.base),
+            &json!({ "virtualMachines": vms }),
+            "the VM status report",
+        )?;
+        Ok(())
+    }
 }
 
 fn http(ca_pem: &str, identity: Option<&Identity>) -> Result<ureq::Agent, AgentError> {
@@ -237,7 +319,31 @@ impl Agent {
             state,
             identity: None,
             plain,
+            fabric: Arc::default(),
         })
+    }
+
+    /// The VM loop's door to the control plane (needs a registration: it names the host).
+    pub fn fabric_client(&self) -> Option<FabricClient> {
+        let host = self.host()?;
+        Some(FabricClient {
+            base: format!("{}/fabric/v1/hosts/{host}", self.cfg.server),
+            shared: self.fabric.clone(),
+        })
+    }
+
+    /// Calls `hook` after every attestation round (the VM loop's waker).
+    pub fn after_round(&self, hook: impl Fn() + Send + 'static) {
+        *lock(&self.fabric.after_round) = Some(Box::new(hook));
+    }
+
+    /// Hands the VM loop a client with the current certificate (or none).
+    fn publish_identity(&self) {
+        let client = self
+            .identity
+            .as_ref()
+            .and_then(|id| http(&self.cfg.server_ca_pem, Some(id)).ok());
+        *lock(&self.fabric.client) = client;
     }
 
     pub fn is_registered(&self) -> bool {
@@ -520,14 +626,18 @@ impl Agent {
             AgentError::Invalid("no client certificate yet: a round must pass first".into())
         })?;
         let client = http(&self.cfg.server_ca_pem, Some(identity))?;
-        let url = format!("{}/fabric/v1/hosts/{}/vmstatus", self.cfg.server, state.host);
-        let mut resp = client
-            .post(&url)
-            .send_json(body)
-            .map_err(|source| AgentError::Transport {
-                what: "the VM status report",
-                source,
-            })?;
+        let url = format!(
+            "{}/fabric/v1/hosts/{}/vmstatus",
+            self.cfg.server, state.host
+        );
+        let mut resp =
+            client
+                .post(&url)
+                .send_json(body)
+                .map_err(|source| AgentError::Transport {
+                    what: "the VM status report",
+                    source,
+                })?;
         read(&mut resp, "the VM status report")
     }
 
@@ -539,9 +649,15 @@ impl Agent {
     /// Runs rounds until `stop` is set; registration errors and refusals are logged and
     /// retried on the next interval.
     pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
+        use std::sync::atomic::Ordering;
         let mut wait = 1;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.round() {
+        while !stop.load(Ordering::Relaxed) {
+            let result = self.round();
+            self.publish_identity();
+            if let Some(hook) = lock(&self.fabric.after_round).as_ref() {
+                hook();
+            }
+            match result {
                 Ok(r) => {
                     wait = r.next_round_secs.max(1);
                     if r.passed {
@@ -553,13 +669,27 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %e, "attestation round did not complete"),
             }
             let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
-            while std::time::Instant::now() < until
-                && !stop.load(std::sync::atomic::Ordering::Relaxed)
-            {
+            while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                if self.fabric.attest_now.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the control plane asked for an attestation round now");
+                    break;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
     }
+}
+
+/// An error and its sources, `: `-joined (for one log line).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
 }
 
 fn rustls_pemfile_first(pem: &str) -> Result<Vec<u8>, AgentError> {

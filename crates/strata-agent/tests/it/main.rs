@@ -1,7 +1,9 @@
-//! Integration tests for the host agent's TPM access, against real swtpm instances.
+//! Integration tests for the host agent: TPM access against real swtpm instances, and the VM
+//! loop against a fake control plane (simulated hypervisor, plus one real QEMU boot).
 //!
-//! Every test starts its own swtpm host(s); `swtpm` and `swtpm_setup` must be installed
+//! Every TPM test starts its own swtpm host(s); `swtpm` and `swtpm_setup` must be installed
 //! (Debian: swtpm, swtpm-tools): the tests panic with that message otherwise, never skip.
+//! The QEMU test needs root and the compute packages (`strata_compute::COMPUTE_PACKAGES`).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod support;
@@ -11,3 +13,4 @@ mod credential;
 mod ek;
 mod pcr;
 mod quote;
+mod vms;

@@ -243,3 +243,14 @@ pub fn pem_subject(pem: &str) -> Vec<u8> {
     let off = usize::from(fields[0].0 == 0xa0);
     fields[off + 4].1.clone()
 }
+
+/// Where strata-compute's tests cache the tiny image (`target/strata-compute-cache`): the
+/// agent's real-QEMU test builds into and reuses the same directory.
+pub fn compute_cache() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("strata-compute-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,343 @@
+//! Base images on a host: image `NAME` is `<image-dir>/NAME/disk.qcow2`.
+//!
+//! VMs run as their own uids and read their base image through a copy-on-write overlay, so the
+//! image directory is 0755 and every `disk.qcow2` is world-readable (the QEMU driver checks
+//! both). `tiny` is built here on demand (`strata_compute::image::build_tiny_with_progress`),
+//! signed with the host's secure-boot signing key; any other missing image is the caller's
+//! problem ("image NAME not found on host").
+//!
+//! The signing key: production hosts pass an unencrypted PEM key (readable by root only) and
+//! its certificate, which the host's OVMF variables template must trust. Development hosts
+//! use Debian's OVMF snakeoil pair, whose key ships encrypted under the public passphrase
+//! `snakeoil`: it is decrypted into a private temporary directory for the build (the
+//! passphrase reaches `openssl` through its environment, never argv) and removed afterwards.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
+use strata_compute::image::{ImageError, TinyImage};
+use strata_compute::qemu::{SNAKEOIL_CERT, SNAKEOIL_KEY};
+
+/// Where a host keeps its base images (outside the control plane's 0700 data directory: VM
+/// uids must be able to pass through every ancestor).
+pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/strata-compute/images";
+/// Where a host keeps its VMs' private directories (same reason).
+pub const DEFAULT_VM_DIR: &str = "/var/lib/strata-compute/vms";
+/// The image the agent can build itself.
+pub const TINY: &str = "tiny";
+const DISK: &str = "disk.qcow2";
+/// Written last by the tiny-image build: its presence means the build completed.
+const TINY_DONE: &str = "inputs.txt";
+
+/// The key that signs the boot images this host builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigningKey {
+    /// Debian's OVMF snakeoil pair (development and tests only: its private key is public).
+    Snakeoil,
+    /// An unencrypted PEM private key and its PEM certificate.
+    Files { key: PathBuf, cert: PathBuf },
+}
+
+impl SigningKey {
+    /// `--secure-boot-key`/`--secure-boot-cert`: both or neither (neither = snakeoil).
+    pub fn from_options(key: Option<PathBuf>, cert: Option<PathBuf>) -> Result<Self, ImageProblem> {
+        match (key, cert) {
+            (None, None) => Ok(Self::Snakeoil),
+            (Some(key), Some(cert)) => Ok(Self::Files { key, cert }),
+            _ => Err(ImageProblem::Usage(
+                "give both --secure-boot-key and --secure-boot-cert, or neither for Debian's \
+                 snakeoil development pair"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The certificate path (what a verifier trusts).
+    pub fn cert(&self) -> PathBuf {
+        match self {
+            Self::Snakeoil => PathBuf::from(SNAKEOIL_CERT),
+            Self::Files { cert, .. } => cert.clone(),
+        }
+    }
+}
+
+/// Why an image is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageProblem {
+    #[error("image {0} not found on host")]
+    NotFound(String),
+    #[error(
+        "invalid image name {0:?}: use 1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+    )]
+    BadName(String),
+    #[error("cannot build the {name} image")]
+    Build {
+        name: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("cannot {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageProblem {
+    let what = what.into();
+    move |source| ImageProblem::Io { what, source }
+}
+
+/// Image names become a directory name: nothing that could walk out of the image directory.
+pub fn validate_name(name: &str) -> Result<(), ImageProblem> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageProblem::BadName(name.to_owned()))
+    }
+}
+
+/// One image in the directory, for `strata image list`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageInfo {
+    pub name: String,
+    pub disk: PathBuf,
+    pub size_bytes: u64,
+    /// For built images: the kernel package they were built from.
+    pub kernel: Option<String>,
+    /// Unix seconds.
+    pub modified: i64,
+}
+
+/// A host's image directory.
+#[derive(Debug)]
+pub struct ImageStore {
+    dir: PathBuf,
+    signing: SigningKey,
+    /// One build at a time (two VMs asking for a missing `tiny` share one build).
+    building: Mutex<()>,
+}
+
+impl ImageStore {
+    pub fn new(dir: PathBuf, signing: SigningKey) -> Self {
+        Self {
+            dir,
+            signing,
+            building: Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn signing(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The disk of image `name` if it is there (and, for `tiny`, completely built).
+    pub fn find(&self, name: &str) -> Result<Option<PathBuf>, ImageProblem> {
+        validate_name(name)?;
+        let dir = self.dir.join(name);
+        let disk = dir.join(DISK);
+        let complete = disk.is_file() && (name != TINY || dir.join(TINY_DONE).is_file());
+        Ok(complete.then_some(disk))
+    }
+
+    /// The disk of image `name`; builds `tiny` if it is missing (minutes: it downloads the
+    /// kernel package), reporting each step to `progress`.
+    pub fn resolve(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<PathBuf, ImageProblem> {
+        if let Some(disk) = self.find(name)? {
+            return Ok(disk);
+        }
+        if name != TINY {
+            return Err(ImageProblem::NotFound(name.to_owned()));
+        }
+        let _one_build = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another VM's worker may have built it while this one waited.
+        if let Some(disk) = self.find(name)? {
+            return Ok(disk);
+        }
+        Ok(self.build_tiny(progress)?.disk)
+    }
+
+    /// Builds (or reuses) `tiny` in `<image-dir>/tiny`.
+    pub fn build_tiny(&self, progress: &mut dyn FnMut(&str)) -> Result<TinyImage, ImageProblem> {
+        public_dir(&self.dir)?;
+        build_tiny_into(&self.dir.join(TINY), &self.signing, progress)
+    }
+
+    /// Every image in the directory (a missing directory is an empty list).
+    pub fn list(&self) -> Result<Vec<ImageInfo>, ImageProblem> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(format!("list {}", self.dir.display()))(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io(format!("list {}", self.dir.display())))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(Some(disk)) = self.find(&name) else {
+                continue;
+            };
+            let meta = fs::metadata(&disk).map_err(io(format!("stat {}", disk.display())))?;
+            let kernel = fs::read_to_string(entry.path().join(TINY_DONE))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("kernel ").map(str::to_owned))
+                });
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            out.push(ImageInfo {
+                name,
+                disk,
+                size_bytes: meta.len(),
+                kernel,
+                modified,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// Creates `dir` (and its parents) and makes it 0755: VM uids read base images through it.
+fn public_dir(dir: &Path) -> Result<(), ImageProblem> {
+    fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("chmod {}", dir.display())))
+}
+
+/// Builds (or reuses) the tiny image in `out` signed with `signing`; leaves `out` 0755 and
+/// its disk 0644.
+pub fn build_tiny_into(
+    out: &Path,
+    signing: &SigningKey,
+    progress: &mut dyn FnMut(&str),
+) -> Result<TinyImage, ImageProblem> {
+    public_dir(out)?;
+    let build = |key: &Path, cert: &Path, progress: &mut dyn FnMut(&str)| {
+        strata_compute::image::build_tiny_with_progress(out, key, cert, progress).map_err(
+            |source| ImageProblem::Build {
+                name: TINY.into(),
+                source,
+            },
+        )
+    };
+    let image = match signing {
+        SigningKey::Files { key, cert } => build(key, cert, progress)?,
+        SigningKey::Snakeoil => {
+            progress("signing with Debian's OVMF snakeoil key (development only)");
+            let private = tempfile::Builder::new()
+                .prefix("strata-snakeoil-")
+                .tempdir()
+                .map_err(io("create a private directory for the snakeoil key"))?;
+            let key = private.path().join("snakeoil.key");
+            decrypt_snakeoil(&key)?;
+            build(&key, Path::new(SNAKEOIL_CERT), progress)?
+        }
+    };
+    for (path, mode) in [(&image.disk, 0o644), (&image.raw_disk, 0o644)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", path.display())))?;
+    }
+    Ok(image)
+}
+
+/// `openssl pkey` with the (public) passphrase in its environment; the output is 0600 in a
+/// 0700 temporary directory.
+fn decrypt_snakeoil(out: &Path) -> Result<(), ImageProblem> {
+    let output = Command::new("openssl")
+        .args(["pkey", "-in", SNAKEOIL_KEY, "-passin", "env:STRATA_SNAKEOIL_PASS", "-out"])
+        .arg(out)
+        .env("STRATA_SNAKEOIL_PASS", "snakeoil")
+        .output()
+        .map_err(io(
+            "run openssl to decrypt the snakeoil key (install the Debian packages openssl and ovmf)",
+        ))?;
+    if !output.status.success() {
+        return Err(ImageProblem::Usage(format!(
+            "openssl could not decrypt {SNAKEOIL_KEY} (install the Debian package ovmf): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    fs::set_permissions(out, fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", out.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_leave_the_directory() {
+        for ok in ["tiny", "ubuntu-24.04", "a", "img_2"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../etc",
+            "a/b",
+            "-x",
+            ".hidden",
+            "Tiny",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn finds_only_complete_images() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(tmp.path().to_path_buf(), SigningKey::Snakeoil);
+        assert!(store.find("tiny").unwrap().is_none());
+        assert!(matches!(
+            store.resolve("other", &mut |_| {}),
+            Err(ImageProblem::NotFound(n)) if n == "other"
+        ));
+        fs::create_dir_all(tmp.path().join("tiny")).unwrap();
+        fs::write(tmp.path().join("tiny/disk.qcow2"), b"x").unwrap();
+        // A tiny build that did not finish is not an image.
+        assert!(store.find("tiny").unwrap().is_none());
+        fs::write(
+            tmp.path().join("tiny/inputs.txt"),
+            "kernel linux-image-x 1\n",
+        )
+        .unwrap();
+        assert!(store.find("tiny").unwrap().is_some());
+        fs::create_dir_all(tmp.path().join("imported")).unwrap();
+        fs::write(tmp.path().join("imported/disk.qcow2"), b"yy").unwrap();
+        let list = store.list().unwrap();
+        let names: Vec<_> = list.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["imported", "tiny"]);
+        assert_eq!(list[1].kernel.as_deref(), Some("linux-image-x 1"));
+    }
+}

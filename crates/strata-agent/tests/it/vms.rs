@@ -1,0 +1,421 @@
+//! The VM loop against a fake control plane: scripted assignment lists in, status reports
+//! out, VMs on the simulated hypervisor (and one real QEMU boot).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use strata_agent::images::{ImageStore, SigningKey};
+use strata_agent::vms::{
+    Assignments, ControlPlane, PowerState, VmError, VmHost, VmHostConfig, VmStatus,
+};
+use strata_compute::sim::SimDriver;
+use strata_compute::{Hypervisor, VmId, VmState};
+
+/// The control plane's half of the contract, scripted: the test sets the assignments
+/// document; every report is kept.
+#[derive(Default)]
+struct FakeControlPlane {
+    assignments: Mutex<Option<Value>>,
+    reports: Mutex<Vec<Vec<VmStatus>>>,
+}
+
+impl FakeControlPlane {
+    fn set(&self, state: &str, vms: Value) {
+        *self.assignments.lock().unwrap() = Some(json!({
+            "host": "h1", "state": state, "attestNow": false, "virtualMachines": vms,
+        }));
+    }
+
+    fn last_report(&self) -> Vec<VmStatus> {
+        self.reports
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn report_count(&self) -> usize {
+        self.reports.lock().unwrap().len()
+    }
+
+    /// The latest reported status of `arm_id`.
+    fn status(&self, arm_id: &str) -> Option<VmStatus> {
+        self.last_report().into_iter().find(|s| s.id == arm_id)
+    }
+
+    /// Every power state reported for `arm_id`, repeats collapsed.
+    fn history(&self, arm_id: &str) -> Vec<PowerState> {
+        let mut out: Vec<PowerState> = Vec::new();
+        for r in self.reports.lock().unwrap().iter() {
+            if let Some(s) = r.iter().find(|s| s.id == arm_id)
+                && out.last() != Some(&s.power_state)
+            {
+                out.push(s.power_state);
+            }
+        }
+        out
+    }
+}
+
+impl ControlPlane for FakeControlPlane {
+    fn assignments(&self) -> Result<Option<Assignments>, VmError> {
+        let doc = self.assignments.lock().unwrap().clone();
+        doc.map(|d| Assignments::parse(d.to_string().as_bytes()))
+            .transpose()
+    }
+
+    fn report(&self, vms: &[VmStatus]) -> Result<(), VmError> {
+        self.reports.lock().unwrap().push(vms.to_vec());
+        Ok(())
+    }
+}
+
+fn arm(name: &str) -> String {
+    format!("/subscriptions/s1/resourceGroups/rg/providers/Strata.Compute/virtualMachines/{name}")
+}
+
+fn key() -> String {
+    base64::engine::general_purpose::STANDARD.encode([0x5a; 32])
+}
+
+fn vm(name: &str, generation: u64, desired: &str, image: &str) -> Value {
+    json!({
+        "id": arm(name), "vmId": format!("vm-{name}"), "generation": generation,
+        "desiredState": desired, "vcpus": 1, "memoryMib": 512, "image": image,
+        "secureBoot": true, "vTpm": true, "vTpmKey": key(),
+    })
+}
+
+fn id(name: &str) -> VmId {
+    VmId::new(&format!("vm-{name}")).unwrap()
+}
+
+/// An image directory with fake `tiny` and `tampered` images (the simulator reads no disk;
+/// it fails secure boot for image paths containing "tampered").
+fn fake_images(dir: &Path) -> Arc<ImageStore> {
+    for name in ["tiny", "tampered"] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("disk.qcow2"), b"qcow").unwrap();
+        std::fs::write(dir.join(name).join("inputs.txt"), b"kernel fake 1\n").unwrap();
+    }
+    Arc::new(ImageStore::new(dir.to_path_buf(), SigningKey::Snakeoil))
+}
+
+/// Ticks until the workers are idle after a tick that started nothing new.
+fn settle(host: &VmHost, cp: &FakeControlPlane) {
+    for _ in 0..10 {
+        host.tick(cp);
+        assert!(
+            host.wait_idle(Duration::from_secs(10)),
+            "VM work did not finish"
+        );
+    }
+}
+
+fn sim_host(images: &Path, vm_dir: Option<PathBuf>) -> (Arc<SimDriver>, VmHost) {
+    let sim = Arc::new(SimDriver::new());
+    let host = VmHost::new(
+        sim.clone(),
+        fake_images(images),
+        VmHostConfig {
+            poll_every: Duration::from_millis(50),
+            report_every: Duration::from_secs(3600),
+            vm_dir,
+        },
+    );
+    (sim, host)
+}
+
+#[test]
+fn scripted_assignments_drive_the_simulated_hypervisor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sim, host) = sim_host(tmp.path(), None);
+    let cp = FakeControlPlane::default();
+
+    // Create + start, create only, a missing image, a tampered image.
+    cp.set(
+        "Trusted",
+        json!([
+            vm("a", 1, "Running", "tiny"),
+            vm("b", 1, "Stopped", "tiny"),
+            vm("c", 1, "Running", "nosuch"),
+            vm("d", 1, "Running", "tampered"),
+        ]),
+    );
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Running);
+    assert_eq!(sim.state(&id("b")).unwrap(), VmState::Created);
+    assert!(sim.state(&id("c")).is_err(), "no VM without its image");
+    assert!(matches!(
+        sim.state(&id("d")).unwrap(),
+        VmState::Failed { .. }
+    ));
+    let a = cp.status(&arm("a")).unwrap();
+    assert_eq!(
+        (a.power_state, a.generation, a.reason),
+        (PowerState::Running, 1, None)
+    );
+    assert_eq!(cp.history(&arm("a")).last(), Some(&PowerState::Running));
+    assert_eq!(
+        cp.status(&arm("b")).unwrap().power_state,
+        PowerState::Stopped
+    );
+    let c = cp.status(&arm("c")).unwrap();
+    assert_eq!(c.power_state, PowerState::Failed);
+    assert_eq!(c.reason.as_deref(), Some("image nosuch not found on host"));
+    let d = cp.status(&arm("d")).unwrap();
+    assert_eq!(d.power_state, PowerState::Failed);
+    assert_eq!(d.reason.as_deref(), Some("secure boot violation"));
+    assert!(d.detail.unwrap().contains("simulated"));
+
+    // A failed VM is not retried while its generation stands (no boot loop), and nothing
+    // is reported when nothing changed.
+    let reports = cp.report_count();
+    settle(&host, &cp);
+    assert_eq!(cp.report_count(), reports);
+    assert!(matches!(
+        sim.state(&id("d")).unwrap(),
+        VmState::Failed { .. }
+    ));
+
+    // Stop.
+    cp.set(
+        "Trusted",
+        json!([vm("a", 2, "Stopped", "tiny"), vm("b", 1, "Stopped", "tiny")]),
+    );
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Stopped);
+    let a = cp.status(&arm("a")).unwrap();
+    assert_eq!((a.power_state, a.generation), (PowerState::Stopped, 2));
+    // c and d left the list: d deleted from the driver, both reported Deleted once.
+    assert!(sim.state(&id("d")).is_err());
+    assert!(cp.history(&arm("d")).ends_with(&[PowerState::Deleted]));
+    assert!(cp.history(&arm("c")).ends_with(&[PowerState::Deleted]));
+    assert!(
+        !host.statuses().iter().any(|s| s.id == arm("d")),
+        "Deleted is reported once, then forgotten"
+    );
+
+    // Start again.
+    cp.set(
+        "Trusted",
+        json!([vm("a", 3, "Running", "tiny"), vm("b", 1, "Stopped", "tiny")]),
+    );
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Running);
+    assert!(
+        cp.history(&arm("a")).ends_with(&[
+            PowerState::Stopped,
+            PowerState::Starting,
+            PowerState::Running
+        ]) || cp
+            .history(&arm("a"))
+            .ends_with(&[PowerState::Stopped, PowerState::Running]),
+        "{:?}",
+        cp.history(&arm("a"))
+    );
+
+    // The guest powers itself off: reported Stopped with the reason, not started again
+    // until the generation moves.
+    sim.stop(&id("a")).unwrap();
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Stopped);
+    let a = cp.status(&arm("a")).unwrap();
+    assert_eq!(a.power_state, PowerState::Stopped);
+    assert_eq!(a.reason.as_deref(), Some("the guest shut itself down"));
+    cp.set(
+        "Trusted",
+        json!([vm("a", 4, "Running", "tiny"), vm("b", 1, "Stopped", "tiny")]),
+    );
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Running);
+
+    // The host loses trust: the control plane withholds the list; nothing is deleted.
+    cp.set("Untrusted", json!([]));
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Running);
+    assert_eq!(sim.state(&id("b")).unwrap(), VmState::Created);
+    assert_eq!(host.statuses().len(), 2);
+
+    // Trusted again, a removed from the list: stopped and deleted, reported Deleted once.
+    cp.set("Trusted", json!([vm("b", 1, "Stopped", "tiny")]));
+    settle(&host, &cp);
+    assert!(sim.state(&id("a")).is_err());
+    assert_eq!(sim.len(), 1);
+    assert!(cp.history(&arm("a")).ends_with(&[PowerState::Deleted]));
+    assert_eq!(
+        host.statuses()
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        [arm("b")]
+    );
+    // Reports carry no key material.
+    let all = serde_json::to_string(&*cp.reports.lock().unwrap()).unwrap();
+    assert!(!all.contains(&key()));
+}
+
+#[test]
+fn a_bad_entry_is_reported_and_its_vm_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sim, host) = sim_host(tmp.path(), None);
+    let cp = FakeControlPlane::default();
+    cp.set("Trusted", json!([vm("a", 1, "Running", "tiny")]));
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Running);
+    // The same VM, now with a vTPM key of the wrong length.
+    let mut bad = vm("a", 2, "Running", "tiny");
+    bad["vTpmKey"] = json!("AAAA");
+    cp.set("Trusted", json!([bad]));
+    settle(&host, &cp);
+    assert_eq!(sim.state(&id("a")).unwrap(), VmState::Running, "kept");
+    // A bad entry for a VM that is not here is reported Failed with the reason.
+    let mut other = vm("z", 1, "Running", "../../etc");
+    other["vTpm"] = json!(false);
+    cp.set("Trusted", json!([vm("a", 2, "Running", "tiny"), other]));
+    settle(&host, &cp);
+    let z = cp.status(&arm("z")).unwrap();
+    assert_eq!(z.power_state, PowerState::Failed);
+    assert!(z.detail.unwrap().contains("invalid image name"));
+}
+
+#[test]
+fn files_of_an_earlier_run_are_reported_then_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vm_dir = tmp.path().join("vms");
+    std::fs::create_dir_all(vm_dir.join("vm-old")).unwrap();
+    std::fs::write(
+        vm_dir.join("vm-old/serial.log"),
+        "BdsDxe: loading Boot0001\n",
+    )
+    .unwrap();
+    let (sim, host) = sim_host(&tmp.path().join("images"), Some(vm_dir.clone()));
+    let cp = FakeControlPlane::default();
+    // Still assigned: kept, reported Failed with the reason and its console.
+    cp.set("Trusted", json!([vm("old", 1, "Running", "tiny")]));
+    settle(&host, &cp);
+    let old = cp.status(&arm("old")).unwrap();
+    assert_eq!(old.power_state, PowerState::Failed);
+    assert!(old.reason.unwrap().contains("earlier agent run"));
+    assert!(old.console_tail.contains("Boot0001"));
+    assert!(vm_dir.join("vm-old").exists());
+    assert!(sim.is_empty());
+    // No longer assigned: its files are removed.
+    cp.set("Trusted", json!([]));
+    settle(&host, &cp);
+    assert!(!vm_dir.join("vm-old").exists());
+    assert!(cp.history(&arm("old")).ends_with(&[PowerState::Deleted]));
+}
+
+#[test]
+fn the_loop_reports_on_change_and_when_due() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Arc::new(SimDriver::new());
+    let host = VmHost::new(
+        sim.clone(),
+        fake_images(tmp.path()),
+        VmHostConfig {
+            poll_every: Duration::from_millis(20),
+            report_every: Duration::from_millis(200),
+            vm_dir: None,
+        },
+    );
+    let cp = Arc::new(FakeControlPlane::default());
+    cp.set("Trusted", json!([vm("a", 1, "Running", "tiny")]));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let (cp, stop) = (cp.clone(), stop.clone());
+        std::thread::spawn(move || host.run(&*cp, &stop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cp.status(&arm("a")).map(|s| s.power_state) != Some(PowerState::Running) {
+        assert!(Instant::now() < deadline, "{:?}", cp.last_report());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Unchanged, yet reported again within report_every (so crashes and liveness show).
+    let n = cp.report_count();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(cp.report_count() >= n + 2, "{} -> {}", n, cp.report_count());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().unwrap();
+}
+
+/// One real trusted-launch boot through the VM loop: QEMU + OVMF secure boot (snakeoil) + an
+/// encrypted per-VM vTPM, the tiny image built (or reused) by the agent's image store.
+#[test]
+fn qemu_boot_through_the_vm_loop() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cache = crate::support::compute_cache();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let images = {
+        // The compute tests build the same image in the same place; share their lock.
+        let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
+        lock.lock().unwrap();
+        let store = ImageStore::new(cache.clone(), SigningKey::Snakeoil);
+        let disk = store
+            .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
+            .unwrap();
+        assert!(disk.starts_with(&cache));
+        lock.unlock().unwrap();
+        Arc::new(store)
+    };
+    let mut config = strata_compute::qemu::QemuConfig::snakeoil(tmp.path().join("vms")).unwrap();
+    // A uid block of its own, far from the compute tests' blocks.
+    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * 500;
+    config.sandbox.uid_count = 16;
+    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
+    let host = VmHost::new(
+        driver.hypervisor.clone(),
+        images,
+        VmHostConfig {
+            poll_every: Duration::from_millis(200),
+            report_every: Duration::from_secs(10),
+            vm_dir: driver.vm_dir.clone(),
+        },
+    );
+    let cp = FakeControlPlane::default();
+    cp.set("Trusted", json!([vm("q", 1, "Running", "tiny")]));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(240);
+    loop {
+        host.tick(&cp);
+        let s = cp.status(&arm("q"));
+        match s.as_ref().map(|s| s.power_state) {
+            Some(PowerState::Running) => break,
+            Some(PowerState::Failed) => panic!("the VM failed: {s:?}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "not Running in time: {s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("Running after {:.1} s", started.elapsed().as_secs_f64());
+    let q = cp.status(&arm("q")).unwrap();
+    assert!(
+        q.console_tail.contains(strata_compute::READY_MARKER),
+        "{}",
+        q.console_tail
+    );
+    assert!(
+        q.console_tail.contains("STRATA-GUEST-TPM 2"),
+        "{}",
+        q.console_tail
+    );
+    let dir = driver.vm_dir.clone().unwrap().join("vm-q");
+    assert!(dir.join("serial.log").exists());
+
+    // Unassigned: stopped and deleted, nothing left behind.
+    cp.set("Trusted", json!([]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cp.history(&arm("q")).ends_with(&[PowerState::Deleted]) {
+        host.tick(&cp);
+        assert!(Instant::now() < deadline, "{:?}", cp.history(&arm("q")));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(driver.hypervisor.state(&id("q")).is_err());
+}
