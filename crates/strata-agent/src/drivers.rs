@@ -17,6 +17,11 @@ use strata_compute::sandbox::SandboxConfig;
 use strata_compute::sim::SimDriver;
 use strata_compute::{Hypervisor, HypervisorError};
 
+/// The Debian packages the QEMU driver and the image builder need.
+pub use strata_compute::COMPUTE_PACKAGES;
+/// The development secure-boot variables template (Debian's snakeoil keys enrolled).
+pub use strata_compute::qemu::OVMF_VARS_SNAKEOIL;
+
 /// Which driver runs the host's VMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HypervisorKind {

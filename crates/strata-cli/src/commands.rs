@@ -660,6 +660,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Up(a) => return serve(a, true),
         Command::Server(a) => return serve(a, false),
         Command::Agent(a) => return crate::host::agent(a),
+        Command::Image(i) => return crate::image::run(i, out),
         Command::Host(crate::host::HostCmd::Policy(p))
             if let Some(r) = crate::host::offline(&p) =>
         {
@@ -790,7 +791,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Host(h) => crate::host::run(c, out, h)?,
         Command::Vm(v) => crate::vm::run(c, out, &ctx.sub()?, v)?,
-        Command::Up(_) | Command::Server(_) | Command::Login(_) | Command::Agent(_) => {}
+        Command::Up(_)
+        | Command::Server(_)
+        | Command::Login(_)
+        | Command::Agent(_)
+        | Command::Image(_) => {}
     }
     Ok(())
 }

@@ -8,6 +8,11 @@
 //!   local release key (`DATA_DIR/dev/release-key.pk8`, 0600) that signs a "development"
 //!   policy for exactly that boot, and a host marked "development (software TPM)" in every
 //!   listing. It makes the single-machine demo work; it is not hardware trust.
+//!
+//! The local host runs the VMs placed on it with the QEMU driver when this machine has what it
+//! needs (root and the Debian packages in `strata_compute::COMPUTE_PACKAGES`), under
+//! `/var/lib/strata-compute`, images signed with Debian's snakeoil key; otherwise on the
+//! in-process simulator, with a loud warning.
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
@@ -165,14 +170,58 @@ pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> 
             )));
         }
     }
+    let mut vm_args = local_vm_args();
+    let vms = match crate::host::vm_host(&vm_args, true) {
+        Ok(v) => v,
+        Err(e) if vm_args.hypervisor == crate::host::HypervisorArg::Qemu => {
+            eprintln!(
+                "strata: WARNING: the QEMU driver cannot run here ({e:#}): the local host SIMULATES its VMs (nothing boots)"
+            );
+            vm_args.hypervisor = crate::host::HypervisorArg::Sim;
+            crate::host::vm_host(&vm_args, true)?
+        }
+        Err(e) => return Err(e),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let handle = std::thread::Builder::new()
         .name("strata-agent".into())
-        .spawn(move || agent.run(&s))?;
+        .spawn(move || {
+            strata_agent::vms::run_with_vms(&mut agent, vms, &s, std::time::Duration::from_secs(30))
+        })?;
     Ok(LocalHost::Running {
         agent: handle,
         stop,
         _tpm: tpm,
     })
+}
+
+/// The local host's VM settings: QEMU when this machine can run it, else the simulator.
+fn local_vm_args() -> crate::host::VmArgs {
+    use crate::host::{HypervisorArg, VmArgs};
+    use strata_agent::images::{DEFAULT_IMAGE_DIR, DEFAULT_VM_DIR};
+    let vars = PathBuf::from(strata_agent::drivers::OVMF_VARS_SNAKEOIL);
+    let missing = strata_agent::drivers::missing_for_qemu(&vars);
+    let hypervisor = if missing.is_empty() {
+        eprintln!(
+            "strata: the local host runs its VMs under QEMU (VMs in {DEFAULT_VM_DIR}, images in {DEFAULT_IMAGE_DIR}, signed with Debian's snakeoil key)"
+        );
+        HypervisorArg::Qemu
+    } else {
+        eprintln!(
+            "strata: WARNING: this machine lacks {} for real VMs: the local host SIMULATES its VMs \
+             (nothing boots). Install the Debian packages {} and run as root for QEMU.",
+            missing.join(", "),
+            strata_agent::drivers::COMPUTE_PACKAGES.join(" ")
+        );
+        HypervisorArg::Sim
+    };
+    VmArgs {
+        hypervisor,
+        vm_dir: DEFAULT_VM_DIR.into(),
+        image_dir: DEFAULT_IMAGE_DIR.into(),
+        secure_boot_key: None,
+        secure_boot_cert: None,
+        ovmf_vars: vars,
+    }
 }

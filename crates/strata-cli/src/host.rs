@@ -449,6 +449,78 @@ pub struct AgentArgs {
     /// Measure this binary into every round: NAME=PATH (e.g. qemu=/usr/bin/qemu-system-x86_64).
     #[arg(long = "measure")]
     pub measure: Vec<String>,
+    #[command(flatten)]
+    pub vms: VmArgs,
+}
+
+/// Which driver runs a host's VMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HypervisorArg {
+    /// Real VMs: QEMU with OVMF secure boot and a per-VM swtpm (KVM, or TCG with a warning).
+    Qemu,
+    /// In-process simulation: nothing boots (control-plane tests and demos).
+    Sim,
+}
+
+/// How `strata agent` runs the VMs the control plane assigns to this host.
+#[derive(Args, Clone, Debug)]
+pub struct VmArgs {
+    /// The hypervisor driver for this host's VMs.
+    #[arg(long, value_enum, default_value = "qemu")]
+    pub hypervisor: HypervisorArg,
+    /// VMs' private directories (every ancestor must be searchable by others: VMs run as
+    /// their own uids).
+    #[arg(long, default_value = strata_agent::images::DEFAULT_VM_DIR)]
+    pub vm_dir: PathBuf,
+    /// Base images: image NAME is IMAGE_DIR/NAME/disk.qcow2 (world-readable); `tiny` is
+    /// built here when missing.
+    #[arg(long, default_value = strata_agent::images::DEFAULT_IMAGE_DIR)]
+    pub image_dir: PathBuf,
+    /// Secure-boot signing key (unencrypted PEM, root-only) for the images this host builds;
+    /// with --secure-boot-cert. Default: Debian's OVMF snakeoil pair (development only).
+    #[arg(long)]
+    pub secure_boot_key: Option<PathBuf>,
+    /// The signing key's certificate (PEM); --ovmf-vars must trust it.
+    #[arg(long)]
+    pub secure_boot_cert: Option<PathBuf>,
+    /// OVMF variables template copied for each trusted-launch VM (its db must hold the
+    /// signing certificate). Default: Debian's snakeoil template.
+    #[arg(long, default_value = strata_agent::drivers::OVMF_VARS_SNAKEOIL)]
+    pub ovmf_vars: PathBuf,
+}
+
+/// The VM side of a host agent: the driver `args` ask for over the image store.
+pub fn vm_host(args: &VmArgs, development: bool) -> Result<strata_agent::vms::VmHost> {
+    use strata_agent::drivers::Driver;
+    use strata_agent::images::{ImageStore, SigningKey};
+    let signing =
+        SigningKey::from_options(args.secure_boot_key.clone(), args.secure_boot_cert.clone())?;
+    let driver = match args.hypervisor {
+        HypervisorArg::Qemu => Driver::qemu(&args.vm_dir, &args.ovmf_vars)
+            .map_err(|e| anyhow!(crate::commands::chain(&e)))?,
+        HypervisorArg::Sim => {
+            eprintln!(
+                "strata-agent: WARNING: --hypervisor sim: VMs assigned to this host are simulated; nothing boots"
+            );
+            Driver::sim()
+        }
+    };
+    if driver.kind == strata_agent::drivers::HypervisorKind::Qemu
+        && signing == SigningKey::Snakeoil
+        && !development
+    {
+        eprintln!(
+            "strata-agent: WARNING: images built on this host are signed with Debian's snakeoil key,              whose private half is public; give --secure-boot-key/--secure-boot-cert and a matching --ovmf-vars"
+        );
+    }
+    Ok(strata_agent::vms::VmHost::new(
+        driver.hypervisor,
+        std::sync::Arc::new(ImageStore::new(args.image_dir.clone(), signing)),
+        strata_agent::vms::VmHostConfig {
+            vm_dir: driver.vm_dir,
+            ..Default::default()
+        },
+    ))
 }
 
 pub fn agent(a: AgentArgs) -> Result<()> {
@@ -471,6 +543,7 @@ pub fn agent(a: AgentArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--measure takes NAME=PATH, got '{m}'"))?;
         measured.push((n.to_string(), PathBuf::from(p)));
     }
+    let vms = vm_host(&a.vms, a.dev_tpm)?;
     let cfg = strata_agent::agent::AgentConfig {
         server: a.server.trim_end_matches('/').to_string(),
         server_ca_pem: ca,
@@ -516,9 +589,10 @@ pub fn agent(a: AgentArgs) -> Result<()> {
         });
     }
     eprintln!(
-        "strata-agent: attesting {} every round the control plane asks for",
-        agent.host().unwrap_or("?")
+        "strata-agent: attesting {} every round the control plane asks for; running its VMs on {:?}",
+        agent.host().unwrap_or("?"),
+        a.vms.hypervisor
     );
-    agent.run(&stop);
+    strata_agent::vms::run_with_vms(&mut agent, vms, &stop, std::time::Duration::from_secs(30));
     Ok(())
 }

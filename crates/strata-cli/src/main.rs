@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod devhost;
 mod host;
+mod image;
 mod output;
 mod vm;
 
@@ -126,8 +127,12 @@ pub enum Command {
     /// Fabric hosts: trust state, attestation, join tokens, reference policies.
     #[command(subcommand)]
     Host(host::HostCmd),
-    /// Run the host agent: register with a join token, then attest every interval.
+    /// Run the host agent: register with a join token, then attest every interval and run
+    /// the VMs the control plane assigns to this host.
     Agent(host::AgentArgs),
+    /// Base images on this machine: build the tiny signed image, list the image directory.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
     /// Virtual machines: create, list, show, start, stop, deallocate, delete, console log.
     #[command(subcommand)]
     Vm(vm::VmCmd),
