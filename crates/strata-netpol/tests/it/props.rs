@@ -247,6 +247,7 @@ proptest! {
     fn classifier_matches_linear_scan(
         t in topology(40),
         flows in prop::collection::vec(flow(Ipv4Addr::new(10, 0, 1, 4)), 64),
+        elsewhere in prop::collection::vec((address(), flow(Ipv4Addr::new(10, 0, 1, 4))), 8),
     ) {
         let network = Network::new(&t).unwrap();
         let nic = network.nic("n1").unwrap();
@@ -257,6 +258,11 @@ proptest! {
             // flow verify (both levels, with names) agrees on access.
             let v = network.flow_verify("n1", f).unwrap();
             prop_assert_eq!(v.access, fast.access);
+        }
+        // A local address other than the NIC's takes the unspecialized classifier.
+        for (local, f) in elsewhere {
+            let f = Flow { local: SocketAddrV4::new(local, f.local.port()), ..f };
+            prop_assert_eq!(network.classify(nic, &f), network.scan(nic, &f), "{:?}", f);
         }
     }
 
