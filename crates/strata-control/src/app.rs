@@ -163,6 +163,8 @@ pub struct App {
     pub fabric: crate::fabric::Fabric,
     /// The audit Merkle tree as of the last signed checkpoint (the checkpointer extends it).
     pub audit_tree: Mutex<Option<strata_audit::CompactTree>>,
+    /// Which host each VM is on (placement counts, assignment lists).
+    pub vm_index: Mutex<crate::compute::index::VmIndex>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +209,7 @@ impl App {
             reload: Mutex::new(()),
             fabric,
             audit_tree: Mutex::new(None),
+            vm_index: Mutex::new(crate::compute::index::VmIndex::default()),
         })
     }
 

@@ -17,31 +17,34 @@ use crate::kinds::Kind;
 /// Most VMs one report may carry.
 const MAX_REPORTS: usize = 1024;
 
-fn vm_docs(app: &App) -> Result<Vec<(strata_store::Record, Doc)>, ApiError> {
-    let records = app
-        .store
-        .list_type(&Kind::VirtualMachine.type_key())
-        .map_err(|e| {
-            log_chain("store read failed", &e);
-            ApiError::internal()
-        })?;
-    records
-        .into_iter()
-        .map(|rec| {
-            let doc = Doc::parse(&rec.body)?;
-            Ok((rec, doc))
-        })
-        .collect()
-}
-
 /// The VMs `host` must run, with their vTPM keys unsealed. Only a Trusted host gets any: the
 /// list is empty otherwise (and the agent leaves its VMs alone until it is Trusted again).
 pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, ApiError> {
     if host_state != "Trusted" {
         return Ok(Vec::new());
     }
+    let keys = {
+        let mut index = app
+            .vm_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        index.refresh(app.store.as_ref()).map_err(|e| {
+            log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+        index.on(host)
+    };
     let mut out = Vec::new();
-    for (rec, doc) in vm_docs(app)? {
+    for key in keys {
+        let rec = match app.store.get(&key) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => continue, // deleted since the index was read
+            Err(e) => {
+                log_chain("store read failed", &e);
+                return Err(ApiError::internal());
+            }
+        };
+        let doc = Doc::parse(&rec.body)?;
         if doc.prop_str("host") != Some(host) {
             continue;
         }

@@ -24,6 +24,7 @@
 //! reporting host changes nothing and is audited.
 
 pub mod door;
+pub mod index;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -33,26 +33,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
 /// Picks a host for a VM now: only Trusted, fresh, uncordoned hosts; the one running the
 /// fewest VMs wins. The refusal names every host and why it was passed over.
 fn place(ctx: &Ctx<'_>) -> Result<String, ApiError> {
-    let mut hosts = super::fabric::host_views(ctx)?;
-    // VMs per host, from the VMs themselves (hosts do not keep a count).
-    let vms = ctx
-        .app
-        .store
-        .list_type(&Kind::VirtualMachine.type_key())
-        .map_err(|e| {
-            crate::app::log_chain("store read failed", &e);
-            ApiError::internal()
-        })?;
-    for rec in vms {
-        let Ok(doc) = Doc::parse(&rec.body) else {
-            continue;
-        };
-        if let Some(h) = doc.prop_str("host")
-            && let Some(view) = hosts.iter_mut().find(|v| v.name == h)
-        {
-            view.vms += 1;
-        }
-    }
+    let hosts = super::fabric::host_views(ctx)?;
     placement::place(
         &hosts,
         ctx.app.fabric.stale_after(),

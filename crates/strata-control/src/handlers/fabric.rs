@@ -225,17 +225,25 @@ pub fn host_views(ctx: &Ctx<'_>) -> Result<Vec<HostView>, ApiError> {
             } else {
                 now - internal.last_pass_at
             },
-            vms: doc
-                .properties
-                .get("virtualMachines")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize,
+            vms: 0, // from the VM index below
             development: doc
                 .properties
                 .get("development")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         });
+    }
+    let mut index = ctx
+        .app
+        .vm_index
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    index.refresh(ctx.app.store.as_ref()).map_err(|e| {
+        crate::app::log_chain("store read failed", &e);
+        ApiError::internal()
+    })?;
+    for view in &mut out {
+        view.vms = index.count(&view.name);
     }
     Ok(out)
 }
