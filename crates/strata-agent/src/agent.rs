@@ -195,7 +195,7 @@ impl crate::vms::ControlPlane for FabricClient {
 
     fn report(&self, vms: &[crate::vms::VmStatus]) -> Result<(), crate::vms::VmError> {
         let Some(client) = self.client() else {
-            return Ok(());
+            return Err(crate::vms::VmError::NoCertificate);
         };
         post(
             &client,

@@ -130,6 +130,8 @@ pub enum VmError {
     BadAssignments(String),
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
+    #[error("no client certificate yet (it comes with the first passing attestation round)")]
+    NoCertificate,
 }
 
 /// A string that is wiped when dropped (the base64 vTPM key on its way in).
@@ -281,7 +283,8 @@ pub trait ControlPlane: Send + Sync {
     /// This host's assignments; `Ok(None)` when no call is possible yet (no client
     /// certificate from a passing round).
     fn assignments(&self) -> Result<Option<Assignments>, VmError>;
-    /// Sends the status of every VM.
+    /// Sends the status of every VM ([`VmError::NoCertificate`] before a passing round: the
+    /// report is kept for later).
     fn report(&self, vms: &[VmStatus]) -> Result<(), VmError>;
 }
 
@@ -785,6 +788,9 @@ impl VmHost {
                         t.vms.remove(&id);
                     }
                 }
+            }
+            Err(VmError::NoCertificate) => {
+                tracing::debug!("no client certificate yet: VM status waits")
             }
             Err(e) => {
                 tracing::warn!(error = %crate::agent::chain(&e), "cannot report VM status")
