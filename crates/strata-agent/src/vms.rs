@@ -1041,6 +1041,10 @@ impl Work {
             secure_boot: d.secure_boot,
             vtpm: d.vtpm,
             vtpm_key: d.vtpm_key,
+            // Until assignments carry the disk's data key (issue 6, secure key release), the
+            // VM's disk is encrypted with a key made here for this agent run (the driver
+            // refuses a VM without one).
+            disk_key: strata_compute::DiskKey::generate().ok(),
         };
         match self.driver.create(spec) {
             Ok(()) => Outcome::Settled(VmState::Created),

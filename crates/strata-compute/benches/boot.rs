@@ -25,7 +25,7 @@ use strata_compute::qemu::{
     Accel, OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL, QemuConfig, QemuDriver, SNAKEOIL_CERT,
     SNAKEOIL_KEY,
 };
-use strata_compute::{Hypervisor, READY_MARKER, VmId, VmSpec, VmState, VtpmKey};
+use strata_compute::{DiskKey, Hypervisor, READY_MARKER, VmId, VmSpec, VmState, VtpmKey};
 
 fn cache_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/strata-compute-cache")
@@ -167,6 +167,7 @@ fn strata_boot(hv: &QemuDriver, image: &Path, round: usize) -> Duration {
         id.clone(),
         image.to_path_buf(),
         VtpmKey::generate().unwrap(),
+        DiskKey::generate().unwrap(),
     ))
     .unwrap();
     let state = hv.start(&id).unwrap();

@@ -65,21 +65,14 @@ impl VtpmKey {
 
     /// A fresh random key from the kernel's CSPRNG.
     pub fn generate() -> std::io::Result<Self> {
-        use std::io::Read as _;
         let mut key = Self([0; 32]);
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut key.0)?;
+        fill_random(&mut key.0)?;
         Ok(key)
     }
 
     /// Lowercase hex, the form swtpm reads (`format=hex`); zeroed when dropped.
     pub(crate) fn to_hex(&self) -> zeroize::Zeroizing<String> {
-        let mut out = zeroize::Zeroizing::new(String::with_capacity(64));
-        for b in self.0 {
-            for nibble in [b >> 4, b & 0xf] {
-                out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
-            }
-        }
-        out
+        lower_hex(&self.0)
     }
 }
 
@@ -87,6 +80,56 @@ impl fmt::Debug for VtpmKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("VtpmKey([redacted])")
     }
+}
+
+/// The key a VM's disk is encrypted with: every disk is a qcow2 whose data clusters are LUKS
+/// encrypted (AES-256-XTS), and this key unlocks its LUKS key slot. In production it is the
+/// disk's data key (`strata_kms::DataKey::expose_secret()`, released to the host the VM runs
+/// on); the driver never stores it. QEMU and `qemu-img` get it only through an inherited pipe
+/// (a `secret` object reading `/dev/fd/N`): never argv, environment, log or file. Zeroed when
+/// dropped; `Debug` is redacted.
+#[derive(Clone, zeroize::ZeroizeOnDrop)]
+pub struct DiskKey([u8; 32]);
+
+impl DiskKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key from the kernel's CSPRNG.
+    pub fn generate() -> std::io::Result<Self> {
+        let mut key = Self([0; 32]);
+        fill_random(&mut key.0)?;
+        Ok(key)
+    }
+
+    /// The LUKS passphrase: the key as 64 lowercase hex digits. QEMU requires a LUKS passphrase
+    /// to be UTF-8 text, so the raw bytes cannot be used as they are; the hex form keeps all
+    /// 256 bits. Zeroed when dropped.
+    pub(crate) fn passphrase(&self) -> zeroize::Zeroizing<String> {
+        lower_hex(&self.0)
+    }
+}
+
+impl fmt::Debug for DiskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DiskKey([redacted])")
+    }
+}
+
+fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+fn lower_hex(bytes: &[u8; 32]) -> zeroize::Zeroizing<String> {
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(64));
+    for b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+        }
+    }
+    out
 }
 
 /// What to run.
@@ -103,12 +146,14 @@ pub struct VmSpec {
     pub vtpm: bool,
     /// The vTPM state's encryption key; required when `vtpm` is on.
     pub vtpm_key: Option<VtpmKey>,
+    /// The OS disk's encryption key; required (every disk is encrypted).
+    pub disk_key: Option<DiskKey>,
 }
 
 impl VmSpec {
-    /// A trusted-launch VM (secure boot and vTPM on, its state encrypted with `vtpm_key`) with
-    /// 1 vCPU and 512 MiB.
-    pub fn trusted_launch(id: VmId, image: PathBuf, vtpm_key: VtpmKey) -> Self {
+    /// A trusted-launch VM (secure boot and vTPM on, its state encrypted with `vtpm_key`, its
+    /// disk with `disk_key`) with 1 vCPU and 512 MiB.
+    pub fn trusted_launch(id: VmId, image: PathBuf, vtpm_key: VtpmKey, disk_key: DiskKey) -> Self {
         Self {
             id,
             image,
@@ -117,7 +162,20 @@ impl VmSpec {
             secure_boot: true,
             vtpm: true,
             vtpm_key: Some(vtpm_key),
+            disk_key: Some(disk_key),
         }
+    }
+
+    /// Refuses a spec missing a key it needs: every disk is encrypted, and so is every vTPM's
+    /// state. Both drivers check this at `create`, before anything is made.
+    pub fn check_keys(&self) -> Result<(), HypervisorError> {
+        if self.disk_key.is_none() {
+            return Err(HypervisorError::MissingDiskKey(self.id.clone()));
+        }
+        if self.vtpm && self.vtpm_key.is_none() {
+            return Err(HypervisorError::MissingVtpmKey(self.id.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -195,6 +253,10 @@ pub enum HypervisorError {
         "VM {0} has a vTPM but no state key: the vTPM state is always encrypted; obtain the VM's key and pass it in the spec"
     )]
     MissingVtpmKey(VmId),
+    #[error(
+        "VM {0} has no disk key: every disk is encrypted; obtain the VM's disk key and pass it in the spec"
+    )]
+    MissingDiskKey(VmId),
 }
 
 /// One host's hypervisor: the same API whether VMs are real QEMU processes or simulated.

@@ -19,9 +19,16 @@
 //! addresses the stub documents (`.osrel` 0x20000, `.cmdline` 0x30000, `.linux` 0x2000000,
 //! `.initrd` after the kernel).
 //!
-//! The initramfs carries two modules from the same kernel package, `evdev` and `button`
-//! (built as modules in Debian's cloud kernel; signed by Debian, so they load under lockdown),
-//! so the guest powers off when the ACPI power button is pressed.
+//! The initramfs carries modules from the same kernel package (built as modules in Debian's
+//! cloud kernel; signed by Debian, so they load under lockdown): `evdev` and `button`, so the
+//! guest powers off when the ACPI power button is pressed, and the virtio block stack, so the
+//! guest sees its own disk as `/dev/vda`.
+//!
+//! The disk marker: at every boot `/init` writes a fresh random marker line
+//! (`STRATA-DISK-MARKER-<24 hex digits>`, repeated to [`MARKER_BYTES`]) to `/dev/vda` at byte
+//! [`MARKER_OFFSET`], in the unused gap between the GPT and the ESP, and prints
+//! `STRATA-GUEST-DISK-MARKER <marker>` on the console. Tests read the VM's disk file raw and
+//! check that the marker is not there (the disk is encrypted), and decrypted that it is.
 //!
 //! Nothing is installed on the host: the kernel package is only downloaded and unpacked under
 //! `out_dir/cache`. The result is reused when the inputs (kernel version, busybox, stub, init
@@ -47,12 +54,32 @@ pub const ESP_START_SECTOR: u64 = 2048;
 /// Where the firmware's removable-media boot path finds the UKI on the ESP.
 pub const ESP_BOOT_PATH: &str = "::/EFI/BOOT/BOOTX64.EFI";
 const DISK_BYTES: u64 = 64 << 20;
+/// Where the guest writes its disk marker: sector 1024, between the primary GPT (sectors 0–33)
+/// and the ESP (from [`ESP_START_SECTOR`]).
+pub const MARKER_OFFSET: u64 = 1024 * 512;
+/// How many bytes of marker lines the guest writes (1024 lines of 44 bytes).
+pub const MARKER_BYTES: u64 = 1024 * 44;
+/// The console line prefix before the guest's disk marker.
+pub const MARKER_LINE: &str = "STRATA-GUEST-DISK-MARKER ";
+/// Kernel modules in the initramfs, in load order (each after its dependencies), under
+/// `lib/modules/<ver>/kernel/drivers/` of the kernel package.
+const MODULES: &[&str] = &[
+    "input/evdev.ko",
+    "acpi/button.ko",
+    "virtio/virtio_ring.ko",
+    "virtio/virtio.ko",
+    "virtio/virtio_pci_modern_dev.ko",
+    "virtio/virtio_pci_legacy_dev.ko",
+    "virtio/virtio_pci.ko",
+    "block/virtio_blk.ko",
+];
 /// Fixed GUIDs so the same inputs give the same disk (and the same PCR 5 measurements).
 const DISK_GUID: &str = "5354524b-434f-4d50-5554-000000000001";
 const ESP_GUID: &str = "5354524b-434f-4d50-5554-000000000002";
 
-/// The guest's `/init`: mount the basics, arm the ACPI power button (so `system_powerdown`
-/// is a clean guest shutdown), say whether a TPM 2.0 is there, report ready, wait.
+/// The guest's `/init`: mount the basics, load the modules, arm the ACPI power button (so
+/// `system_powerdown` is a clean guest shutdown), say whether a TPM 2.0 is there, write the
+/// disk marker (module docs), report ready, wait.
 pub const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -60,8 +87,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo 1 > /proc/sys/kernel/printk
-insmod /modules/evdev.ko
-insmod /modules/button.ko
+for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  insmod /modules/$m.ko
+done
 sleep 0.2
 for ev in /sys/class/input/event*; do
   if [ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ]; then
@@ -72,6 +100,14 @@ for ev in /sys/class/input/event*; do
   fi
 done
 echo "STRATA-GUEST-TPM $(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none)"
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+if [ -b /dev/vda ]; then
+  m="STRATA-DISK-MARKER-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  i=0
+  while [ $i -lt 1024 ]; do echo "$m"; i=$((i+1)); done > /marker
+  dd if=/marker of=/dev/vda bs=512 seek=1024 conv=notrunc,fsync 2>/dev/null && echo "STRATA-GUEST-DISK-MARKER $m"
+fi
 echo "STRATA-GUEST-READY"
 while true; do sleep 3600; done
 "#;
@@ -190,13 +226,8 @@ pub fn build_tiny_with_progress(
     progress("writing the busybox initramfs");
     let initrd = out_dir.join("initrd.cpio");
     let modules = unpacked.join(format!("lib/modules/{kver}/kernel/drivers"));
-    write_initramfs(
-        &initrd,
-        &[
-            modules.join("input/evdev.ko"),
-            modules.join("acpi/button.ko"),
-        ],
-    )?;
+    let modules: Vec<PathBuf> = MODULES.iter().map(|m| modules.join(m)).collect();
+    write_initramfs(&initrd, &modules)?;
     let cmdline = out_dir.join("cmdline.txt");
     fs::write(&cmdline, CMDLINE).map_err(io("write the command line"))?;
     let osrel = out_dir.join("os-release");
@@ -318,7 +349,8 @@ fn describe_inputs(kernel: &str, cert: &Path) -> Result<String, ImageError> {
         ))
     };
     Ok(format!(
-        "format 2\nkernel {kernel}\nbusybox {}\nstub {}\ncert {}\ninit {:016x}\ncmdline {CMDLINE}\n",
+        "format 3\nkernel {kernel}\nmodules {}\nbusybox {}\nstub {}\ncert {}\ninit {:016x}\ncmdline {CMDLINE}\n",
+        MODULES.join(" "),
         digest(Path::new(BUSYBOX))?,
         digest(Path::new(UKI_STUB))?,
         digest(cert)?,

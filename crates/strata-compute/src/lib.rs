@@ -16,7 +16,9 @@ pub mod sim;
 
 mod cmd;
 
-pub use hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, VtpmKey};
+pub use hypervisor::{
+    DiskKey, FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, VtpmKey,
+};
 
 /// Debian packages this crate runs on the host (QEMU itself must come from the same suite as
 /// `qemu-utils`: see xtask's `ensure_qemu`). `apt-get` and `dpkg-deb` are assumed present.

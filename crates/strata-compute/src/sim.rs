@@ -39,6 +39,7 @@ impl SimDriver {
 
 impl Hypervisor for SimDriver {
     fn create(&self, spec: VmSpec) -> Result<(), HypervisorError> {
+        spec.check_keys()?;
         let mut vms = self.lock();
         if vms.contains_key(&spec.id) {
             return Err(HypervisorError::Exists(spec.id));

@@ -4,8 +4,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use strata_compute::image;
 use strata_compute::qemu::{QemuConfig, QemuDriver};
-use strata_compute::{FailureReason, Hypervisor, VmId, VmSpec, VmState, VtpmKey};
+use strata_compute::{DiskKey, FailureReason, Hypervisor, VmId, VmSpec, VmState, VtpmKey};
 
 use crate::support::{self, VM_PROGRAMS};
 
@@ -127,6 +128,7 @@ fn expect_secure_boot_violation(name: &str, image: PathBuf, hv: &QemuDriver) {
         id.clone(),
         image,
         VtpmKey::generate().unwrap(),
+        DiskKey::generate().unwrap(),
     ))
     .unwrap();
     let started = Instant::now();
@@ -156,16 +158,22 @@ fn expect_secure_boot_violation(name: &str, image: PathBuf, hv: &QemuDriver) {
     hv.delete(&id).unwrap();
 }
 
+/// One boot checks the whole trusted launch: secure boot, vTPM, sandbox, the encrypted disk
+/// (the guest's marker is not in the disk file, read raw, but is there decrypted; a copy does
+/// not open with another key), no key in any VM process's argv or environment or in any of
+/// the VM's files, and a clean stop.
 #[test]
 fn trusted_launch_boots_tiny_image() {
     let img = support::tiny_image();
     let tmp = tempfile::tempdir().unwrap();
     let hv = driver(tmp.path(), 1);
     let id = VmId::new("tiny").unwrap();
+    let (vtpm_key, disk_key) = (support::random_key(), support::random_key());
     hv.create(VmSpec::trusted_launch(
         id.clone(),
         img.disk.clone(),
-        VtpmKey::generate().unwrap(),
+        VtpmKey::from_bytes(vtpm_key),
+        DiskKey::from_bytes(disk_key),
     ))
     .unwrap();
     assert_eq!(hv.state(&id).unwrap(), VmState::Created);
@@ -190,6 +198,56 @@ fn trusted_launch_boots_tiny_image() {
         serial.contains("secureboot: Secure boot enabled"),
         "the kernel did not see secure boot on:\n{serial}"
     );
+    let marker = serial
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(image::MARKER_LINE))
+        .unwrap_or_else(|| panic!("the guest wrote no disk marker:\n{serial}"))
+        .to_owned();
+    assert!(
+        marker.starts_with("STRATA-DISK-MARKER-") && marker.len() == 43,
+        "{marker}"
+    );
+
+    // The keys went to QEMU and swtpm through inherited pipes only: no key, in any encoding,
+    // in a VM process's command line or environment, or in any file of the VM.
+    let command_line = hv.command_line(&id).unwrap().unwrap();
+    assert!(
+        command_line.contains("-object secret,id=disk0-key,file=/dev/fd/3")
+            && command_line.contains("encrypt.key-secret=disk0-key"),
+        "{command_line}"
+    );
+    let secrets: Vec<(String, Vec<u8>)> = [("disk", &disk_key), ("vTPM", &vtpm_key)]
+        .into_iter()
+        .flat_map(|(which, key)| {
+            support::leak_forms(key)
+                .into_iter()
+                .map(move |(form, bytes)| (format!("{which} key ({form})"), bytes))
+        })
+        .collect();
+    let pids = hv.pids(&id).unwrap();
+    let mut places: Vec<(String, Vec<u8>)> = Vec::new();
+    for pid in &pids {
+        for what in ["cmdline", "environ"] {
+            let path = format!("/proc/{pid}/{what}");
+            places.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    for file in support::files_under(&dir) {
+        places.push((file.display().to_string(), std::fs::read(&file).unwrap()));
+    }
+    assert!(
+        places.len() > 8,
+        "{:?}",
+        places.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+    for (place, bytes) in &places {
+        for (secret, form) in &secrets {
+            assert!(
+                !support::contains(bytes, form),
+                "the {secret} is in {place}"
+            );
+        }
+    }
 
     // Private files: the VM directory and vTPM state are 0700, the rest 0600, all the VM's.
     let sandbox = hv.sandbox(&id).unwrap();
@@ -209,7 +267,6 @@ fn trusted_launch_boots_tiny_image() {
 
     // The sandbox: QEMU and swtpm run as the VM's uid/gid (real, effective, saved, fs), with
     // no supplementary groups, in the VM's cgroup; QEMU's seccomp filter is on.
-    let pids = hv.pids(&id).unwrap();
     assert_eq!(pids.len(), 2, "QEMU and swtpm");
     for pid in &pids {
         let (uids, gids, groups) = credentials(*pid);
@@ -272,6 +329,42 @@ fn trusted_launch_boots_tiny_image() {
     for d in sandbox.cgroup_dirs() {
         assert!(!d.exists(), "stray cgroup {}", d.display());
     }
+
+    // The disk at rest: the file, read raw, holds no trace of the marker the guest wrote...
+    let disk = dir.join("disk.qcow2");
+    let raw = std::fs::read(&disk).unwrap();
+    assert!(
+        !support::contains(&raw, marker.as_bytes()),
+        "the marker is in the disk file"
+    );
+    assert!(!support::contains(&raw, b"STRATA-DISK-MARKER-"));
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains(r#""encrypted": true"#) && info.contains(r#""format": "luks""#),
+        "{info}"
+    );
+    // ...while a copy, decrypted with the VM's key, shows it where the guest wrote it (so the
+    // check above can fail), and does not open with any other key.
+    let copy = tmp.path().join("copy.qcow2");
+    std::fs::copy(&disk, &copy).unwrap();
+    let hex = |k: &[u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let plain = support::decrypt_disk(&copy, &hex(&disk_key), tmp.path()).unwrap();
+    let at = usize::try_from(image::MARKER_OFFSET).unwrap();
+    let written = &plain[at..at + usize::try_from(image::MARKER_BYTES).unwrap()];
+    assert_eq!(written, format!("{marker}\n").repeat(1024).as_bytes());
+    for wrong in [support::random_key(), vtpm_key] {
+        let err = support::decrypt_disk(&copy, &hex(&wrong), tmp.path()).unwrap_err();
+        assert!(
+            err.contains("Invalid password, cannot unlock any keyslot"),
+            "{err}"
+        );
+    }
+
     hv.delete(&id).unwrap();
     assert!(!dir.exists());
 }
@@ -285,8 +378,12 @@ fn vm_uids_cannot_open_each_others_disk_or_vtpm_state() {
     let hv = driver(tmp.path(), 2);
     let (a, b) = (VmId::new("vm-a").unwrap(), VmId::new("vm-b").unwrap());
     for (id, key) in [(&a, 0xa1), (&b, 0xb2)] {
-        let spec =
-            VmSpec::trusted_launch(id.clone(), img.disk.clone(), VtpmKey::from_bytes([key; 32]));
+        let spec = VmSpec::trusted_launch(
+            id.clone(),
+            img.disk.clone(),
+            VtpmKey::from_bytes([key; 32]),
+            DiskKey::from_bytes([key ^ 0xff; 32]),
+        );
         hv.create(spec).unwrap();
     }
     // A vTPM without a state key is refused, and leaves nothing behind.
@@ -295,10 +392,27 @@ fn vm_uids_cannot_open_each_others_disk_or_vtpm_state() {
         keyless.clone(),
         img.disk.clone(),
         VtpmKey::from_bytes([0; 32]),
+        DiskKey::from_bytes([0; 32]),
     );
     spec.vtpm_key = None;
     let err = hv.create(spec).unwrap_err().to_string();
     assert!(err.contains("no state key"), "{err}");
+    assert!(hv.vm_dir(&keyless).is_err());
+    assert!(!tmp.path().join("vms/keyless").exists());
+    // So is a VM without a disk key: every disk is encrypted.
+    let mut spec = VmSpec::trusted_launch(
+        keyless.clone(),
+        img.disk.clone(),
+        VtpmKey::from_bytes([0; 32]),
+        DiskKey::from_bytes([0; 32]),
+    );
+    spec.disk_key = None;
+    let err = hv.create(spec).unwrap_err();
+    assert!(
+        matches!(err, strata_compute::HypervisorError::MissingDiskKey(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("every disk is encrypted"), "{err}");
     assert!(hv.vm_dir(&keyless).is_err());
     assert!(!tmp.path().join("vms/keyless").exists());
 
@@ -340,8 +454,12 @@ fn standard_vm_boots_without_vtpm_or_secure_boot() {
     let tmp = tempfile::tempdir().unwrap();
     let hv = driver(tmp.path(), 3);
     let id = VmId::new("standard").unwrap();
-    let mut spec =
-        VmSpec::trusted_launch(id.clone(), img.disk.clone(), VtpmKey::generate().unwrap());
+    let mut spec = VmSpec::trusted_launch(
+        id.clone(),
+        img.disk.clone(),
+        VtpmKey::generate().unwrap(),
+        DiskKey::generate().unwrap(),
+    );
     spec.secure_boot = false;
     spec.vtpm = false;
     hv.create(spec).unwrap();

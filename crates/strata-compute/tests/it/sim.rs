@@ -10,6 +10,7 @@ fn spec(name: &str, image: &str) -> VmSpec {
         VmId::new(name).unwrap(),
         PathBuf::from(image),
         strata_compute::VtpmKey::from_bytes([1; 32]),
+        strata_compute::DiskKey::from_bytes([2; 32]),
     )
 }
 
@@ -74,4 +75,44 @@ fn vm_names_are_checked() {
     for good in ["a", "vm-1", &"x".repeat(63)] {
         assert!(VmId::new(good).is_ok(), "{good:?} must be accepted");
     }
+}
+
+/// Both drivers refuse the same specs: a VM without a disk key (every disk is encrypted) or
+/// with a vTPM but no vTPM key, and nothing is created.
+#[test]
+fn sim_refuses_a_spec_without_its_keys() {
+    let hv = SimDriver::new();
+    let mut no_disk_key = spec("no-disk-key", "tiny.qcow2");
+    no_disk_key.disk_key = None;
+    let err = hv.create(no_disk_key).unwrap_err();
+    assert!(matches!(err, HypervisorError::MissingDiskKey(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "VM no-disk-key has no disk key: every disk is encrypted; obtain the VM's disk key and \
+         pass it in the spec"
+    );
+    let mut no_vtpm_key = spec("no-vtpm-key", "tiny.qcow2");
+    no_vtpm_key.vtpm_key = None;
+    assert!(matches!(
+        hv.create(no_vtpm_key),
+        Err(HypervisorError::MissingVtpmKey(_))
+    ));
+    assert!(hv.is_empty());
+}
+
+#[test]
+fn keys_are_redacted_in_debug_output() {
+    let key = [0x5a; 32];
+    let spec = VmSpec::trusted_launch(
+        VmId::new("vm").unwrap(),
+        PathBuf::from("tiny.qcow2"),
+        strata_compute::VtpmKey::from_bytes(key),
+        strata_compute::DiskKey::from_bytes(key),
+    );
+    let debug = format!("{spec:?}");
+    assert!(debug.contains("DiskKey([redacted])") && debug.contains("VtpmKey([redacted])"));
+    assert!(
+        !debug.contains("90") && !debug.to_lowercase().contains("5a"),
+        "{debug}"
+    );
 }

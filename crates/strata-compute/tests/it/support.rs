@@ -138,3 +138,115 @@ pub fn flip_a_byte(path: &Path) {
 pub fn strip_signature(path: &Path) {
     run(Command::new("sbattach").arg("--remove").arg(path));
 }
+
+/// 32 random bytes for a test key.
+pub fn random_key() -> [u8; 32] {
+    use std::io::Read as _;
+    let mut key = [0; 32];
+    File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut key)
+        .unwrap();
+    key
+}
+
+/// Every form a 32-byte key could leak in: raw, hex (both cases), base64 (standard and
+/// URL-safe, padded).
+pub fn leak_forms(key: &[u8; 32]) -> Vec<(&'static str, Vec<u8>)> {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        ("raw", key.to_vec()),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+        ("base64", base64(key, b'+', b'/').into_bytes()),
+        ("base64url", base64(key, b'-', b'_').into_bytes()),
+    ]
+}
+
+fn base64(bytes: &[u8], c62: u8, c63: u8) -> String {
+    let mut alphabet = *b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789++";
+    alphabet[62] = c62;
+    alphabet[63] = c63;
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(alphabet[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// The guest-visible contents of an encrypted qcow2 `disk` (with its backing chain), decrypted
+/// with the LUKS passphrase `passphrase` (the disk key in lowercase hex, as the driver uses it),
+/// or `qemu-img`'s error. The passphrase goes to `qemu-img` on stdin, never in argv.
+pub fn decrypt_disk(disk: &Path, passphrase: &str, scratch: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Write as _;
+    let out = scratch.join("decrypted.raw");
+    let _ = fs::remove_file(&out);
+    let mut child = Command::new("qemu-img")
+        .args([
+            "convert",
+            "--object",
+            "secret,id=k,file=/dev/stdin",
+            "--image-opts",
+        ])
+        .arg(format!(
+            "driver=qcow2,file.filename={},encrypt.key-secret=k",
+            disk.display()
+        ))
+        .args(["-O", "raw"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(passphrase.as_bytes())
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    if !done.status.success() {
+        return Err(String::from_utf8_lossy(&done.stderr).trim().to_owned());
+    }
+    let bytes = fs::read(&out).unwrap();
+    fs::remove_file(&out).unwrap();
+    Ok(bytes)
+}
+
+#[test]
+fn leak_forms_include_standard_base64() {
+    let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let forms = leak_forms(&key);
+    let b64 = &forms.iter().find(|(n, _)| *n == "base64").unwrap().1;
+    assert_eq!(b64, b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+}
