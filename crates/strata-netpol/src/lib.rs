@@ -29,6 +29,7 @@
 //! assert_eq!(verdict.rule_name.as_deref(), Some("defaultSecurityRules/DenyAllInBound"));
 //! ```
 
+mod build;
 mod classify;
 pub mod model;
 pub mod network;

@@ -12,7 +12,7 @@
 //!   rule that could never match rather than store it).
 //!
 //! Topology-wide checks (address spaces, subnets, NIC addresses, references, ASG placement)
-//! are in [`crate::network`].
+//! are made by [`crate::Network::new`].
 
 use crate::model::{Access, Direction, NetworkSecurityGroup, Protocol, SecurityRule, name_of};
 use crate::ranges::{PrefixError, Ranges, all_addresses, all_ports, parse_prefix};
