@@ -14,7 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark code")]
 
-use std::sync::Arc;
+mod common;
+
+use common::{Api, tls_agent, token};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,75 +30,17 @@ use strata_agent::tpm::PcrBank;
 const TRIALS: usize = 8;
 const INTERVAL: Duration = Duration::from_secs(1);
 
-struct Api {
-    agent: ureq::Agent,
-    endpoint: String,
-    token: String,
-}
-
-impl Api {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.endpoint);
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(body.map(|b| b.to_string()).unwrap_or_default())
-            .unwrap();
-        let resp = self.agent.run(req).unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.into_body().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn state(&self, host: &str) -> String {
-        let (_, v) = self.call(
-            "GET",
-            &format!("/providers/Strata.Fabric/hosts/{host}"),
-            None,
-        );
-        v.pointer("/properties/state")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    }
-}
-
-fn tls_agent(ca_pem: &str) -> ureq::Agent {
-    let ca = ureq::tls::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn token(api: &Api, profile: &strata_control::Profile) -> String {
-    let body = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        profile.client_id.clone().unwrap(),
-        profile
-            .client_secret
-            .clone()
-            .unwrap()
-            .bytes()
-            .map(|b| format!("%{b:02X}"))
-            .collect::<String>()
+/// The host's trust state as the ARM API shows it.
+fn host_state(api: &Api, host: &str) -> String {
+    let (_, v) = api.call(
+        "GET",
+        &format!("/providers/Strata.Fabric/hosts/{host}"),
+        None,
     );
-    let mut resp = api
-        .agent
-        .post(&format!("{}/oauth2/token", api.endpoint))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send(body)
-        .unwrap();
-    let v: Value = resp.body_mut().read_json().unwrap();
-    v["access_token"].as_str().unwrap().to_string()
+    v.pointer("/properties/state")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 fn pseudo_random_fraction(seed: u64) -> f64 {
@@ -223,7 +168,7 @@ fn main() {
                 if drifted_at.is_some() && !r.passed {
                     // The agent saw the verdict; confirm it as an API observer would.
                     let seen = loop {
-                        if api.state(&host) == "Untrusted" {
+                        if host_state(&api, &host) == "Untrusted" {
                             break Instant::now();
                         }
                         std::thread::sleep(Duration::from_millis(20));

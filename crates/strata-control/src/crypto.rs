@@ -23,6 +23,9 @@ pub enum SealError {
 /// The root key, held only in memory once loaded.
 pub struct RootKey {
     key: LessSafeKey,
+    /// The same root secret as the top of the key hierarchy (`strata_kms`: per-subscription
+    /// platform keys → per-disk data keys); HKDF-separated from `key`.
+    kms: strata_kms::RootKey,
 }
 
 impl std::fmt::Debug for RootKey {
@@ -34,9 +37,17 @@ impl std::fmt::Debug for RootKey {
 impl RootKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::BadKey)?;
+        let secret = strata_kms::RootSecret::from_bytes(bytes).map_err(|_| SealError::BadKey)?;
+        let kms = strata_kms::RootKey::from_secret(&secret).map_err(|_| SealError::BadKey)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            kms,
         })
+    }
+
+    /// The key hierarchy's root (wraps the per-subscription platform keys).
+    pub fn kms(&self) -> &strata_kms::RootKey {
+        &self.kms
     }
 
     pub fn generate_bytes() -> Result<[u8; 32], SealError> {

@@ -68,6 +68,18 @@ pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, A
             "secureBoot": shape.secure_boot,
             "vTpm": shape.vtpm,
         });
+        // The OS disk's key: unwrapped with the subscription's platform key, released only here.
+        let Some(disk_key) = internal.disk_key.as_deref() else {
+            tracing::error!(vm = %doc.id, "VM has no disk key; not assigned");
+            continue;
+        };
+        let dek = disk_key_of(app, &rec.key, disk_key)?;
+        if let Some(o) = vm.as_object_mut() {
+            o.insert(
+                "diskKey".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(dek.expose_secret())),
+            );
+        }
         if shape.vtpm {
             let Some(sealed) = internal.vtpm_key.as_deref() else {
                 tracing::error!(vm = %doc.id, "VM has a vTPM but no sealed key; not assigned");
@@ -91,6 +103,34 @@ pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, A
         out.push(vm);
     }
     Ok(out)
+}
+
+/// Unwraps a VM's OS-disk data key: subscription platform key (under the root key), then the
+/// data key bound to the disk's id.
+fn disk_key_of(app: &App, vm_key: &str, envelope: &str) -> Result<strata_kms::DataKey, ApiError> {
+    let fail = |what: &str| {
+        tracing::error!(vm = %vm_key, "{what}");
+        ApiError::internal()
+    };
+    // "/subscriptions/{sub}/…" → "/subscriptions/{sub}"
+    let sub_key = vm_key.split('/').take(3).collect::<Vec<_>>().join("/");
+    let rec = app
+        .store
+        .get(&sub_key)
+        .map_err(|e| {
+            log_chain("store read failed", &e);
+            ApiError::internal()
+        })?
+        .ok_or_else(|| fail("the VM's subscription is gone"))?;
+    let keys: super::SubscriptionKeys = crate::docs::internal_of(&Doc::parse(&rec.body)?);
+    let stored = keys
+        .platform_key
+        .ok_or_else(|| fail("the subscription has no platform key"))?;
+    let pmk = super::open_platform_key(&app.root, &sub_key, &stored)?;
+    let envelope = strata_kms::Envelope::decode(envelope)
+        .map_err(|_| fail("the disk key envelope does not parse"))?;
+    pmk.unwrap_data_key(&super::os_disk_id(vm_key), &envelope)
+        .map_err(|_| fail("the disk key does not unwrap"))
 }
 
 #[derive(Deserialize)]

@@ -66,11 +66,42 @@ pub struct VmInternal {
     /// The vTPM state key, sealed under the root key (AAD: [`vtpm_key_aad`]).
     #[serde(default)]
     pub vtpm_key: Option<String>,
+    /// The OS disk's data key, wrapped by the subscription's platform key (AAD: the disk's
+    /// resource id, [`os_disk_id`]), as a `strata_kms::Envelope` in text form.
+    #[serde(default)]
+    pub disk_key: Option<String>,
     #[serde(default)]
     pub console_tail: String,
     /// Unix seconds of the last status report.
     #[serde(default)]
     pub reported_at: i64,
+}
+
+/// The resource a VM's OS-disk data key is bound to.
+pub fn os_disk_id(vm_key: &str) -> String {
+    format!("{vm_key}/osdisk")
+}
+
+/// `internal` of a subscription: its platform key, wrapped by the root key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionKeys {
+    #[serde(default)]
+    pub platform_key: Option<strata_kms::WrappedPlatformKey>,
+}
+
+/// Opens `subscription`'s platform key (its id is the subscription's storage key).
+pub fn open_platform_key(
+    root: &crate::crypto::RootKey,
+    subscription_key: &str,
+    stored: &strata_kms::WrappedPlatformKey,
+) -> Result<strata_kms::PlatformKey, ApiError> {
+    root.kms()
+        .open_platform_key(subscription_key, stored)
+        .map_err(|e| {
+            tracing::error!(subscription = %subscription_key, error = %e, "the platform key does not open");
+            ApiError::internal()
+        })
 }
 
 /// The associated data binding a sealed vTPM key to its VM.

@@ -6,12 +6,16 @@ use serde_json::{Value, json};
 use strata_types::{ApiError, ResourceBody, ResourceId};
 
 use super::{Built, new_doc, parse_props};
-use crate::compute::{Desired, VmInput, VmInternal, VmShape, vtpm_key_aad};
+use crate::compute::{
+    Desired, SubscriptionKeys, VmInput, VmInternal, VmShape, open_platform_key, os_disk_id,
+    vtpm_key_aad,
+};
 use crate::context::Ctx;
 use crate::dispatch::Reply;
 use crate::docs::Doc;
 use crate::fabric::placement;
 use crate::kinds::Kind;
+use strata_store::{Op, Precondition};
 
 fn internal(doc: &Doc) -> VmInternal {
     crate::docs::internal_of(doc)
@@ -69,6 +73,46 @@ pub fn build_vm(
         });
     }
     let host = place(ctx)?;
+    // Encryption at rest by default: the OS disk gets a data key under the subscription's
+    // platform key (created with the first disk of the subscription).
+    let sub_id = ResourceId::subscription(id.subscription_id().unwrap_or_default())
+        .map_err(|_| ApiError::internal())?;
+    let (sub_rec, mut sub_doc) =
+        super::load(ctx, &sub_id)?.ok_or_else(|| ApiError::not_found(sub_id.as_str()))?;
+    let mut keys: SubscriptionKeys = crate::docs::internal_of(&sub_doc);
+    let mut extra_ops = Vec::new();
+    let pmk = match &keys.platform_key {
+        Some(stored) => open_platform_key(&ctx.app.root, sub_id.key(), stored)?,
+        None => {
+            let (pmk, wrapped) = ctx
+                .app
+                .root
+                .kms()
+                .create_platform_key(sub_id.key(), 1)
+                .map_err(|_| ApiError::internal())?;
+            keys.platform_key = Some(wrapped);
+            let mut internal = match sub_doc.internal.take() {
+                Value::Object(o) => o,
+                _ => serde_json::Map::new(),
+            };
+            internal.insert(
+                "platformKey".into(),
+                serde_json::to_value(&keys.platform_key).map_err(|_| ApiError::internal())?,
+            );
+            sub_doc.internal = Value::Object(internal);
+            extra_ops.push(Op::Put {
+                key: sub_rec.key.clone(),
+                rtype: sub_rec.rtype.clone(),
+                parent: sub_rec.parent.clone(),
+                body: sub_doc.to_json()?,
+                pre: Precondition::Revision(sub_rec.revision),
+            });
+            pmk
+        }
+    };
+    let (_dek, disk_envelope) = pmk
+        .create_data_key(&os_disk_id(id.key()))
+        .map_err(|_| ApiError::internal())?;
     let vm_id = format!("vm-{}", strata_attest::hex(&random_bytes::<8>()?));
     let vtpm_key = if shape.vtpm {
         let key = zeroize::Zeroizing::new(random_bytes::<32>()?);
@@ -95,13 +139,14 @@ pub fn build_vm(
         desired: Some(Desired::Running),
         generation: 1,
         vtpm_key,
+        disk_key: Some(disk_envelope.encode()),
         console_tail: String::new(),
         reported_at: 0,
     })
     .map_err(|_| ApiError::internal())?;
     Ok(Built {
         doc,
-        extra_ops: vec![],
+        extra_ops,
         reveal: None,
     })
 }

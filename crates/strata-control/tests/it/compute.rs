@@ -146,6 +146,13 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
     );
     let key = a["vTpmKey"].as_str().unwrap();
     assert_eq!(base64_len(key), 32);
+    // The OS disk's data key (under the subscription's platform key), released the same way.
+    let disk_key = a["diskKey"].as_str().unwrap().to_string();
+    assert_eq!(base64_len(&disk_key), 32);
+    assert_ne!(disk_key, key);
+    // Neither the subscription nor the VM shows key material through the API.
+    let (_, sub) = server.admin("GET", &format!("/subscriptions/{}", server.sub()), None);
+    assert!(!sub.to_string().contains("platformKey"), "{sub}");
     let generation = a["generation"].as_u64().unwrap();
     assert!(
         hosts[1].0.assignments(true).is_err(),
@@ -258,6 +265,9 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
         assignment(&list, before["properties"]["vmId"].as_str().unwrap()).is_none(),
         "{list}"
     );
+    // The web VM's disk key is stable across reads.
+    let again = assignment(&list, &vm_id).unwrap();
+    assert_eq!(again["diskKey"].as_str(), Some(disk_key.as_str()));
     let (s, v) = server.admin("GET", "/providers/Strata.Audit/entries?limit=1000", None);
     assert_eq!(s, 200);
     assert!(
