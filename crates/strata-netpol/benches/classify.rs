@@ -323,9 +323,9 @@ fn main() {
             network.scan(nic, f).access == strata_netpol::Access::Allow
         });
         println!(
-            "{size:>6} {:>8.1}ms {:>7.1}MB {fast:>14.0} {:>10.1} {slow:>14.0} {:>10.1} {:>8.1}× {:>7.1}%",
+            "{size:>6} {:>8.1}ms {:>6.0}KiB {fast:>14.0} {:>10.1} {slow:>14.0} {:>10.1} {:>8.1}× {:>7.1}%",
             compile.as_secs_f64() * 1e3,
-            memory as f64 / 1e6,
+            memory as f64 / 1024.0,
             1e9 / fast,
             1e9 / slow,
             fast / slow,
