@@ -217,6 +217,7 @@ fn sys_doc(
 /// and racing replicas (only the first writer bootstraps).
 fn bootstrap(
     store: &dyn Store,
+    root: &crypto::RootKey,
     tenant_id: &str,
 ) -> Result<Option<(String, String, String)>, StartError> {
     let marker = uuid::Uuid::new_v4().to_string();
@@ -251,7 +252,8 @@ fn bootstrap(
                 &sub,
                 kinds::Kind::Subscription,
                 json!({ "subscriptionId": sub_id, "displayName": "default", "state": "Enabled", "provisioningState": "Succeeded" }),
-                serde_json::Value::Null,
+                compute::new_subscription_internal(root, sub.key())
+                    .map_err(|e| StartError::Invalid(e.message))?,
             )?,
             pre: Precondition::MustNotExist,
         },
@@ -384,7 +386,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         tokio::task::spawn_blocking(move || -> Result<(App, PathBuf), StartError> {
             let signer = audit_signer(store.as_ref(), &root, &dir)?;
             let tenant = String::from_utf8_lossy(&store.meta_init("tenant_id", uuid::Uuid::new_v4().to_string().as_bytes())?).into_owned();
-            let boot = bootstrap(store.as_ref(), &tenant)?;
+            let boot = bootstrap(store.as_ref(), &root, &tenant)?;
             let profile_path = dir.join("admin-profile.json");
             if let Some((sub, client_id, client_secret)) = boot {
                 let profile = Profile {

@@ -90,6 +90,22 @@ pub struct SubscriptionKeys {
     pub platform_key: Option<strata_kms::WrappedPlatformKey>,
 }
 
+/// A new subscription's `internal`: its platform key, created with it so that the first disks
+/// created in parallel do not race to make one.
+pub fn new_subscription_internal(
+    root: &crate::crypto::RootKey,
+    subscription_key: &str,
+) -> Result<Value, ApiError> {
+    let (_, wrapped) = root
+        .kms()
+        .create_platform_key(subscription_key, 1)
+        .map_err(|_| ApiError::internal())?;
+    serde_json::to_value(SubscriptionKeys {
+        platform_key: Some(wrapped),
+    })
+    .map_err(|_| ApiError::internal())
+}
+
 /// Opens `subscription`'s platform key (its id is the subscription's storage key).
 pub fn open_platform_key(
     root: &crate::crypto::RootKey,

@@ -608,8 +608,12 @@ fn build_subscription(
         "state": "Enabled",
         "provisioningState": "Succeeded",
     });
+    let mut doc = new_doc(ctx, id, Kind::Subscription, existing, props);
+    if existing.is_none() {
+        doc.internal = crate::compute::new_subscription_internal(&ctx.app.root, id.key())?;
+    }
     Ok(Built {
-        doc: new_doc(ctx, id, Kind::Subscription, existing, props),
+        doc,
         extra_ops: vec![],
         reveal: None,
     })
