@@ -150,11 +150,13 @@ fn main() {
             &vm,
         );
         done += n;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
-            "VMs {:>6}–{:>6}: {rate:>7.0} placed/s ({:.2}× the baseline)",
+            "VMs {:>6}–{:>6}: {rate:>7.0} placed/s ({:.2}× the baseline; load {})",
             offset + 1,
             done,
-            rate / baseline
+            rate / baseline,
+            load.split_whitespace().next().unwrap_or("?")
         );
         rates.push(rate);
     }
