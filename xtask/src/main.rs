@@ -16,6 +16,10 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
+    // strata-netdp: the agent's dataplane (bridges, routes, the nftables ruleset, conntrack)
+    "iproute2",
+    "nftables",
+    "conntrack",
 ];
 /// Extra Debian packages the test suite needs (real PostgreSQL for the store tests).
 const TEST_PACKAGES: &[&str] = &[
@@ -31,6 +35,8 @@ const TEST_PACKAGES: &[&str] = &[
     "sbsigntool",
     "systemd-boot-efi",
     "openssl",
+    // strata-netdp's benchmark: TCP throughput between namespaces
+    "iperf3",
 ];
 
 const PG_PORT: u16 = 55432;

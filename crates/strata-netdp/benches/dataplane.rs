@@ -1,0 +1,2 @@
+//! Placeholder until the dataplane benchmark lands.
+fn main() {}
