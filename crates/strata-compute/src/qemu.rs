@@ -15,9 +15,11 @@
 //! [`DiskKey`]); its backing file is the shared, plaintext, read-only base image. QEMU allows
 //! that combination: encryption is a property of each image in the chain, so clusters the
 //! guest never wrote are read in plaintext from the base (public data: the image), and every
-//! cluster the guest writes lands in the overlay encrypted. Only the overlay holds VM data. The
+//! cluster the guest writes lands in the overlay encrypted. Only the overlay holds VM data;
+//! what stays readable in it is qcow2 metadata (which clusters were written, not what) and the
+//! LUKS header (its key slot needs the key: 256 bits, so the PBKDF time is kept short). The
 //! key reaches `qemu-img create` and QEMU as a `secret` object reading `/dev/fd/3`, an
-//! inherited pipe holding the key and nothing else ([`hand_secret`]); argv names only the
+//! inherited pipe holding the key and nothing else (`hand_secret`); argv names only the
 //! descriptor. The pipe is created by the driver (root) and handed to the VM's uid with
 //! `fchown`, because QEMU re-opens `/dev/fd/3` and the kernel checks the pipe's owner on that
 //! open. Not yet encrypted separately: snapshots and exports (there are none yet).
