@@ -17,7 +17,7 @@
 //!                              iifname . ip saddr vmap @nic_out ─▶ nic_<A>_out   [else drop]
 //! nic_<A>_out                  jump nsg_…_out (A's NIC NSG), jump nsg_…_out (A's subnet NSG);
 //!                              each returns when its NSG allows, drops when it denies;
-//!                              then goto to_vnet
+//!                              then goto to_vnet (to another NIC) or accept (to the uplink)
 //! to_vnet                      oifname . ip daddr vmap @nic_in ─▶ nic_<B>_in      [else drop]
 //! nic_<B>_in                   jump B's subnet NSG chain, jump B's NIC NSG chain    [accept]
 //! inet strata / input          nothing from a VM reaches the host itself            [drop]
@@ -232,7 +232,8 @@ fn render_body(plan: &HostPlan) -> String {
                 line(w, 2, &format!("jump {}", chain.name));
             }
         }
-        line(w, 2, "goto to_vnet");
+        line(w, 2, "oifname @vnet_bridges goto to_vnet");
+        line(w, 2, "accept comment \"leaves through the uplink\"");
         line(w, 1, "}");
         line(w, 1, &format!("chain nic_{short}_in {{"));
         for c in once(&nic.inbound) {

@@ -148,7 +148,6 @@ impl Lab {
 
     /// Forgets all tracked connections of the host (between property-test cases: a new rule
     /// set must be judged on new flows).
-    #[expect(dead_code, reason = "the property test comes next")]
     pub fn flush_all_conntrack(&self) {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.host_ns.name, "conntrack", "-F"])
@@ -185,7 +184,6 @@ impl Lab {
     }
 
     /// The ruleset as rendered (printed on a disagreement).
-    #[expect(dead_code, reason = "the property test comes next")]
     pub fn ruleset(&self) -> String {
         strata_netdp::render(&self.plan)
     }
