@@ -205,7 +205,7 @@ fn random_flows(rng: &mut Rng) -> Vec<Probe> {
             if rng.chance(20) {
                 End::External(*rng.pick(&EXTERNAL))
             } else {
-                End::Nic(rng.pick(&NICS))
+                End::Nic(NICS[rng.below(NICS.len())])
             }
         };
         let (from, to) = (end(rng), end(rng));
