@@ -131,6 +131,9 @@ pub struct NsgChain {
     pub nsg: String,
     pub direction: Direction,
     pub statements: Vec<Statement>,
+    /// The chain this one continues with when none of its statements matched (an NSG's chain
+    /// continues with its network's shared chain of Azure's default rules); `None`: drop.
+    pub tail: Option<usize>,
 }
 
 /// Which packets a statement's set is keyed on.
@@ -334,28 +337,40 @@ impl HostPlan {
                     let Some(nsg) = &level.network_security_group else {
                         continue;
                     };
-                    let statements = compile(&level.rules)?;
-                    let key = (format!("{statements:?}"), direction);
-                    let index = match chain_index.get(&key) {
-                        Some(&i) => i,
-                        None => {
-                            let dir = match direction {
-                                Direction::Inbound => "in",
-                                Direction::Outbound => "out",
-                            };
-                            chains.push(NsgChain {
-                                name: format!(
-                                    "nsg_{:08x}_{dir}",
-                                    names::fnv64(key.0.as_bytes()) >> 32
-                                ),
-                                nsg: nsg.id.clone(),
-                                direction,
-                                statements,
-                            });
-                            chain_index.insert(key, chains.len() - 1);
-                            chains.len() - 1
+                    // Azure's default rules are the same in every NSG of a network: they get
+                    // one shared chain per direction, which each NSG's chain ends by `goto`.
+                    let (custom, defaults): (Vec<EffectiveRule>, Vec<EffectiveRule>) = level
+                        .rules
+                        .iter()
+                        .cloned()
+                        .partition(|r| r.name.starts_with("securityRules/"));
+                    let mut intern = |statements: Vec<Statement>,
+                                      tail: Option<usize>,
+                                      prefix: &str,
+                                      nsg: &str| {
+                        let key = (format!("{prefix}{tail:?}{statements:?}"), direction);
+                        if let Some(&i) = chain_index.get(&key) {
+                            return i;
                         }
+                        let dir = match direction {
+                            Direction::Inbound => "in",
+                            Direction::Outbound => "out",
+                        };
+                        chains.push(NsgChain {
+                            name: format!(
+                                "{prefix}_{:08x}_{dir}",
+                                names::fnv64(key.0.as_bytes()) >> 32
+                            ),
+                            nsg: nsg.to_owned(),
+                            direction,
+                            statements,
+                            tail,
+                        });
+                        chain_index.insert(key, chains.len() - 1);
+                        chains.len() - 1
                     };
+                    let tail = intern(compile(&defaults)?, None, "dflt", "defaultSecurityRules");
+                    let index = intern(compile(&custom)?, Some(tail), "nsg", &nsg.id);
                     out.push(index);
                 }
                 Ok(out)

@@ -33,7 +33,10 @@
 //! only rules with `*` ports match), with verdict `return` (this level allows) or `drop`.
 //! The kernel's concatenated interval sets refuse overlapping elements, so a run's rules are
 //! packed first-fit into *layers* whose elements are pairwise disjoint; a run of 1,000 allow
-//! rules is typically one or two lookups instead of 1,000 rule evaluations. Only a flow's
+//! rules is typically one or two lookups instead of 1,000 rule evaluations. Azure's default
+//! rules are identical in every NSG of a network, so they are one shared chain per network and
+//! direction (`dflt_…`) that each NSG's chain continues with (`goto`) after its custom rules —
+//! still the same order, since the defaults come after every custom rule. Only a flow's
 //! first packet walks the chains: later packets are accepted by `ct state established`.
 
 use std::fmt::Write;
@@ -272,7 +275,10 @@ fn render_body(plan: &HostPlan) -> String {
                 &format!("{key} @{}_{k} {verdict} comment \"{comment}\"", chain.name),
             );
         }
-        line(w, 2, "drop comment \"no rule matched\"");
+        match chain.tail.and_then(|t| plan.chains.get(t)) {
+            Some(tail) => line(w, 2, &format!("goto {}", tail.name)),
+            None => line(w, 2, "drop comment \"no rule matched\""),
+        }
         line(w, 1, "}");
     }
     line(w, 0, "}");
