@@ -19,10 +19,14 @@ pub enum Kind {
     JoinToken,
     ReferencePolicy,
     VirtualMachine,
+    VirtualNetwork,
+    NetworkSecurityGroup,
+    NetworkInterface,
+    ApplicationSecurityGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -37,6 +41,10 @@ impl Kind {
         Kind::JoinToken,
         Kind::ReferencePolicy,
         Kind::VirtualMachine,
+        Kind::VirtualNetwork,
+        Kind::NetworkSecurityGroup,
+        Kind::NetworkInterface,
+        Kind::ApplicationSecurityGroup,
     ];
 
     /// Canonical type name, as RBAC actions and responses spell it.
@@ -56,6 +64,10 @@ impl Kind {
             Kind::JoinToken => "Strata.Fabric/joinTokens",
             Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
             Kind::VirtualMachine => "Strata.Compute/virtualMachines",
+            Kind::VirtualNetwork => "Strata.Network/virtualNetworks",
+            Kind::NetworkSecurityGroup => "Strata.Network/networkSecurityGroups",
+            Kind::NetworkInterface => "Strata.Network/networkInterfaces",
+            Kind::ApplicationSecurityGroup => "Strata.Network/applicationSecurityGroups",
         }
     }
 
@@ -83,12 +95,23 @@ impl Kind {
                 | Kind::JoinToken
                 | Kind::ReferencePolicy
                 | Kind::VirtualMachine
+                | Kind::VirtualNetwork
+                | Kind::NetworkSecurityGroup
+                | Kind::NetworkInterface
+                | Kind::ApplicationSecurityGroup
         )
     }
 
     /// Workload resources: they live in a resource group.
     pub fn in_resource_group(self) -> bool {
-        matches!(self, Kind::VirtualMachine)
+        matches!(
+            self,
+            Kind::VirtualMachine
+                | Kind::VirtualNetwork
+                | Kind::NetworkSecurityGroup
+                | Kind::NetworkInterface
+                | Kind::ApplicationSecurityGroup
+        )
     }
 
     /// Authorization objects attach to any scope (tenant, subscription, group or resource).
@@ -114,6 +137,12 @@ impl Kind {
             | Kind::JoinToken
             | Kind::ReferencePolicy => parent.is_tenant(),
             Kind::VirtualMachine => parent.scope() == strata_types::path::Scope::ResourceGroup,
+            Kind::VirtualNetwork
+            | Kind::NetworkSecurityGroup
+            | Kind::NetworkInterface
+            | Kind::ApplicationSecurityGroup => {
+                parent.scope() == strata_types::path::Scope::ResourceGroup
+            }
             _ => true,
         };
         if ok {
@@ -145,6 +174,11 @@ impl Kind {
             ],
             Kind::Host => &["attest", "cordon", "uncordon", "quarantine", "release"],
             Kind::VirtualMachine => &["start", "stop", "deallocate", "retrieveBootDiagnosticsData"],
+            Kind::NetworkInterface => &[
+                "ipFlowVerify",
+                "effectiveNetworkSecurityGroups",
+                "reachability",
+            ],
             _ => &[],
         }
     }
@@ -162,6 +196,8 @@ impl Kind {
             // A read of what the agent reported; nothing changes.
             (Kind::VirtualMachine, "retrieveBootDiagnosticsData") => self.action("read"),
             (Kind::VirtualMachine, a) => format!("Strata.Compute/virtualMachines/{a}/action"),
+            // Questions about the interface's rules; nothing changes.
+            (Kind::NetworkInterface, _) => self.action("read"),
             _ => self.action("write"),
         }
     }

@@ -16,6 +16,7 @@ pub mod docs;
 pub mod fabric;
 pub mod handlers;
 pub mod kinds;
+pub mod network;
 pub mod openapi;
 pub mod ratelimit;
 pub mod server;

@@ -6,6 +6,7 @@ pub mod authz;
 pub mod compute;
 pub mod fabric;
 pub mod identity;
+pub mod network;
 
 use crate::context::Ctx;
 use crate::dispatch::{Incoming, Reply, Route, Target, Verb};
@@ -320,6 +321,10 @@ fn put_item(
         Kind::ActivationRequest => authz::build_activation(ctx, id, existing_doc, body)?,
         Kind::JoinToken => fabric::build_join_token(ctx, id, existing_doc, body)?,
         Kind::VirtualMachine => compute::build_vm(ctx, id, existing_doc, body)?,
+        Kind::VirtualNetwork => network::build_vnet(ctx, id, existing_doc, body)?,
+        Kind::NetworkSecurityGroup => network::build_nsg(ctx, id, existing_doc, body)?,
+        Kind::NetworkInterface => network::build_nic(ctx, id, existing_doc, body)?,
+        Kind::ApplicationSecurityGroup => network::build_asg(ctx, id, existing_doc, body)?,
         Kind::Host => {
             return Err(ApiError::bad_request(
                 "HostsJoinThroughTheAgent",
@@ -421,6 +426,9 @@ fn delete_item(
             ));
         }
         Kind::RoleDefinition => authz::check_role_unused(ctx, id)?,
+        Kind::VirtualNetwork | Kind::NetworkSecurityGroup | Kind::ApplicationSecurityGroup => {
+            network::check_unreferenced(ctx, id, kind)?;
+        }
         _ => {}
     }
     let ops = vec![
@@ -524,6 +532,9 @@ fn post_action(
     let (rec, doc) = load(ctx, id)?.ok_or_else(|| ApiError::not_found(id.as_str()))?;
     if kind == Kind::Host && action == "attest" {
         return fabric::request_attestation(ctx, id, &doc);
+    }
+    if kind == Kind::NetworkInterface {
+        return network::nic_query(ctx, id, &doc, action, req.body);
     }
     if kind == Kind::VirtualMachine && action == "retrieveBootDiagnosticsData" {
         return Ok(compute::boot_diagnostics(&doc));

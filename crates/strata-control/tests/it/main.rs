@@ -13,5 +13,6 @@ mod authn;
 mod authz;
 mod compute;
 mod fabric;
+mod network;
 mod openapi;
 mod postgres;

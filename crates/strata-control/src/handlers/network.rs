@@ -1,0 +1,347 @@
+//! ARM handlers for `Strata.Network`: virtual networks, network security groups, network
+//! interfaces and application security groups (create/replace validated against the whole
+//! subscription's topology by `strata-netpol`, deletes refused while referenced), and the
+//! read-only queries on a network interface: `ipFlowVerify`, `effectiveNetworkSecurityGroups`
+//! and `reachability`. The stored shapes and the bridge to the engine live in `crate::network`.
+//!
+//! Strata's secure default: a network interface created without a network security group gets
+//! its own, `<nic>-nsg`, with only the default rules (inbound from outside the virtual network
+//! denied), created in the same transaction and named in the response (`secureDefaults`).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use strata_netpol as np;
+use strata_store::{Op, Precondition};
+use strata_types::{ApiError, ResourceBody, ResourceId};
+
+use super::{Built, load, new_doc, parse_body};
+use crate::context::Ctx;
+use crate::dispatch::Reply;
+use crate::docs::Doc;
+use crate::kinds::Kind;
+use crate::network as net;
+
+/// Every network document of the subscription `id` belongs to.
+fn subscription_docs(ctx: &Ctx<'_>, id: &ResourceId) -> Result<Vec<Doc>, ApiError> {
+    let sub = ResourceId::subscription(id.subscription_id().unwrap_or_default())
+        .map_err(|_| ApiError::internal())?;
+    let keys: Vec<String> = net::KINDS.iter().map(|k| k.type_key()).collect();
+    let records = ctx.app.store.list_under(sub.key()).map_err(|e| {
+        crate::app::log_chain("store read failed", &e);
+        ApiError::internal()
+    })?;
+    records
+        .into_iter()
+        .filter(|r| keys.contains(&r.rtype))
+        .map(|r| Doc::parse(&r.body))
+        .collect()
+}
+
+fn built(doc: Doc) -> Built {
+    Built {
+        doc,
+        extra_ops: vec![],
+        reveal: None,
+    }
+}
+
+pub fn build_vnet(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    existing: Option<&Doc>,
+    body: ResourceBody,
+) -> Result<Built, ApiError> {
+    let props = net::vnet_properties(id.as_str(), body.properties)?;
+    let doc = new_doc(ctx, id, Kind::VirtualNetwork, existing, props);
+    let docs = subscription_docs(ctx, id)?;
+    if let Some(old) = existing {
+        let users = net::nics_in_removed_subnets(&docs, old, &doc)?;
+        if !users.is_empty() {
+            return Err(ApiError::conflict(
+                "InUseSubnetCannotBeDeleted",
+                format!(
+                    "subnets still in use cannot be removed: {}; delete or move those first",
+                    users.join(", ")
+                ),
+            ));
+        }
+    }
+    net::compile(&net::with(docs, &doc))?;
+    Ok(built(doc))
+}
+
+pub fn build_nsg(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    existing: Option<&Doc>,
+    body: ResourceBody,
+) -> Result<Built, ApiError> {
+    let props = net::nsg_properties(id.as_str(), body.properties)?;
+    let mut doc = new_doc(ctx, id, Kind::NetworkSecurityGroup, existing, props);
+    // Created for a NIC by the secure default; an explicit PUT makes it the caller's own.
+    doc.internal = Value::Null;
+    net::compile(&net::with(subscription_docs(ctx, id)?, &doc))?;
+    Ok(built(doc))
+}
+
+pub fn build_asg(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    existing: Option<&Doc>,
+    body: ResourceBody,
+) -> Result<Built, ApiError> {
+    let props = net::asg_properties(body.properties)?;
+    let doc = new_doc(ctx, id, Kind::ApplicationSecurityGroup, existing, props);
+    net::compile(&net::with(subscription_docs(ctx, id)?, &doc))?;
+    Ok(built(doc))
+}
+
+pub fn build_nic(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    existing: Option<&Doc>,
+    body: ResourceBody,
+) -> Result<Built, ApiError> {
+    let p = net::parse_nic(body.properties)?;
+    let mut docs = subscription_docs(ctx, id)?;
+    let mut extra_ops = Vec::new();
+    let mut note = None;
+    let old = |field: &str| {
+        existing
+            .and_then(|d| d.properties.pointer(field))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let nsg = match (&p.network_security_group, old("/networkSecurityGroup/id")) {
+        (Some(n), _) => n.id.clone(),
+        (None, Some(kept)) => kept,
+        (None, None) => {
+            let (nsg_doc, op) = own_nsg(ctx, id)?;
+            note = Some(format!(
+                "no networkSecurityGroup was given, so strata created '{}' for this interface: only the default rules, which deny inbound traffic from outside the virtual network; add rules to it to open ports",
+                nsg_doc.name
+            ));
+            let nsg_id = nsg_doc.id.clone();
+            docs = net::with(docs, &nsg_doc);
+            extra_ops.extend(op);
+            nsg_id
+        }
+    };
+    let same_subnet = old("/subnet/id").is_some_and(|s| s.eq_ignore_ascii_case(&p.subnet.id));
+    let (ip, dynamic) = match (&p.private_ip_address, old("/privateIPAddress")) {
+        (Some(ip), _) => (ip.clone(), false),
+        (None, Some(kept)) if same_subnet => (
+            kept,
+            old("/privateIPAllocationMethod").as_deref() != Some("Static"),
+        ),
+        (None, _) => (net::allocate_ip(&docs, &p.subnet.id, id.as_str())?, true),
+    };
+    if note.is_none() {
+        note = existing.and_then(|d| {
+            d.prop_str("secureDefaults")
+                .filter(|_| {
+                    old("/networkSecurityGroup/id").is_some_and(|k| k.eq_ignore_ascii_case(&nsg))
+                })
+                .map(String::from)
+        });
+    }
+    let props = net::nic_properties(&p, &ip, &nsg, dynamic, note);
+    let doc = new_doc(ctx, id, Kind::NetworkInterface, existing, props);
+    net::compile(&net::with(docs, &doc))?;
+    Ok(Built {
+        doc,
+        extra_ops,
+        reveal: None,
+    })
+}
+
+/// The NIC's own deny-by-default NSG, `<nic>-nsg` in the NIC's resource group: created now, or
+/// reused when an earlier interface of this id left it behind.
+fn own_nsg(ctx: &Ctx<'_>, nic: &ResourceId) -> Result<(Doc, Option<Op>), ApiError> {
+    let name = format!("{}-nsg", nic.name().unwrap_or_default());
+    let rg = nic.parent().ok_or_else(ApiError::internal)?;
+    let nsg_id = rg
+        .child_provider("Strata.Network", "networkSecurityGroups", &name)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "InvalidResourceName",
+                format!(
+                    "the interface's own network security group would be named '{name}', which is not valid ({e}); give networkSecurityGroup explicitly"
+                ),
+            )
+        })?;
+    let created_for = json!({ "createdFor": nic.key() });
+    if let Some((_, doc)) = load(ctx, &nsg_id)? {
+        if doc.internal == created_for {
+            return Ok((doc, None));
+        }
+        return Err(ApiError::conflict(
+            "NetworkSecurityGroupNameTaken",
+            format!(
+                "'{nsg_id}' already exists, so strata cannot create this interface's own network security group; give networkSecurityGroup explicitly"
+            ),
+        ));
+    }
+    let mut doc = new_doc(
+        ctx,
+        &nsg_id,
+        Kind::NetworkSecurityGroup,
+        None,
+        net::empty_nsg_properties(),
+    );
+    doc.internal = created_for;
+    let op = Op::Put {
+        key: nsg_id.key().to_string(),
+        rtype: Kind::NetworkSecurityGroup.type_key(),
+        parent: rg.key().to_string(),
+        body: doc.to_json()?,
+        pre: Precondition::MustNotExist,
+    };
+    Ok((doc, Some(op)))
+}
+
+/// DELETE of a network security group, application security group or virtual network: refused
+/// with 409 while anything refers to it, naming the referrers.
+pub fn check_unreferenced(ctx: &Ctx<'_>, id: &ResourceId, kind: Kind) -> Result<(), ApiError> {
+    let docs = subscription_docs(ctx, id)?;
+    let Some(stored) = docs.iter().find(|d| d.id.eq_ignore_ascii_case(id.as_str())) else {
+        return Ok(());
+    };
+    let users = net::referrers(&docs, &stored.id, kind)?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let (code, what) = match kind {
+        Kind::NetworkSecurityGroup => (
+            "InUseNetworkSecurityGroupCannotBeDeleted",
+            "network security group",
+        ),
+        Kind::ApplicationSecurityGroup => (
+            "InUseApplicationSecurityGroupCannotBeDeleted",
+            "application security group",
+        ),
+        _ => ("InUseVirtualNetworkCannotBeDeleted", "virtual network"),
+    };
+    Err(ApiError::conflict(
+        code,
+        format!(
+            "{what} '{}' is still used by {}; remove those references first",
+            stored.id,
+            users.join(", ")
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FlowBody {
+    direction: np::Direction,
+    protocol: np::FlowProtocol,
+    /// `IP:PORT` of the interface (the port may be left out for ICMP, ESP and AH).
+    local: String,
+    /// `IP:PORT` of the other end.
+    remote: String,
+    /// Decide as return traffic of a connection opened the other way.
+    #[serde(default)]
+    established: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReachabilityBody {
+    protocol: np::FlowProtocol,
+    #[serde(default)]
+    port: u16,
+    /// Ask whether this network interface can reach this one (routing, then both NICs' NSGs)
+    /// instead of which addresses can.
+    #[serde(default)]
+    source: Option<np::SubResource>,
+    #[serde(default)]
+    source_port: Option<u16>,
+}
+
+fn socket(field: &str, s: &str) -> Result<SocketAddrV4, ApiError> {
+    s.parse::<SocketAddrV4>()
+        .or_else(|_| s.parse::<Ipv4Addr>().map(|ip| SocketAddrV4::new(ip, 0)))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "InvalidRequestContent",
+                format!("{field} '{s}' is not IP:PORT; use e.g. 10.0.1.4:22"),
+            )
+        })
+}
+
+fn query_err(e: &np::QueryError) -> ApiError {
+    ApiError::bad_request("InvalidQuery", e.to_string())
+}
+
+/// The read-only POST actions on a network interface (RBAC: `networkInterfaces/read`). The
+/// engine is built from the stored resources of the interface's subscription.
+pub fn nic_query(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    doc: &Doc,
+    action: &str,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let docs = subscription_docs(ctx, id)?;
+    let network = net::compile(&docs)?;
+    let nic = doc.id.as_str();
+    let answer = match action {
+        "ipFlowVerify" => {
+            let b: FlowBody = parse_body(body)?;
+            let mut flow = np::Flow::new(
+                b.direction,
+                b.protocol,
+                socket("local", &b.local)?,
+                socket("remote", &b.remote)?,
+            );
+            flow.established = b.established;
+            serde_json::to_value(network.flow_verify(nic, &flow).map_err(|e| query_err(&e))?)
+        }
+        "effectiveNetworkSecurityGroups" => {
+            serde_json::to_value(network.effective_rules(nic).map_err(|e| query_err(&e))?)
+        }
+        "reachability" => {
+            let b: ReachabilityBody = parse_body(body)?;
+            match b.source {
+                None => serde_json::to_value(
+                    network
+                        .sources_reaching(nic, b.protocol, b.port)
+                        .map_err(|e| query_err(&e))?,
+                ),
+                Some(source) => {
+                    let from = docs
+                        .iter()
+                        .find(|d| d.id.eq_ignore_ascii_case(source.id.trim_end_matches('/')))
+                        .map(|d| d.id.clone())
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "UnknownReference",
+                                format!(
+                                    "source '{}' is not a network interface of this subscription",
+                                    source.id
+                                ),
+                            )
+                        })?;
+                    serde_json::to_value(
+                        network
+                            .can_reach(&from, nic, b.protocol, b.port, b.source_port)
+                            .map_err(|e| query_err(&e))?,
+                    )
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "InvalidAction",
+                format!(
+                    "unknown action '{action}': use ipFlowVerify, effectiveNetworkSecurityGroups or reachability"
+                ),
+            ));
+        }
+    };
+    Ok(Reply::json(200, answer.map_err(|_| ApiError::internal())?))
+}

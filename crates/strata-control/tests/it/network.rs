@@ -1,0 +1,389 @@
+//! `Strata.Network` through the API: virtual networks, NSGs, NICs and ASGs validated by the
+//! engine on every write (bad input refused with its code, nothing stored), the NIC's own
+//! deny-by-default NSG, referenced resources protected from deletion, and the engine's answers
+//! (`ipFlowVerify`, `effectiveNetworkSecurityGroups`, `reachability`) on stored resources.
+
+use crate::harness::Server;
+use serde_json::{Value, json};
+
+fn path(s: &Server, rg: &str, rtype: &str, name: &str) -> String {
+    format!("{}/providers/Strata.Network/{rtype}/{name}", s.rg(rg))
+}
+
+fn put(s: &Server, p: &str, props: Value) -> Value {
+    let (st, v) = s.admin("PUT", p, Some(json!({ "properties": props })));
+    assert!(st == 200 || st == 201, "PUT {p}: {st} {v}");
+    v
+}
+
+fn refused(s: &Server, p: &str, props: Value, status: u16, code: &str) -> Value {
+    let before = s.running().app.store.revision().unwrap();
+    let (st, v) = s.admin("PUT", p, Some(json!({ "properties": props })));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{v}"
+    );
+    assert_eq!(
+        s.running().app.store.revision().unwrap(),
+        before,
+        "nothing was written: {v}"
+    );
+    v
+}
+
+fn rule(name: &str, priority: u32, access: &str, from: &str, port: &str) -> Value {
+    json!({ "name": name, "properties": {
+        "priority": priority, "direction": "Inbound", "access": access, "protocol": "Tcp",
+        "sourceAddressPrefix": from, "sourcePortRange": "*",
+        "destinationAddressPrefix": "*", "destinationPortRange": port,
+    }})
+}
+
+fn subnet(name: &str, prefix: &str, nsg: Option<&str>) -> Value {
+    let mut props = json!({ "addressPrefix": prefix });
+    if let Some(n) = nsg {
+        props["networkSecurityGroup"] = json!({ "id": n });
+    }
+    json!({ "name": name, "properties": props })
+}
+
+fn vnet(space: &str, subnets: Vec<Value>, peers: &[&str]) -> Value {
+    let peerings: Vec<Value> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({ "name": format!("peer{i}"), "properties": { "remoteVirtualNetwork": { "id": p } } }))
+        .collect();
+    json!({
+        "addressSpace": { "addressPrefixes": [space] },
+        "subnets": subnets,
+        "virtualNetworkPeerings": peerings,
+    })
+}
+
+fn post(s: &Server, p: &str, body: Value) -> Value {
+    let (st, v) = s.admin("POST", p, Some(body));
+    assert_eq!(st, 200, "POST {p}: {v}");
+    v
+}
+
+fn flow(s: &Server, nic: &str, local: &str, remote: &str) -> Value {
+    post(
+        s,
+        &format!("{nic}/ipFlowVerify"),
+        json!({ "direction": "Inbound", "protocol": "Tcp", "local": local, "remote": remote }),
+    )
+}
+
+#[test]
+fn network_resources_are_validated_and_rules_decide_flows() {
+    let s = Server::start();
+    let (st, v) = s.admin("PUT", &s.rg("net"), Some(json!({})));
+    assert_eq!(st, 201, "{v}");
+    let v1 = path(&s, "net", "virtualNetworks", "v1");
+    let web_subnet = format!("{v1}/subnets/web");
+
+    // Bad input is refused with the engine's code and nothing is created.
+    refused(
+        &s,
+        &v1,
+        vnet(
+            "10.0.0.0/16",
+            vec![
+                subnet("a", "10.0.1.0/24", None),
+                subnet("b", "10.0.1.128/25", None),
+            ],
+            &[],
+        ),
+        400,
+        "OverlappingSubnets",
+    );
+    refused(
+        &s,
+        &v1,
+        vnet("10.0.0.0/33", vec![], &[]),
+        400,
+        "InvalidAddressPrefix",
+    );
+    let bad_nsg = path(&s, "net", "networkSecurityGroups", "bad");
+    for (rules, code) in [
+        (
+            vec![rule("low", 99, "Allow", "10.9.0.0/16", "80")],
+            "SecurityRulePriorityOutOfRange",
+        ),
+        (
+            vec![rule("high", 4097, "Allow", "10.9.0.0/16", "80")],
+            "SecurityRulePriorityOutOfRange",
+        ),
+        (
+            vec![
+                rule("one", 200, "Allow", "10.9.0.0/16", "80"),
+                rule("two", 200, "Deny", "10.8.0.0/16", "81"),
+            ],
+            "DuplicateSecurityRulePriority",
+        ),
+        (
+            vec![rule("ssh", 100, "Allow", "Internet", "22")],
+            "ManagementPortExposedToInternet",
+        ),
+        (
+            vec![rule("rdp", 100, "Allow", "*", "3389")],
+            "ManagementPortExposedToInternet",
+        ),
+    ] {
+        refused(&s, &bad_nsg, json!({ "securityRules": rules }), 400, code);
+    }
+    assert_eq!(s.admin("GET", &v1, None).0, 404);
+    assert_eq!(s.admin("GET", &bad_nsg, None).0, 404);
+
+    // A VNet with a subnet; a NIC referring to a subnet that does not exist is refused.
+    put(
+        &s,
+        &v1,
+        vnet("10.0.0.0/16", vec![subnet("web", "10.0.1.0/24", None)], &[]),
+    );
+    let nic = path(&s, "net", "networkInterfaces", "web1");
+    refused(
+        &s,
+        &nic,
+        json!({ "subnet": { "id": format!("{v1}/subnets/nope") } }),
+        400,
+        "UnknownReference",
+    );
+
+    // A NIC without an NSG gets its own deny-by-default one, in the same transaction, and the
+    // first free address after the four reserved ones.
+    let v = put(&s, &nic, json!({ "subnet": { "id": web_subnet } }));
+    let p = &v["properties"];
+    assert_eq!(p["privateIPAddress"], "10.0.1.4", "{v}");
+    let own_nsg = path(&s, "net", "networkSecurityGroups", "web1-nsg");
+    assert_eq!(p["networkSecurityGroup"]["id"], own_nsg, "{v}");
+    assert!(
+        p["secureDefaults"].as_str().unwrap().contains("web1-nsg"),
+        "{v}"
+    );
+    let (st, g) = s.admin("GET", &own_nsg, None);
+    assert_eq!(st, 200, "{g}");
+    assert_eq!(g["properties"]["securityRules"], json!([]));
+    let nic2 = path(&s, "net", "networkInterfaces", "web2");
+    let v = put(&s, &nic2, json!({ "subnet": { "id": web_subnet } }));
+    assert_eq!(v["properties"]["privateIPAddress"], "10.0.1.5", "{v}");
+
+    // SYN to 22 with no allow rule: DenyAllInBound of the NIC's own NSG decides.
+    let internet = "203.0.113.9:50000";
+    let v = flow(&s, &nic, "10.0.1.4:22", internet);
+    assert_eq!(v["access"], "Deny", "{v}");
+    assert_eq!(v["ruleName"], "defaultSecurityRules/DenyAllInBound", "{v}");
+    assert_eq!(v["networkSecurityGroup"]["id"], own_nsg, "{v}");
+
+    // An allow at priority 100 from one prefix lets exactly that prefix through.
+    put(
+        &s,
+        &own_nsg,
+        json!({ "securityRules": [rule("allow-ssh", 100, "Allow", "198.51.100.0/24", "22")] }),
+    );
+    for (remote, access, rule_name) in [
+        ("198.51.100.7:50000", "Allow", "securityRules/allow-ssh"),
+        ("198.51.100.255:50000", "Allow", "securityRules/allow-ssh"),
+        (
+            "198.51.99.255:50000",
+            "Deny",
+            "defaultSecurityRules/DenyAllInBound",
+        ),
+        (
+            "198.51.101.0:50000",
+            "Deny",
+            "defaultSecurityRules/DenyAllInBound",
+        ),
+        (internet, "Deny", "defaultSecurityRules/DenyAllInBound"),
+    ] {
+        let v = flow(&s, &nic, "10.0.1.4:22", remote);
+        assert_eq!(
+            (v["access"].as_str(), v["ruleName"].as_str()),
+            (Some(access), Some(rule_name)),
+            "{remote}: {v}"
+        );
+    }
+    let v = post(
+        &s,
+        &format!("{nic}/reachability"),
+        json!({ "protocol": "Tcp", "port": 22 }),
+    );
+    let sources: Vec<&str> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert!(sources.contains(&"198.51.100.0/24"), "{v}");
+    assert!(
+        !sources
+            .iter()
+            .any(|p| p.starts_with("203.") || *p == "0.0.0.0/0"),
+        "{v}"
+    );
+    let v = post(
+        &s,
+        &format!("{nic}/effectiveNetworkSecurityGroups"),
+        json!({}),
+    );
+    assert!(v.to_string().contains("allow-ssh"), "{v}");
+    assert!(v.to_string().contains("DenyAllInBound"), "{v}");
+    // The other NIC's NSG is its own: still closed.
+    let v = flow(&s, &nic2, "10.0.1.5:22", "198.51.100.7:50000");
+    assert_eq!(v["access"], "Deny", "{v}");
+
+    // The guardrail holds on update too, and the stored rules are unchanged.
+    refused(
+        &s,
+        &own_nsg,
+        json!({ "securityRules": [rule("ssh-all", 100, "Allow", "Internet", "22")] }),
+        400,
+        "ManagementPortExposedToInternet",
+    );
+    let (_, g) = s.admin("GET", &own_nsg, None);
+    assert_eq!(g["properties"]["securityRules"][0]["name"], "allow-ssh");
+
+    // Subnet deny + NIC allow still denies; the subnet's rule is named.
+    let deny = path(&s, "net", "networkSecurityGroups", "subnet-deny");
+    put(
+        &s,
+        &deny,
+        json!({ "securityRules": [rule("deny-ssh", 100, "Deny", "*", "22")] }),
+    );
+    put(
+        &s,
+        &v1,
+        vnet(
+            "10.0.0.0/16",
+            vec![subnet("web", "10.0.1.0/24", Some(&deny))],
+            &[],
+        ),
+    );
+    let v = flow(&s, &nic, "10.0.1.4:22", "198.51.100.7:50000");
+    assert_eq!(v["access"], "Deny", "{v}");
+    assert_eq!(v["ruleName"], "securityRules/deny-ssh", "{v}");
+    assert_eq!(v["networkSecurityGroup"]["id"], deny, "{v}");
+    assert_eq!(v["level"], "Subnet", "{v}");
+
+    // Referenced resources cannot be deleted; the referrers are named.
+    let (st, v) = s.admin("DELETE", &own_nsg, None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(
+        v["error"]["code"],
+        "InUseNetworkSecurityGroupCannotBeDeleted"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("web1"),
+        "{v}"
+    );
+    let (st, v) = s.admin("DELETE", &deny, None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("subnets/web"),
+        "{v}"
+    );
+    let v = refused(
+        &s,
+        &v1,
+        vnet("10.0.0.0/16", vec![], &[]),
+        409,
+        "InUseSubnetCannotBeDeleted",
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("web2"),
+        "{v}"
+    );
+    // Once the NIC is gone, its NSG can go.
+    assert_eq!(s.admin("DELETE", &nic, None).0, 200);
+    assert_eq!(s.admin("DELETE", &own_nsg, None).0, 200);
+}
+
+#[test]
+fn virtual_networks_reach_each_other_only_when_peered_both_ways() {
+    let s = Server::start();
+    assert_eq!(s.admin("PUT", &s.rg("a"), Some(json!({}))).0, 201);
+    assert_eq!(s.admin("PUT", &s.rg("b"), Some(json!({}))).0, 201);
+    let va = path(&s, "a", "virtualNetworks", "va");
+    let vb = path(&s, "b", "virtualNetworks", "vb");
+    put(
+        &s,
+        &va,
+        vnet("10.1.0.0/16", vec![subnet("s", "10.1.0.0/24", None)], &[]),
+    );
+    put(
+        &s,
+        &vb,
+        vnet("10.2.0.0/16", vec![subnet("s", "10.2.0.0/24", None)], &[]),
+    );
+    let na = path(&s, "a", "networkInterfaces", "na");
+    let nb = path(&s, "b", "networkInterfaces", "nb");
+    put(
+        &s,
+        &na,
+        json!({ "subnet": { "id": format!("{va}/subnets/s") } }),
+    );
+    put(
+        &s,
+        &nb,
+        json!({ "subnet": { "id": format!("{vb}/subnets/s") } }),
+    );
+    let reach = |s: &Server| {
+        post(
+            s,
+            &format!("{nb}/reachability"),
+            json!({ "protocol": "Tcp", "port": 80, "source": { "id": na } }),
+        )
+    };
+
+    let v = reach(&s);
+    assert_eq!(v["reachable"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("not peered"), "{v}");
+
+    // One side is not enough.
+    put(
+        &s,
+        &va,
+        vnet(
+            "10.1.0.0/16",
+            vec![subnet("s", "10.1.0.0/24", None)],
+            &[&vb],
+        ),
+    );
+    assert_eq!(reach(&s)["reachable"], false);
+
+    // Both sides: the default rules allow traffic within VirtualNetwork, peers included.
+    put(
+        &s,
+        &vb,
+        vnet(
+            "10.2.0.0/16",
+            vec![subnet("s", "10.2.0.0/24", None)],
+            &[&va],
+        ),
+    );
+    let v = reach(&s);
+    assert_eq!(v["reachable"], true, "{v}");
+    assert_eq!(v["hops"].as_array().unwrap().len(), 4, "{v}");
+
+    // Peering overlapping networks is refused; a peered network cannot be deleted.
+    let vc = path(&s, "a", "virtualNetworks", "vc");
+    put(&s, &vc, vnet("10.2.0.0/16", vec![], &[&vb]));
+    refused(
+        &s,
+        &vb,
+        vnet(
+            "10.2.0.0/16",
+            vec![subnet("s", "10.2.0.0/24", None)],
+            &[&va, &vc],
+        ),
+        400,
+        "OverlappingPeeredAddressSpace",
+    );
+    let (st, v) = s.admin("DELETE", &vb, None);
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "InUseVirtualNetworkCannotBeDeleted");
+}
