@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use strata_compute::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, VtpmKey};
+use strata_compute::{
+    DiskKey, FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, VtpmKey,
+};
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::images::ImageStore;
@@ -84,6 +86,8 @@ pub struct DesiredVm {
     pub secure_boot: bool,
     pub vtpm: bool,
     pub vtpm_key: Option<VtpmKey>,
+    /// The OS disk's data key (every disk is encrypted; released with the assignment).
+    pub disk_key: Option<DiskKey>,
 }
 
 /// An assignment entry the agent cannot act on (reported Failed with the reason; a VM it names
@@ -181,6 +185,8 @@ struct WireVm {
     vtpm: bool,
     #[serde(default, rename = "vTpmKey")]
     vtpm_key: Option<SecretText>,
+    #[serde(default)]
+    disk_key: Option<SecretText>,
 }
 
 impl Assignments {
@@ -248,6 +254,10 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         }
         (true, Some(text)) => Some(vtpm_key(&text)?),
     };
+    let Some(disk_key_text) = w.disk_key else {
+        return Err("the assignment carries no diskKey: every VM disk is encrypted".into());
+    };
+    let disk_key = Some(disk_key(&disk_key_text)?);
     Ok(DesiredVm {
         arm_id: w.id,
         vm_id,
@@ -259,20 +269,34 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         secure_boot: w.secure_boot,
         vtpm: w.vtpm,
         vtpm_key,
+        disk_key,
     })
 }
 
-fn vtpm_key(text: &SecretText) -> Result<VtpmKey, String> {
+/// A 32-byte key from standard base64 (`what` names the field in errors). The caller wraps
+/// the result in a zeroizing key type and wipes this copy.
+fn key_bytes(text: &SecretText, what: &str) -> Result<[u8; 32], String> {
     let bytes = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(text.0.as_bytes())
-            .map_err(|_| "vTpmKey is not standard base64".to_owned())?,
+            .map_err(|_| format!("{what} is not standard base64"))?,
     );
-    let mut raw: [u8; 32] = bytes
+    bytes
         .as_slice()
         .try_into()
-        .map_err(|_| format!("vTpmKey must be 32 bytes, not {}", bytes.len()))?;
+        .map_err(|_| format!("{what} must be 32 bytes, not {}", bytes.len()))
+}
+
+fn vtpm_key(text: &SecretText) -> Result<VtpmKey, String> {
+    let mut raw = key_bytes(text, "vTpmKey")?;
     let key = VtpmKey::from_bytes(raw);
+    raw.zeroize();
+    Ok(key)
+}
+
+fn disk_key(text: &SecretText) -> Result<DiskKey, String> {
+    let mut raw = key_bytes(text, "diskKey")?;
+    let key = DiskKey::from_bytes(raw);
     raw.zeroize();
     Ok(key)
 }
@@ -1041,10 +1065,7 @@ impl Work {
             secure_boot: d.secure_boot,
             vtpm: d.vtpm,
             vtpm_key: d.vtpm_key,
-            // Until assignments carry the disk's data key (issue 6, secure key release), the
-            // VM's disk is encrypted with a key made here for this agent run (the driver
-            // refuses a VM without one).
-            disk_key: strata_compute::DiskKey::generate().ok(),
+            disk_key: d.disk_key,
         };
         match self.driver.create(spec) {
             Ok(()) => Outcome::Settled(VmState::Created),
@@ -1232,9 +1253,9 @@ mod tests {
             r#"{{"host":"h1","state":"Trusted","attestNow":true,"virtualMachines":[
               {{"id":"/subscriptions/s/resourceGroups/rg/providers/Strata.Compute/virtualMachines/vm1",
                 "vmId":"vm-0123456789abcdef","generation":7,"desiredState":"Running","vcpus":1,
-                "memoryMib":512,"image":"tiny","secureBoot":true,"vTpm":true,"vTpmKey":"{key}"}},
+                "memoryMib":512,"image":"tiny","secureBoot":true,"vTpm":true,"vTpmKey":"{key}","diskKey":"{key}"}},
               {{"id":"/x/vm2","vmId":"vm-2","generation":1,"desiredState":"Stopped","vcpus":2,
-                "memoryMib":256,"image":"tiny","secureBoot":false,"vTpm":false}}]}}"#
+                "memoryMib":256,"image":"tiny","secureBoot":false,"vTpm":false,"diskKey":"{key}"}}]}}"#
         ));
         assert!(a.trusted() && a.attest_now);
         assert_eq!(a.vms.len(), 2);
@@ -1252,6 +1273,24 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_without_a_disk_key_is_rejected() {
+        let a = parse(
+            r#"{"host":"h1","state":"Trusted","virtualMachines":[
+              {"id":"/a","vmId":"vm-a","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false},
+              {"id":"/b","vmId":"vm-b","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false,"diskKey":"AAAA"}]}"#,
+        );
+        assert!(a.vms.is_empty());
+        let reasons: Vec<&str> = a.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "the assignment carries no diskKey: every VM disk is encrypted",
+                "diskKey must be 32 bytes, not 3"
+            ]
+        );
+    }
+
+    #[test]
     fn bad_entries_are_rejected_not_dropped() {
         let a = parse(
             r#"{"host":"h1","state":"Trusted","virtualMachines":[
@@ -1260,7 +1299,7 @@ mod tests {
               {"id":"/c","vmId":"vm-c","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":true,"vTpmKey":"AAAA"},
               {"id":"/d","vmId":"VM D","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false},
               {"id":"/e","vmId":"vm-e","generation":1,"desiredState":"Paused","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false},
-              {"id":"/f","vmId":"vm-f","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false},
+              {"id":"/f","vmId":"vm-f","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false,"diskKey":"WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo="},
               {"id":"/g","vmId":"vm-f","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false}]}"#,
         );
         assert_eq!(a.vms.len(), 1);

@@ -87,6 +87,7 @@ fn vm(name: &str, generation: u64, desired: &str, image: &str) -> Value {
         "id": arm(name), "vmId": format!("vm-{name}"), "generation": generation,
         "desiredState": desired, "vcpus": 1, "memoryMib": 512, "image": image,
         "secureBoot": true, "vTpm": true, "vTpmKey": key(),
+        "diskKey": key(),
     })
 }
 
