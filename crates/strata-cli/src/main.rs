@@ -8,6 +8,7 @@ mod commands;
 mod devhost;
 mod host;
 mod image;
+mod network;
 mod output;
 mod vm;
 
@@ -136,6 +137,10 @@ pub enum Command {
     /// Virtual machines: create, list, show, start, stop, deallocate, delete, console log.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Virtual networks, subnets, peerings, NSGs and rules, NICs, ASGs; flow verify,
+    /// effective rules and reachability.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
 }
 
 fn main() -> std::process::ExitCode {
