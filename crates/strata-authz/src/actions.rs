@@ -254,6 +254,23 @@ pub const ALL: &[ActionInfo] = &[
     ),
     mgmt("Strata.KeyVault/vaults/keys/delete", "Delete key metadata"),
     mgmt(
+        "Strata.KeyVault/vaults/keys/rotate/action",
+        "Rotate a key to a new version",
+    ),
+    mgmt("Strata.KeyVault/vaults/keys/enable/action", "Enable a key"),
+    mgmt(
+        "Strata.KeyVault/vaults/keys/disable/action",
+        "Disable a key (every cryptographic operation with it is refused)",
+    ),
+    mgmt(
+        "Strata.KeyVault/vaults/keys/recover/action",
+        "Recover a soft-deleted key",
+    ),
+    mgmt(
+        "Strata.KeyVault/vaults/keys/purge/action",
+        "Purge a soft-deleted key for good",
+    ),
+    mgmt(
         "Strata.Security/assessments/read",
         "Read security assessments",
     ),

@@ -8,6 +8,7 @@ mod commands;
 mod devhost;
 mod host;
 mod image;
+mod keyvault;
 mod network;
 mod output;
 mod vm;
@@ -137,6 +138,10 @@ pub enum Command {
     /// Virtual machines: create, list, show, start, stop, deallocate, delete, console log.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Key vaults and keys: create, rotate, disable, enable, delete, recover, purge; wrap,
+    /// unwrap, encrypt, decrypt, sign, verify.
+    #[command(subcommand)]
+    Keyvault(keyvault::KeyVaultCmd),
     /// Virtual networks, subnets, peerings, NSGs and rules, NICs, ASGs; flow verify,
     /// effective rules and reachability.
     #[command(subcommand)]

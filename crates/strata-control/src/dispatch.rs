@@ -494,7 +494,13 @@ fn authorize(
     ) {
         return Ok("list filtered to readable items".into());
     }
-    let decision = app.decide(caller, &route.action, route.scope.key(), false);
+    // Key vaults' cryptographic operations are data actions: only roles' `dataActions` grant
+    // them (a management `*` does not).
+    let data_action = matches!(
+        &route.target,
+        Target::PostAction { kind, action, .. } if kind.post_action_is_data(action)
+    );
+    let decision = app.decide(caller, &route.action, route.scope.key(), data_action);
     let mfa_role = app.missing_mfa(caller, &decision);
     if decision.is_allowed() && mfa_role.is_none() {
         return Ok(decision.explain());
@@ -517,9 +523,15 @@ fn authorize(
         )
     } else {
         let readable = match &route.target {
-            Target::Item { id, kind } | Target::PostAction { id, kind, .. } => app
-                .decide(caller, &kind.action("read"), id.key(), false)
-                .is_allowed(),
+            Target::Item { id, kind } | Target::PostAction { id, kind, .. } => {
+                app.decide(caller, &kind.action("read"), id.key(), false)
+                    .is_allowed()
+                    // A data-plane reader of keys (Key Vault Crypto User) knows they exist.
+                    || (*kind == Kind::VaultKey
+                        && app
+                            .decide(caller, &kind.action("read"), id.key(), true)
+                            .is_allowed())
+            }
             _ => true,
         };
         if readable {

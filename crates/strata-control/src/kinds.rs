@@ -19,6 +19,8 @@ pub enum Kind {
     JoinToken,
     ReferencePolicy,
     VirtualMachine,
+    Vault,
+    VaultKey,
     VirtualNetwork,
     NetworkSecurityGroup,
     NetworkInterface,
@@ -26,7 +28,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -41,6 +43,8 @@ impl Kind {
         Kind::JoinToken,
         Kind::ReferencePolicy,
         Kind::VirtualMachine,
+        Kind::Vault,
+        Kind::VaultKey,
         Kind::VirtualNetwork,
         Kind::NetworkSecurityGroup,
         Kind::NetworkInterface,
@@ -64,6 +68,8 @@ impl Kind {
             Kind::JoinToken => "Strata.Fabric/joinTokens",
             Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
             Kind::VirtualMachine => "Strata.Compute/virtualMachines",
+            Kind::Vault => "Strata.KeyVault/vaults",
+            Kind::VaultKey => "Strata.KeyVault/vaults/keys",
             Kind::VirtualNetwork => "Strata.Network/virtualNetworks",
             Kind::NetworkSecurityGroup => "Strata.Network/networkSecurityGroups",
             Kind::NetworkInterface => "Strata.Network/networkInterfaces",
@@ -95,6 +101,8 @@ impl Kind {
                 | Kind::JoinToken
                 | Kind::ReferencePolicy
                 | Kind::VirtualMachine
+                | Kind::Vault
+                | Kind::VaultKey
                 | Kind::VirtualNetwork
                 | Kind::NetworkSecurityGroup
                 | Kind::NetworkInterface
@@ -107,6 +115,7 @@ impl Kind {
         matches!(
             self,
             Kind::VirtualMachine
+                | Kind::Vault
                 | Kind::VirtualNetwork
                 | Kind::NetworkSecurityGroup
                 | Kind::NetworkInterface
@@ -137,11 +146,22 @@ impl Kind {
             | Kind::JoinToken
             | Kind::ReferencePolicy => parent.is_tenant(),
             Kind::VirtualMachine => parent.scope() == strata_types::path::Scope::ResourceGroup,
+            Kind::Vault => parent.scope() == strata_types::path::Scope::ResourceGroup,
             Kind::VirtualNetwork
             | Kind::NetworkSecurityGroup
             | Kind::NetworkInterface
             | Kind::ApplicationSecurityGroup => {
                 parent.scope() == strata_types::path::Scope::ResourceGroup
+            }
+            Kind::VaultKey => {
+                return parent
+                    .resource_type()
+                    .filter(|t| t.as_str().eq_ignore_ascii_case(Kind::Vault.type_name()))
+                    .map(|_| ())
+                    .ok_or_else(|| {
+                        "keys live in a key vault: use …/providers/Strata.KeyVault/vaults/VAULT/keys/NAME"
+                            .to_string()
+                    });
             }
             _ => true,
         };
@@ -179,6 +199,19 @@ impl Kind {
                 "effectiveNetworkSecurityGroups",
                 "reachability",
             ],
+            Kind::VaultKey => &[
+                "rotate",
+                "enable",
+                "disable",
+                "recover",
+                "purge",
+                "wrapKey",
+                "unwrapKey",
+                "encrypt",
+                "decrypt",
+                "sign",
+                "verify",
+            ],
             _ => &[],
         }
     }
@@ -198,8 +231,21 @@ impl Kind {
             (Kind::VirtualMachine, a) => format!("Strata.Compute/virtualMachines/{a}/action"),
             // Questions about the interface's rules; nothing changes.
             (Kind::NetworkInterface, _) => self.action("read"),
+            // Management (rotate, enable, …) and data actions (wrapKey, …) alike; which plane
+            // decides is `post_action_is_data`.
+            (Kind::VaultKey, a) => format!("Strata.KeyVault/vaults/keys/{a}/action"),
             _ => self.action("write"),
         }
+    }
+
+    /// Whether a POST action is a data action (decided against roles' `dataActions`, never
+    /// their `actions`): the key vault's cryptographic operations.
+    pub fn post_action_is_data(self, action: &str) -> bool {
+        self == Kind::VaultKey
+            && matches!(
+                action,
+                "wrapKey" | "unwrapKey" | "encrypt" | "decrypt" | "sign" | "verify"
+            )
     }
 
     /// Whether PATCH is meaningful (authorization objects are immutable, as in Azure; hosts

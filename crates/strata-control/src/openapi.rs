@@ -93,6 +93,10 @@ pub fn operations() -> Vec<Operation> {
                 "/subscriptions/{subscriptionId}/resourceGroups".to_string(),
                 "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}".to_string(),
             ),
+            Kind::VaultKey => (
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Strata.KeyVault/vaults/{vaultName}/keys".to_string(),
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Strata.KeyVault/vaults/{vaultName}/keys/{name}".to_string(),
+            ),
             k if k.in_resource_group() => (
                 format!(
                     "/subscriptions/{{subscriptionId}}/resourceGroups/{{resourceGroupName}}/providers/{t}"

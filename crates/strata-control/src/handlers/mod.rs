@@ -6,6 +6,7 @@ pub mod authz;
 pub mod compute;
 pub mod fabric;
 pub mod identity;
+pub mod keyvault;
 pub mod network;
 
 use crate::context::Ctx;
@@ -53,6 +54,28 @@ pub struct Built {
 
 pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, ApiError> {
     match (&route.target, route.verb) {
+        (
+            Target::Item {
+                id,
+                kind: Kind::VaultKey,
+            },
+            Verb::Delete,
+        ) => keyvault::delete_key(ctx, id, req),
+        (
+            Target::Collection {
+                parent,
+                kind: Kind::VaultKey,
+            },
+            _,
+        ) => keyvault::list_keys(ctx, parent, req.query),
+        (
+            Target::PostAction {
+                id,
+                kind: Kind::VaultKey,
+                action,
+            },
+            _,
+        ) => keyvault::key_action(ctx, id, action, req),
         (Target::Item { id, kind }, Verb::Get) => get_item(ctx, id, *kind),
         (Target::Item { id, kind }, Verb::Put) => put_item(ctx, id, *kind, req, false),
         (Target::Item { id, kind }, Verb::Patch) => put_item(ctx, id, *kind, req, true),
@@ -321,6 +344,9 @@ fn put_item(
         Kind::ActivationRequest => authz::build_activation(ctx, id, existing_doc, body)?,
         Kind::JoinToken => fabric::build_join_token(ctx, id, existing_doc, body)?,
         Kind::VirtualMachine => compute::build_vm(ctx, id, existing_doc, body)?,
+        Kind::Vault => keyvault::build_vault(ctx, id, existing_doc, body)?,
+        // Keys audit their key operations with the write: their own handler.
+        Kind::VaultKey => return keyvault::put_key(ctx, id, req, patch),
         Kind::VirtualNetwork => network::build_vnet(ctx, id, existing_doc, body)?,
         Kind::NetworkSecurityGroup => network::build_nsg(ctx, id, existing_doc, body)?,
         Kind::NetworkInterface => network::build_nic(ctx, id, existing_doc, body)?,
@@ -426,6 +452,7 @@ fn delete_item(
             ));
         }
         Kind::RoleDefinition => authz::check_role_unused(ctx, id)?,
+        Kind::ResourceGroup | Kind::Vault => keyvault::check_no_keys_under(ctx, id)?,
         Kind::VirtualNetwork | Kind::NetworkSecurityGroup | Kind::ApplicationSecurityGroup => {
             network::check_unreferenced(ctx, id, kind)?;
         }

@@ -13,6 +13,7 @@ mod authn;
 mod authz;
 mod compute;
 mod fabric;
+mod keyvault;
 mod network;
 mod openapi;
 mod postgres;

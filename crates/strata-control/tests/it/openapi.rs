@@ -22,6 +22,7 @@ fn every_endpoint_refuses_requests_without_credentials() {
             .replace("{subscriptionId}", &s.sub())
             .replace("{resourceGroupName}", "rg1")
             .replace("{scope}", &format!("subscriptions/{}", s.sub()))
+            .replace("{vaultName}", "probe")
             .replace("{name}", "probe");
         let method = op.method.to_ascii_uppercase();
         let body = serde_json::json!({ "properties": {} });
