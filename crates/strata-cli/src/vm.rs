@@ -84,6 +84,15 @@ pub enum VmCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Restart a VM (stop, then start on the same host) and wait until it runs again.
+    Restart {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Stop a VM and release its host (its host-local disk overlay and vTPM state go with it).
     Deallocate {
         #[arg(short = 'n', long)]
@@ -257,6 +266,15 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
             let path = vm_path(sub, &resource_group, &name)?;
             let v = c.call("POST", &format!("{path}/stop"), None)?;
             finish(c, out, &path, v, "stopped", wait)
+        }
+        VmCmd::Restart {
+            name,
+            resource_group,
+            wait,
+        } => {
+            let path = vm_path(sub, &resource_group, &name)?;
+            let v = c.call("POST", &format!("{path}/restart"), None)?;
+            finish(c, out, &path, v, "running", wait)
         }
         VmCmd::Deallocate {
             name,

@@ -193,7 +193,13 @@ impl Kind {
                 "revokeSessions",
             ],
             Kind::Host => &["attest", "cordon", "uncordon", "quarantine", "release"],
-            Kind::VirtualMachine => &["start", "stop", "deallocate", "retrieveBootDiagnosticsData"],
+            Kind::VirtualMachine => &[
+                "start",
+                "stop",
+                "restart",
+                "deallocate",
+                "retrieveBootDiagnosticsData",
+            ],
             Kind::NetworkInterface => &[
                 "ipFlowVerify",
                 "effectiveNetworkSecurityGroups",

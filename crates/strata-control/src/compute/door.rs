@@ -202,10 +202,21 @@ pub fn apply_reports(
             continue;
         }
         let mut internal: VmInternal = crate::docs::internal_of(&doc);
-        let desired = internal.desired.unwrap_or(Desired::Running);
+        let mut desired = internal.desired.unwrap_or(Desired::Running);
         // A report about an older generation says where the VM was, not where it is going:
         // it may still fail it, but not complete the newer request.
         let current = report.generation >= internal.generation;
+        // The stop half of a restart is done: ask for the start (a new generation).
+        let restarting = internal.restart_pending
+            && desired == Desired::Stopped
+            && current
+            && report.power_state == Reported::Stopped;
+        if restarting {
+            internal.restart_pending = false;
+            internal.desired = Some(Desired::Running);
+            internal.generation += 1;
+            desired = Desired::Running;
+        }
         let (provisioning, power) = fold_report(desired, report.power_state);
         let (provisioning, power) = if current || report.power_state == Reported::Failed {
             (provisioning, power)
@@ -238,7 +249,7 @@ pub fn apply_reports(
                 o.insert("failureDetail".into(), json!(failure_detail));
             }
         }
-        let changed = doc.properties != before;
+        let changed = doc.properties != before || restarting;
         let tail = report.console_tail.as_deref().map(console_tail);
         let tail_changed = tail.is_some_and(|t| t != internal.console_tail);
         accepted += 1;

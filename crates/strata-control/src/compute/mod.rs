@@ -15,6 +15,9 @@
 //!                                Updating          powerState=deallocated (host released)
 //! ```
 //!
+//! `restart` is stop-then-start driven here: desired Stopped with `restartPending`; the host's
+//! report of Stopped for that generation turns it into desired Running (a new generation).
+//!
 //! The agent learns what to run from `GET /fabric/v1/hosts/{host}/assignments` (mTLS with the
 //! host's attestation-bound certificate): each VM assigned to the host with its desired state
 //! (`Running` or `Stopped`) and, only while the host is Trusted, the VM's vTPM state key (sealed
@@ -63,6 +66,10 @@ pub struct VmInternal {
     /// Bumped on every change of `desired`; reports name the generation they answer.
     #[serde(default)]
     pub generation: u64,
+    /// A restart in progress: the VM is being stopped and is started again once its host
+    /// reports it stopped (see `door::apply_reports`).
+    #[serde(default)]
+    pub restart_pending: bool,
     /// The vTPM state key, sealed under the root key (AAD: [`vtpm_key_aad`]).
     #[serde(default)]
     pub vtpm_key: Option<String>,

@@ -138,6 +138,7 @@ pub fn build_vm(
     doc.internal = serde_json::to_value(VmInternal {
         desired: Some(Desired::Running),
         generation: 1,
+        restart_pending: false,
         vtpm_key,
         disk_key: Some(disk_envelope.encode()),
         console_tail: String::new(),
@@ -163,6 +164,7 @@ pub fn vm_action(ctx: &Ctx<'_>, doc: &Doc, action: &str) -> Result<Built, ApiErr
                 set(&mut doc, "host", json!(host));
             }
             int.desired = Some(Desired::Running);
+            int.restart_pending = false;
             set(&mut doc, "powerState", json!("starting"));
             if doc.prop_str("provisioningState") == Some("Failed") {
                 set(&mut doc, "provisioningState", json!("Updating"));
@@ -172,9 +174,28 @@ pub fn vm_action(ctx: &Ctx<'_>, doc: &Doc, action: &str) -> Result<Built, ApiErr
         }
         "stop" => {
             int.desired = Some(Desired::Stopped);
+            int.restart_pending = false;
             if doc.prop_str("host").is_some() {
                 set(&mut doc, "powerState", json!("stopping"));
             }
+        }
+        "restart" => {
+            if doc.prop_str("host").is_none() {
+                return Err(ApiError::conflict(
+                    "VmDeallocated",
+                    "the VM is deallocated: use start",
+                ));
+            }
+            if doc.prop_str("powerState") == Some("stopped") {
+                // Nothing to stop: a restart of a stopped VM is a start.
+                int.desired = Some(Desired::Running);
+                set(&mut doc, "powerState", json!("starting"));
+            } else {
+                int.desired = Some(Desired::Stopped);
+                int.restart_pending = true;
+                set(&mut doc, "powerState", json!("restarting"));
+            }
+            set(&mut doc, "provisioningState", json!("Updating"));
         }
         "deallocate" => {
             // The host lets go of the VM (its agent deletes the VM's host-local files, the
@@ -186,7 +207,7 @@ pub fn vm_action(ctx: &Ctx<'_>, doc: &Doc, action: &str) -> Result<Built, ApiErr
         _ => {
             return Err(ApiError::bad_request(
                 "InvalidAction",
-                format!("unknown action '{action}': use start, stop or deallocate"),
+                format!("unknown action '{action}': use start, stop, restart or deallocate"),
             ));
         }
     }

@@ -180,6 +180,36 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
         "{d}"
     );
 
+    // Restart: stop first, then (once the host says it stopped) start again.
+    let (s, v) = server.admin("POST", &format!("{web}/restart"), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["powerState"], "restarting");
+    let list = good_agent.assignments(true).unwrap();
+    let a = assignment(&list, &vm_id).unwrap();
+    assert_eq!(a["desiredState"], "Stopped");
+    let stop_half = a["generation"].as_u64().unwrap();
+    report(good_agent, &id, stop_half, "Stopped", None);
+    let list = good_agent.assignments(true).unwrap();
+    let a = assignment(&list, &vm_id).unwrap();
+    assert_eq!(a["desiredState"], "Running", "{a}");
+    let start_half = a["generation"].as_u64().unwrap();
+    assert!(start_half > stop_half);
+    assert_eq!(
+        server.admin("GET", &web, None).1["properties"]["powerState"],
+        "starting"
+    );
+    report(good_agent, &id, start_half, "Running", None);
+    let v = server.admin("GET", &web, None).1;
+    assert_eq!(
+        (
+            v["properties"]["provisioningState"].as_str(),
+            v["properties"]["powerState"].as_str()
+        ),
+        (Some("Succeeded"), Some("running")),
+        "{v}"
+    );
+    let generation = start_half;
+
     // Stop: a new generation with desired Stopped.
     let (s, v) = server.admin("POST", &format!("{web}/stop"), None);
     assert_eq!(s, 200, "{v}");
