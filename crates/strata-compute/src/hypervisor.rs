@@ -85,9 +85,10 @@ impl fmt::Debug for VtpmKey {
 /// The key a VM's disk is encrypted with: every disk is a qcow2 whose data clusters are LUKS
 /// encrypted (AES-256-XTS), and this key unlocks its LUKS key slot. In production it is the
 /// disk's data key (`strata_kms::DataKey::expose_secret()`, released to the host the VM runs
-/// on); the driver never stores it. QEMU and `qemu-img` get it only through an inherited pipe
-/// (a `secret` object reading `/dev/fd/N`): never argv, environment, log or file. Zeroed when
-/// dropped; `Debug` is redacted.
+/// on); the driver keeps it in memory only, for as long as the VM exists (every start needs
+/// it). QEMU and `qemu-img` get it only through an inherited pipe (a `secret` object reading
+/// `/dev/fd/N`): never argv, environment, log or file. Zeroed when dropped; `Debug` is
+/// redacted.
 #[derive(Clone, zeroize::ZeroizeOnDrop)]
 pub struct DiskKey([u8; 32]);
 

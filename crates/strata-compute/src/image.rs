@@ -27,8 +27,10 @@
 //! The disk marker: at every boot `/init` writes a fresh random marker line
 //! (`STRATA-DISK-MARKER-<24 hex digits>`, repeated to [`MARKER_BYTES`]) to `/dev/vda` at byte
 //! [`MARKER_OFFSET`], in the unused gap between the GPT and the ESP, and prints
-//! `STRATA-GUEST-DISK-MARKER <marker>` on the console. Tests read the VM's disk file raw and
-//! check that the marker is not there (the disk is encrypted), and decrypted that it is.
+//! `STRATA-GUEST-DISK-MARKER <marker>` on the console; before that, if the previous boot left a
+//! marker there, it prints `STRATA-GUEST-DISK-PREVIOUS <marker>` (the disk kept its data across
+//! a restart). Tests read the VM's disk file raw and check that the marker is not there (the
+//! disk is encrypted), and decrypted that it is.
 //!
 //! Nothing is installed on the host: the kernel package is only downloaded and unpacked under
 //! `out_dir/cache`. The result is reused when the inputs (kernel version, busybox, stub, init
@@ -61,6 +63,8 @@ pub const MARKER_OFFSET: u64 = 1024 * 512;
 pub const MARKER_BYTES: u64 = 1024 * 44;
 /// The console line prefix before the guest's disk marker.
 pub const MARKER_LINE: &str = "STRATA-GUEST-DISK-MARKER ";
+/// The console line prefix before the marker the previous boot wrote, read back at boot.
+pub const PREVIOUS_MARKER_LINE: &str = "STRATA-GUEST-DISK-PREVIOUS ";
 /// Kernel modules in the initramfs, in load order (each after its dependencies), under
 /// `lib/modules/<ver>/kernel/drivers/` of the kernel package.
 const MODULES: &[&str] = &[
@@ -103,6 +107,8 @@ echo "STRATA-GUEST-TPM $(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null |
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 if [ -b /dev/vda ]; then
+  prev="$(dd if=/dev/vda bs=512 skip=1024 count=1 2>/dev/null | tr -d '\000' | head -n 1)"
+  case "$prev" in STRATA-DISK-MARKER-*) echo "STRATA-GUEST-DISK-PREVIOUS $prev";; esac
   m="STRATA-DISK-MARKER-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   i=0
   while [ $i -lt 1024 ]; do echo "$m"; i=$((i+1)); done > /marker
@@ -167,6 +173,12 @@ pub fn build_tiny_with_progress(
     progress: &mut dyn FnMut(&str),
 ) -> Result<TinyImage, ImageError> {
     fs::create_dir_all(out_dir).map_err(io(format!("create {}", out_dir.display())))?;
+    // One build at a time per directory, whoever calls (tests, benchmarks and the agent share
+    // one cache); released when the function returns.
+    let lock = fs::File::create(out_dir.join("build.lock"))
+        .map_err(io(format!("create {}/build.lock", out_dir.display())))?;
+    lock.lock()
+        .map_err(io(format!("lock {}/build.lock", out_dir.display())))?;
     let (kernel_pkg, kernel_version) = kernel_package()?;
     let kernel = format!("{kernel_pkg} {kernel_version}");
     let disk = out_dir.join("disk.qcow2");

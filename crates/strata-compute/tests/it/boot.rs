@@ -198,11 +198,8 @@ fn trusted_launch_boots_tiny_image() {
         serial.contains("secureboot: Secure boot enabled"),
         "the kernel did not see secure boot on:\n{serial}"
     );
-    let marker = serial
-        .lines()
-        .find_map(|l| l.trim_end().strip_prefix(image::MARKER_LINE))
-        .unwrap_or_else(|| panic!("the guest wrote no disk marker:\n{serial}"))
-        .to_owned();
+    let marker = disk_marker(&serial, image::MARKER_LINE)
+        .unwrap_or_else(|| panic!("the guest wrote no disk marker:\n{serial}"));
     assert!(
         marker.starts_with("STRATA-DISK-MARKER-") && marker.len() == 43,
         "{marker}"
@@ -473,8 +470,31 @@ fn standard_vm_boots_without_vtpm_or_secure_boot() {
     );
     let dir = hv.vm_dir(&id).unwrap();
     assert!(!dir.join("tpm").exists(), "a Standard VM has no vTPM state");
+    let first = disk_marker(&serial, image::MARKER_LINE).expect("a disk marker");
+    assert_eq!(disk_marker(&serial, image::PREVIOUS_MARKER_LINE), None);
+
+    // A restart: QEMU gets the disk key again on a fresh pipe, and the guest reads back, through
+    // the encryption, the marker its previous boot wrote.
+    hv.stop(&id).unwrap();
+    assert_eq!(hv.start(&id).unwrap(), VmState::Running);
+    let serial = hv.serial_log(&id).unwrap();
+    assert_eq!(
+        disk_marker(&serial, image::PREVIOUS_MARKER_LINE).as_deref(),
+        Some(first.as_str()),
+        "{serial}"
+    );
+    let second = disk_marker(&serial, image::MARKER_LINE).expect("a disk marker");
+    assert_ne!(first, second);
     hv.delete(&id).unwrap();
     assert!(!dir.exists());
+}
+
+/// The marker on the guest's console line starting with `prefix`.
+fn disk_marker(serial: &str, prefix: &str) -> Option<String> {
+    serial
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix))
+        .map(str::to_owned)
 }
 
 #[test]
