@@ -12,9 +12,11 @@
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::ddos::{self, DdosSample};
 use crate::names::{self, PORT_PREFIX, RULE_PREF};
 use crate::plan::{HostPlan, NicPlan};
 use crate::render::{self, digest_of};
@@ -42,6 +44,8 @@ pub enum HostError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("'{command}' printed something other than the expected JSON")]
+    UnexpectedOutput { command: String },
     #[error("network interface '{0}' is not in the plan")]
     UnknownNic(String),
 }
@@ -531,6 +535,24 @@ impl Host {
         let vm = Host::netns(vm_netns);
         vm.ip_batch(&vm_side(nic))?;
         self.attach_port(plan, nic_id).map(|_| ())
+    }
+
+    /// What each NIC's DDoS limits dropped since its ruleset was loaded (`nft -j list counters
+    /// table inet strata`), with the time of reading, for [`crate::MitigationMonitor`].
+    pub fn ddos_counters(&self, plan: &HostPlan) -> Result<DdosSample, HostError> {
+        let args = ["-j", "list", "counters", "table", "inet", "strata"];
+        let out = self.run("nft", &args)?;
+        let taken = Instant::now();
+        let shorts: Vec<(&str, &str)> = plan
+            .nics
+            .iter()
+            .map(|n| (n.id.as_str(), n.port.trim_start_matches(PORT_PREFIX)))
+            .collect();
+        let nics =
+            ddos::parse_counters(&out, shorts).ok_or_else(|| HostError::UnexpectedOutput {
+                command: self.describe("nft", &args),
+            })?;
+        Ok(DdosSample { taken, nics })
     }
 
     /// Forgets every tracked connection of a NIC (either direction, in its network's zone):

@@ -17,11 +17,16 @@
 //! How a packet between two VMs travels, and where each NSG rule is enforced, is drawn in
 //! [`render`]'s module documentation. The Linux layout is in [`plan`]'s.
 
+pub mod ddos;
 pub mod host;
 pub mod names;
 pub mod plan;
 pub mod render;
 
+pub use ddos::{
+    DdosPolicy, DdosSample, Dropped, Mechanism, MitigationEvent, MitigationMonitor,
+    NicDdosCounters, Rate,
+};
 pub use host::{ApplyReport, Host, HostError};
 pub use plan::{HostPlan, NicPlan, NsgChain, PlanError, VnetPlan};
 pub use render::render;

@@ -41,6 +41,7 @@ use strata_netpol::{
     Access, Direction, EffectiveRule, Network, Protocol, QueryError, Topology, ValidationError,
 };
 
+use crate::ddos::DdosPolicy;
 use crate::names;
 
 /// Why a host plan could not be made.
@@ -121,6 +122,9 @@ pub struct NicPlan {
     /// then subnet outbound); a level without an NSG has no chain.
     pub inbound: Vec<usize>,
     pub outbound: Vec<usize>,
+    /// The NIC's DDoS limits ([`DdosPolicy::default`] unless [`HostPlan::set_ddos`] says
+    /// otherwise).
+    pub ddos: DdosPolicy,
 }
 
 /// One direction of one NSG in one virtual network's context, compiled to nftables
@@ -387,6 +391,7 @@ impl HostPlan {
                 gateway: Ipv4Addr::from(p.addr + 1),
                 inbound,
                 outbound,
+                ddos: DdosPolicy::default(),
             });
         }
         check_unique("port", nics.iter().map(|n| (n.port.clone(), &n.id)))?;
@@ -414,6 +419,17 @@ impl HostPlan {
     pub fn with_uplink(mut self, device: &str) -> Self {
         self.uplink = Some(device.to_owned());
         self
+    }
+
+    /// Sets a NIC's DDoS limits.
+    pub fn set_ddos(&mut self, nic_id: &str, policy: DdosPolicy) -> Result<(), PlanError> {
+        let nic = self
+            .nics
+            .iter_mut()
+            .find(|n| n.id == nic_id)
+            .ok_or_else(|| PlanError::UnknownNic(nic_id.to_owned()))?;
+        nic.ddos = policy;
+        Ok(())
     }
 
     pub fn nic(&self, id: &str) -> Option<&NicPlan> {

@@ -43,8 +43,8 @@ use std::fmt::Write;
 
 use strata_netpol::Access;
 
-use crate::names;
 use crate::plan::{HostPlan, Shape};
+use crate::{ddos, names};
 
 /// Marker at the start of the `inet strata` table's comment; the digest of the rest follows.
 pub const DIGEST_MARKER: &str = "strata-netdp ";
@@ -111,6 +111,12 @@ fn render_body(plan: &HostPlan) -> String {
         "map",
         &nic_map("in"),
     );
+    for nic in &plan.nics {
+        let short = nic.port.trim_start_matches(names::PORT_PREFIX);
+        for object in ddos::objects(short, &nic.ddos) {
+            line(w, 1, &object);
+        }
+    }
     for chain in &plan.chains {
         for (k, st) in chain.statements.iter().enumerate() {
             let ty = match st.shape {
@@ -235,6 +241,9 @@ fn render_body(plan: &HostPlan) -> String {
                 line(w, 2, &format!("jump {}", chain.name));
             }
         }
+        if let Some(cap) = ddos::cap_line(short, &nic.ddos) {
+            line(w, 2, &cap);
+        }
         line(w, 2, "oifname @vnet_bridges goto to_vnet");
         line(w, 2, "accept comment \"leaves through the uplink\"");
         line(w, 1, "}");
@@ -243,6 +252,9 @@ fn render_body(plan: &HostPlan) -> String {
             if let Some(chain) = plan.chains.get(c) {
                 line(w, 2, &format!("jump {}", chain.name));
             }
+        }
+        for l in ddos::inbound_lines(short, &nic.ddos) {
+            line(w, 2, &l);
         }
         line(w, 2, "accept");
         line(w, 1, "}");

@@ -132,6 +132,9 @@ impl Lab {
     pub fn update(&mut self, topology: Topology) -> ApplyReport {
         let mut plan = HostPlan::new(&topology, self.vms.keys().map(String::as_str)).unwrap();
         plan.uplink = self.plan.uplink.clone();
+        for nic in &self.plan.nics {
+            plan.set_ddos(&nic.id, nic.ddos).unwrap();
+        }
         let report = self.host.apply(&plan).unwrap();
         self.topology = topology;
         self.plan = plan;
@@ -157,13 +160,14 @@ impl Lab {
     }
 
     /// Everything about the host's dataplane that reconcile owns (ruleset, links and their
-    /// bridge-port flags, IPv4 addresses, rules, routes, forwarding entries), without timers
-    /// or counters, for idempotency checks.
+    /// bridge-port flags, IPv4 addresses, rules, routes, forwarding entries), without timers,
+    /// counters or the DDoS meters' per-source entries (state, not configuration), for
+    /// idempotency checks.
     pub fn snapshot(&self) -> Vec<String> {
         let ns = self.host_ns.name.as_str();
         let mut lines = Vec::new();
         for args in [
-            &["ip", "netns", "exec", ns, "nft", "list", "ruleset"][..],
+            &["ip", "netns", "exec", ns, "nft", "-s", "list", "ruleset"][..],
             &["ip", "-n", ns, "-o", "link", "show"],
             &["bridge", "-n", ns, "-d", "link", "show"],
             &["ip", "-n", ns, "-4", "-o", "addr", "show"],
@@ -173,12 +177,22 @@ impl Lab {
         ] {
             let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
             assert!(out.status.success(), "{args:?}: {out:?}");
-            lines.extend(
-                String::from_utf8(out.stdout)
-                    .unwrap()
-                    .lines()
-                    .map(str::to_owned),
-            );
+            let mut in_meter = false;
+            for l in String::from_utf8(out.stdout).unwrap().lines() {
+                let t = l.trim();
+                if t.starts_with("set ddos_") {
+                    in_meter = true;
+                } else if in_meter && t == "}" {
+                    in_meter = false;
+                } else if in_meter
+                    && !["type ", "size ", "flags ", "timeout "]
+                        .iter()
+                        .any(|k| t.starts_with(k))
+                {
+                    continue; // a meter's elements
+                }
+                lines.push(l.to_owned());
+            }
         }
         lines
     }
