@@ -1,5 +1,5 @@
 //! DDoS basics per NIC: what limits a NIC's new flows ([`DdosPolicy`], rendered into the NIC's
-//! chains by [`crate::render`]), the counters that show what they dropped ([`NicDdosCounters`],
+//! chains by [`crate::render::render`]), the counters that show what they dropped ([`NicDdosCounters`],
 //! read by [`crate::Host::ddos_counters`]), and the decision that a mitigation started or
 //! ended ([`MitigationMonitor::observe`], pure: it compares two samples).
 //!

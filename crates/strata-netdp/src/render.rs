@@ -17,9 +17,11 @@
 //!                              iifname . ip saddr vmap @nic_out ─▶ nic_<A>_out   [else drop]
 //! nic_<A>_out                  jump nsg_…_out (A's NIC NSG), jump nsg_…_out (A's subnet NSG);
 //!                              each returns when its NSG allows, drops when it denies;
-//!                              then goto to_vnet (to another NIC) or accept (to the uplink)
+//!                              then A's conntrack cap (crate::ddos), then goto to_vnet (to
+//!                              another NIC) or accept (to the uplink)
 //! to_vnet                      oifname . ip daddr vmap @nic_in ─▶ nic_<B>_in      [else drop]
-//! nic_<B>_in                   jump B's subnet NSG chain, jump B's NIC NSG chain    [accept]
+//! nic_<B>_in                   jump B's subnet NSG chain, jump B's NIC NSG chain, then B's
+//!                              DDoS limits (crate::ddos: SYN/new-flow meters, ct cap) [accept]
 //! inet strata / input          nothing from a VM reaches the host itself            [drop]
 //! ```
 //!

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cases;
+mod ddos;
 mod props;
 mod reconcile;
 mod support;
