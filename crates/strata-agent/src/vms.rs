@@ -254,10 +254,15 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         }
         (true, Some(text)) => Some(vtpm_key(&text)?),
     };
-    let Some(disk_key_text) = w.disk_key else {
-        return Err("the assignment carries no diskKey: every VM disk is encrypted".into());
+    // A Stopped entry may come without its key: the control plane withholds it while the
+    // disk's customer key is disabled, and the VM then only needs stopping.
+    let disk_key = match (w.disk_key, state) {
+        (Some(text), _) => Some(disk_key(&text)?),
+        (None, DesiredState::Stopped) => None,
+        (None, DesiredState::Running) => {
+            return Err("the assignment carries no diskKey: every VM disk is encrypted".into());
+        }
     };
-    let disk_key = Some(disk_key(&disk_key_text)?);
     Ok(DesiredVm {
         arm_id: w.id,
         vm_id,
@@ -1277,9 +1282,12 @@ mod tests {
         let a = parse(
             r#"{"host":"h1","state":"Trusted","virtualMachines":[
               {"id":"/a","vmId":"vm-a","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false},
-              {"id":"/b","vmId":"vm-b","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false,"diskKey":"AAAA"}]}"#,
+              {"id":"/b","vmId":"vm-b","generation":1,"desiredState":"Running","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false,"diskKey":"AAAA"},
+              {"id":"/c","vmId":"vm-c","generation":1,"desiredState":"Stopped","vcpus":1,"memoryMib":512,"image":"tiny","vTpm":false}]}"#,
         );
-        assert!(a.vms.is_empty());
+        // A Stopped entry without its key (withheld: the customer key is disabled) only stops.
+        assert_eq!(a.vms.len(), 1);
+        assert!(a.vms[0].disk_key.is_none() && a.vms[0].state == DesiredState::Stopped);
         let reasons: Vec<&str> = a.rejected.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(
             reasons,

@@ -792,6 +792,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Host(h) => crate::host::run(c, out, h)?,
         Command::Vm(v) => crate::vm::run(c, out, &ctx.sub()?, v)?,
         Command::Keyvault(k) => crate::keyvault::run(c, out, &ctx.sub()?, k)?,
+        Command::Disk(d) => crate::disk::run(c, out, &ctx.sub()?, d)?,
         Command::Network(n) => crate::network::run(c, out, &ctx.sub()?, n)?,
         Command::Up(_)
         | Command::Server(_)

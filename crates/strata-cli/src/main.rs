@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod devhost;
+mod disk;
 mod host;
 mod image;
 mod keyvault;
@@ -142,6 +143,10 @@ pub enum Command {
     /// unwrap, encrypt, decrypt, sign, verify.
     #[command(subcommand)]
     Keyvault(keyvault::KeyVaultCmd),
+    /// Managed disks, encrypted at rest (platform or customer key): create, list, show,
+    /// rewrap, delete.
+    #[command(subcommand)]
+    Disk(disk::DiskCmd),
     /// Virtual networks, subnets, peerings, NSGs and rules, NICs, ASGs; flow verify,
     /// effective rules and reachability.
     #[command(subcommand)]

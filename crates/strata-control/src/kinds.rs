@@ -19,6 +19,7 @@ pub enum Kind {
     JoinToken,
     ReferencePolicy,
     VirtualMachine,
+    Disk,
     Vault,
     VaultKey,
     VirtualNetwork,
@@ -28,7 +29,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -43,6 +44,7 @@ impl Kind {
         Kind::JoinToken,
         Kind::ReferencePolicy,
         Kind::VirtualMachine,
+        Kind::Disk,
         Kind::Vault,
         Kind::VaultKey,
         Kind::VirtualNetwork,
@@ -68,6 +70,7 @@ impl Kind {
             Kind::JoinToken => "Strata.Fabric/joinTokens",
             Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
             Kind::VirtualMachine => "Strata.Compute/virtualMachines",
+            Kind::Disk => "Strata.Compute/disks",
             Kind::Vault => "Strata.KeyVault/vaults",
             Kind::VaultKey => "Strata.KeyVault/vaults/keys",
             Kind::VirtualNetwork => "Strata.Network/virtualNetworks",
@@ -101,6 +104,7 @@ impl Kind {
                 | Kind::JoinToken
                 | Kind::ReferencePolicy
                 | Kind::VirtualMachine
+                | Kind::Disk
                 | Kind::Vault
                 | Kind::VaultKey
                 | Kind::VirtualNetwork
@@ -115,6 +119,7 @@ impl Kind {
         matches!(
             self,
             Kind::VirtualMachine
+                | Kind::Disk
                 | Kind::Vault
                 | Kind::VirtualNetwork
                 | Kind::NetworkSecurityGroup
@@ -145,7 +150,9 @@ impl Kind {
             | Kind::Host
             | Kind::JoinToken
             | Kind::ReferencePolicy => parent.is_tenant(),
-            Kind::VirtualMachine => parent.scope() == strata_types::path::Scope::ResourceGroup,
+            Kind::VirtualMachine | Kind::Disk => {
+                parent.scope() == strata_types::path::Scope::ResourceGroup
+            }
             Kind::Vault => parent.scope() == strata_types::path::Scope::ResourceGroup,
             Kind::VirtualNetwork
             | Kind::NetworkSecurityGroup
@@ -200,6 +207,7 @@ impl Kind {
                 "deallocate",
                 "retrieveBootDiagnosticsData",
             ],
+            Kind::Disk => &["rewrapKey"],
             Kind::NetworkInterface => &[
                 "ipFlowVerify",
                 "effectiveNetworkSecurityGroups",

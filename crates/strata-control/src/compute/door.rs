@@ -68,17 +68,30 @@ pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, A
             "secureBoot": shape.secure_boot,
             "vTpm": shape.vtpm,
         });
-        // The OS disk's key: unwrapped with the subscription's platform key, released only here.
-        let Some(disk_key) = internal.disk_key.as_deref() else {
-            tracing::error!(vm = %doc.id, "VM has no disk key; not assigned");
-            continue;
+        // The OS disk's key, released only here: a disk resource's (platform or customer key,
+        // `disks::release`), else the VM's own, unwrapped with the subscription's platform key.
+        // A customer key that is disabled or deleted withholds it: the VM is held Stopped.
+        let dek = if let Some(disk) = super::disks::os_disk_of(&doc) {
+            // Fail closed, one VM at a time: an error withholds this VM's key only.
+            match super::disks::release(app, &disk) {
+                Ok(super::disks::Release::Key(dek)) => Some(dek),
+                Ok(super::disks::Release::Withheld(_)) | Err(_) => None,
+            }
+        } else {
+            let Some(disk_key) = internal.disk_key.as_deref() else {
+                tracing::error!(vm = %doc.id, "VM has no disk key; not assigned");
+                continue;
+            };
+            Some(disk_key_of(app, &rec.key, disk_key)?)
         };
-        let dek = disk_key_of(app, &rec.key, disk_key)?;
         if let Some(o) = vm.as_object_mut() {
-            o.insert(
-                "diskKey".into(),
-                json!(base64::engine::general_purpose::STANDARD.encode(dek.expose_secret())),
-            );
+            match dek {
+                Some(dek) => o.insert(
+                    "diskKey".into(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(dek.expose_secret())),
+                ),
+                None => o.insert("desiredState".into(), json!(Desired::Stopped)),
+            };
         }
         if shape.vtpm {
             let Some(sealed) = internal.vtpm_key.as_deref() else {
@@ -217,6 +230,11 @@ pub fn apply_reports(
             internal.generation += 1;
             desired = Desired::Running;
         }
+        // A disk whose customer key is disabled holds the VM stopped (`disks::release`).
+        let hold = super::disks::hold_of(app, &doc).unwrap_or(None);
+        if hold.is_some() {
+            desired = Desired::Stopped;
+        }
         let (provisioning, power) = fold_report(desired, report.power_state);
         let (provisioning, power) = if current || report.power_state == Reported::Failed {
             (provisioning, power)
@@ -238,6 +256,7 @@ pub fn apply_reports(
                 .filter(|_| report.power_state == Reported::Failed),
             1000,
         );
+        let failure_reason = hold.map(str::to_owned).or(failure_reason);
         let before = doc.properties.clone();
         let provisioning = provisioning.to_owned();
         let power = power.to_owned();

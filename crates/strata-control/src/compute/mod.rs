@@ -26,6 +26,7 @@
 //! `POST /fabric/v1/hosts/{host}/vmstatus`; a report about a VM that is not assigned to the
 //! reporting host changes nothing and is audited.
 
+pub mod disks;
 pub mod door;
 pub mod index;
 
@@ -174,6 +175,16 @@ pub struct HardwareProfile {
 pub struct StorageProfile {
     #[serde(default)]
     pub image: Option<String>,
+    /// An existing `Strata.Compute/disks` resource to use as the OS disk (its key, platform or
+    /// customer-managed, becomes the VM's disk key; see `compute::disks`).
+    #[serde(default)]
+    pub os_disk: Option<OsDiskRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OsDiskRef {
+    pub id: String,
 }
 
 #[derive(Debug, Deserialize)]

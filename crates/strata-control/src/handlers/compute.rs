@@ -145,6 +145,17 @@ pub fn build_vm(
         reported_at: 0,
     })
     .map_err(|_| ApiError::internal())?;
+    // An existing disk as the OS disk: its key (platform or customer) is the VM's disk key.
+    if let Some(os_disk) = input
+        .storage_profile
+        .as_ref()
+        .and_then(|s| s.os_disk.as_ref())
+    {
+        let (disk_id, op) = super::disks::attach_os_disk(ctx, id, &os_disk.id)?;
+        doc.properties["storageProfile"]["osDisk"] = json!({ "id": disk_id.to_string() });
+        doc.internal["diskKey"] = Value::Null;
+        extra_ops.push(op);
+    }
     Ok(Built {
         doc,
         extra_ops,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod authz;
 pub mod compute;
+pub mod disks;
 pub mod fabric;
 pub mod identity;
 pub mod keyvault;
@@ -76,6 +77,14 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, Ap
             },
             _,
         ) => keyvault::key_action(ctx, id, action, req),
+        (
+            Target::PostAction {
+                id,
+                kind: Kind::Disk,
+                action,
+            },
+            _,
+        ) => disks::disk_action(ctx, id, action, req),
         (Target::Item { id, kind }, Verb::Get) => get_item(ctx, id, *kind),
         (Target::Item { id, kind }, Verb::Put) => put_item(ctx, id, *kind, req, false),
         (Target::Item { id, kind }, Verb::Patch) => put_item(ctx, id, *kind, req, true),
@@ -347,6 +356,8 @@ fn put_item(
         Kind::Vault => keyvault::build_vault(ctx, id, existing_doc, body)?,
         // Keys audit their key operations with the write: their own handler.
         Kind::VaultKey => return keyvault::put_key(ctx, id, req, patch),
+        // Disks audit their key operations with the write: their own handler.
+        Kind::Disk => return disks::put_disk(ctx, id, req, patch),
         Kind::VirtualNetwork => network::build_vnet(ctx, id, existing_doc, body)?,
         Kind::NetworkSecurityGroup => network::build_nsg(ctx, id, existing_doc, body)?,
         Kind::NetworkInterface => network::build_nic(ctx, id, existing_doc, body)?,
@@ -458,6 +469,15 @@ fn delete_item(
         }
         _ => {}
     }
+    // A disk in use stays; a deleted VM's OS disk becomes Unattached (kept, as in Azure).
+    let detach = match kind {
+        Kind::Disk => {
+            disks::check_detached(ctx, id)?;
+            Vec::new()
+        }
+        Kind::VirtualMachine => disks::detach_on_vm_delete(ctx, id)?,
+        _ => Vec::new(),
+    };
     let ops = vec![
         Op::Assert {
             key: id.key().to_string(),
@@ -467,6 +487,7 @@ fn delete_item(
             key: id.key().to_string(),
         },
     ];
+    let ops: Vec<Op> = ops.into_iter().chain(detach).collect();
     ctx.commit(
         ops,
         200,

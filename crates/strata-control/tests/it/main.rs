@@ -12,6 +12,7 @@ mod api;
 mod authn;
 mod authz;
 mod compute;
+mod disks;
 mod fabric;
 mod keyvault;
 mod network;

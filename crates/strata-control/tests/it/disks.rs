@@ -1,0 +1,306 @@
+//! Managed disks end to end with a real swtpm host: a platform-key disk and a customer-key
+//! disk (the caller needs wrapKey on the vault key), a VM using the customer-key disk as its
+//! OS disk, whose key is withheld from the Trusted host's assignments while the customer key is
+//! disabled (the VM held Stopped with the reason) and released again once it is enabled;
+//! rotation and rewrap keep the same disk key; nothing secret in any GET or audit entry.
+
+use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
+use crate::harness::Server;
+use serde_json::{Value, json};
+use strata_agent::agent::Agent;
+use strata_agent::bootplan::BootImages;
+use strata_agent::release::ReleaseSigner;
+use strata_agent::testhost::{SwtpmHost, TestCa};
+
+fn assignment(agent: &Agent, vm_id: &str) -> Value {
+    let list = agent.assignments(true).unwrap();
+    list["virtualMachines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vmId"] == vm_id)
+        .unwrap_or_else(|| panic!("{vm_id} not assigned: {list}"))
+        .clone()
+}
+
+fn report(agent: &Agent, id: &str, generation: u64, power: &str) {
+    agent
+        .report_vms(&json!({ "virtualMachines": [{
+            "id": id, "generation": generation, "powerState": power,
+        }] }))
+        .unwrap();
+}
+
+#[test]
+fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
+    let ca = TestCa::new().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
+    let release_path = keys.path().join("release-key.json");
+    std::fs::write(
+        &release_path,
+        serde_json::to_vec(&signer.release_key()).unwrap(),
+    )
+    .unwrap();
+    drop(SwtpmHost::start(&ca).unwrap());
+    let ca_bundle = write_ca_bundle(&ca, keys.path());
+    let server = Server::start_with(|cfg| {
+        cfg.fabric.attestation_interval_secs = 1;
+        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
+        cfg.fabric.release_key_files = vec![release_path.clone()];
+    });
+    let good = BootImages::default();
+    let (s, v) = server.admin(
+        "POST",
+        "/providers/Strata.Fabric/referencePolicies/import",
+        Some(signed_bundle(&signer, 1, &good)),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (swtpm, cfg, _dir) = boot_host(&ca, "host-1", &good, &server);
+    let mut agent = Agent::new(cfg).unwrap();
+    agent.register(&join_token(&server, "jt-host-1")).unwrap();
+    assert!(agent.round().unwrap().passed);
+
+    let rg = server.rg("data");
+    assert_eq!(
+        server
+            .admin("PUT", &rg, Some(json!({ "location": "local" })))
+            .0,
+        201
+    );
+    let vault = format!("{rg}/providers/Strata.KeyVault/vaults/kv");
+    assert_eq!(
+        server
+            .admin("PUT", &vault, Some(json!({ "properties": {} })))
+            .0,
+        201
+    );
+    let key = format!("{vault}/keys/disk-key");
+    let (s, v) = server.admin("PUT", &key, Some(json!({ "properties": { "kty": "oct" } })));
+    assert_eq!(s, 201, "{v}");
+    let disk = |name: &str| format!("{rg}/providers/Strata.Compute/disks/{name}");
+
+    // A platform-key disk by default; bad input names the problem.
+    let (s, v) = server.admin(
+        "PUT",
+        &disk("plain"),
+        Some(json!({ "properties": { "diskSizeGB": 8 } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let p = &v["properties"];
+    assert_eq!(p["encryption"]["type"], "EncryptionAtRestWithPlatformKey");
+    assert_eq!(p["encryption"]["keyVersion"], 1);
+    assert_eq!(
+        (p["diskState"].as_str(), &p["managedBy"]),
+        (Some("Unattached"), &Value::Null)
+    );
+    for (props, code) in [
+        (json!({}), "DiskSizeRequired"),
+        (json!({ "diskSizeGB": 0 }), "InvalidDiskSize"),
+        (
+            json!({ "diskSizeGB": 8, "encryption": { "type": "EncryptionAtRestWithCustomerKey" } }),
+            "KeyVaultKeyRequired",
+        ),
+        (
+            json!({ "diskSizeGB": 8, "encryption": { "type": "Rot13" } }),
+            "InvalidEncryptionType",
+        ),
+        (
+            json!({ "diskSizeGB": 8, "encryption": { "keyVaultKeyId": vault } }),
+            "InvalidKeyVaultKeyId",
+        ),
+    ] {
+        let (s, v) = server.admin("PUT", &disk("bad"), Some(json!({ "properties": props })));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{props}: {v}"
+        );
+    }
+
+    // A customer-key disk needs wrapKey on the key: the Owner manages but holds no data
+    // actions, so it is refused; an operator with Key Vault Crypto User on the vault may.
+    let cmk = json!({ "properties": { "diskSizeGB": 16, "encryption": {
+        "type": "EncryptionAtRestWithCustomerKey", "keyVaultKeyId": key } } });
+    let (s, v) = server.admin("PUT", &disk("secret"), Some(cmk.clone()));
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrapKey/action"),
+        "{v}"
+    );
+    assert_eq!(server.admin("GET", &disk("secret"), None).0, 404);
+    let (oid, client_id, secret) = server.new_sp("disk-operator");
+    server.assign(&oid, "Virtual Machine Contributor", &rg);
+    server.assign(&oid, "Key Vault Crypto User", &vault);
+    let operator = server.sp_token(&client_id, &secret).unwrap();
+    let as_operator = |method: &str, path: &str, body: Option<Value>| {
+        let (s, v, _) = server.req(method, path, Some(&operator), body.as_ref(), &[]);
+        (s, v)
+    };
+    let (s, v) = as_operator("PUT", &disk("secret"), Some(cmk));
+    assert_eq!(s, 201, "{v}");
+    let e = &v["properties"]["encryption"];
+    assert_eq!(e["type"], "EncryptionAtRestWithCustomerKey", "{v}");
+    assert_eq!(e["keyVersion"], 1);
+    assert!(
+        e["keyUriWithVersion"]
+            .as_str()
+            .unwrap()
+            .ends_with("/keys/disk-key/1"),
+        "{v}"
+    );
+    // The encryption cannot change afterwards.
+    let (s, v) = server.admin(
+        "PUT",
+        &disk("secret"),
+        Some(json!({ "properties": { "diskSizeGB": 16 } })),
+    );
+    assert_eq!(s, 409, "{v}");
+
+    // A VM with the customer-key disk as its OS disk: the disk is attached and kept.
+    let vm = format!("{rg}/providers/Strata.Compute/virtualMachines/locked");
+    let (s, v) = server.admin(
+        "PUT",
+        &vm,
+        Some(json!({ "properties": { "storageProfile": {
+            "image": "tiny", "osDisk": { "id": disk("secret") } } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let vm_id = v["properties"]["vmId"].as_str().unwrap().to_string();
+    let vm_arm_id = v["id"].as_str().unwrap().to_string();
+    let (_, d) = server.admin("GET", &disk("secret"), None);
+    assert_eq!(d["properties"]["diskState"], "Attached", "{d}");
+    assert!(
+        d["properties"]["managedBy"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&vm_arm_id)
+    );
+    let (s, v) = server.admin("DELETE", &disk("secret"), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("DiskAttached"))
+    );
+    // A disk is the OS disk of one VM only.
+    let (s, v) = server.admin(
+        "PUT",
+        &format!("{rg}/providers/Strata.Compute/virtualMachines/thief"),
+        Some(json!({ "properties": { "storageProfile": {
+            "image": "tiny", "osDisk": { "id": disk("secret") } } } })),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("DiskAttached"))
+    );
+
+    // The Trusted host gets the disk's key (unwrapped by the vault key) with the VM.
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["desiredState"], "Running", "{a}");
+    let disk_key = a["diskKey"].as_str().unwrap().to_string();
+    let generation = a["generation"].as_u64().unwrap();
+    report(&agent, &vm_arm_id, generation, "Running");
+    assert_eq!(
+        server.admin("GET", &vm, None).1["properties"]["powerState"],
+        "running"
+    );
+
+    // Customer key disabled: the key is withheld, the VM held stopped with the reason.
+    let (s, v) = server.admin("POST", &format!("{key}/disable"), None);
+    assert_eq!(s, 200, "{v}");
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["desiredState"], "Stopped", "{a}");
+    assert!(a.get("diskKey").is_none(), "{a}");
+    report(&agent, &vm_arm_id, generation, "Stopped");
+    let v = server.admin("GET", &vm, None).1;
+    assert_eq!(
+        (
+            v["properties"]["powerState"].as_str(),
+            v["properties"]["failureReason"].as_str()
+        ),
+        (Some("stopped"), Some("customer key disabled")),
+        "{v}"
+    );
+    // Starting it changes nothing while the key is disabled.
+    assert_eq!(server.admin("POST", &format!("{vm}/start"), None).0, 200);
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["desiredState"], "Stopped", "{a}");
+    assert!(a.get("diskKey").is_none(), "{a}");
+
+    // Enabled again: the same key is released and the VM runs again.
+    let (s, v) = server.admin("POST", &format!("{key}/enable"), None);
+    assert_eq!(s, 200, "{v}");
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["desiredState"], "Running", "{a}");
+    assert_eq!(a["diskKey"].as_str(), Some(disk_key.as_str()));
+    report(
+        &agent,
+        &vm_arm_id,
+        a["generation"].as_u64().unwrap(),
+        "Running",
+    );
+    let v = server.admin("GET", &vm, None).1;
+    assert_eq!(
+        (
+            v["properties"]["powerState"].as_str(),
+            &v["properties"]["failureReason"]
+        ),
+        (Some("running"), &Value::Null),
+        "{v}"
+    );
+
+    // Rotation: the disk's envelope (version 1) still opens; rewrap moves it to version 2,
+    // and the disk key itself never changes.
+    let (s, v) = server.admin("POST", &format!("{key}/rotate"), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["currentVersion"], 2);
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["diskKey"].as_str(), Some(disk_key.as_str()), "{a}");
+    let (s, v) = as_operator("POST", &format!("{}/rewrapKey", disk("secret")), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["encryption"]["keyVersion"], 2, "{v}");
+    let (s, v) = as_operator("POST", &format!("{}/rewrapKey", disk("secret")), None);
+    assert_eq!(
+        (s, &v["properties"]["encryption"]["keyVersion"]),
+        (200, &json!(2))
+    );
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["diskKey"].as_str(), Some(disk_key.as_str()), "{a}");
+
+    // A VM on the platform-key disk gets that disk's key.
+    let (s, v) = server.admin(
+        "PUT",
+        &format!("{rg}/providers/Strata.Compute/virtualMachines/open"),
+        Some(json!({ "properties": { "storageProfile": {
+            "image": "tiny", "osDisk": { "id": disk("plain") } } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let a = assignment(&agent, v["properties"]["vmId"].as_str().unwrap());
+    let plain_key = a["diskKey"].as_str().unwrap().to_string();
+    assert_ne!(plain_key, disk_key);
+
+    // Deleting the VM keeps its disk, Unattached; then the disk may go.
+    assert_eq!(server.admin("DELETE", &vm, None).0, 200);
+    let (_, d) = server.admin("GET", &disk("secret"), None);
+    assert_eq!(d["properties"]["diskState"], "Unattached", "{d}");
+    assert_eq!(server.admin("DELETE", &disk("secret"), None).0, 200);
+
+    // Nothing secret in any GET or audit entry.
+    let (_, list) = server.admin("GET", &format!("{rg}/providers/Strata.Compute/disks"), None);
+    let (_, all) = server.admin("GET", &format!("{rg}/resources"), None);
+    let (_, audit) = server.admin("GET", "/providers/Strata.Audit/entries?limit=1000", None);
+    for text in [list.to_string(), all.to_string(), audit.to_string()] {
+        for secret in [&disk_key, &plain_key] {
+            assert!(!text.contains(secret.as_str()), "a disk key leaked");
+        }
+        assert!(!text.contains("dataKey"), "a wrapped disk key leaked");
+    }
+    // Key operations are audited with the key and version.
+    assert!(
+        audit.to_string().contains("\"operation\":\"rewrap\""),
+        "rewrap is audited"
+    );
+    drop(swtpm);
+}
