@@ -51,6 +51,12 @@ pub enum VmCmd {
         /// Trusted launch without a vTPM.
         #[arg(long)]
         no_vtpm: bool,
+        /// Existing network interfaces (names in the resource group). Without any, like
+        /// `az vm create`, the VM gets `NAME-nic` in the resource group's `default-vnet`
+        /// (10.0.0.0/16, subnet `default` 10.0.0.0/24; created if missing), with its own
+        /// deny-by-default network security group.
+        #[arg(long = "nics", value_delimiter = ',')]
+        nics: Vec<String>,
         #[command(flatten)]
         wait: Wait,
     },
@@ -136,6 +142,50 @@ fn vm_path(sub: &str, rg: &str, name: &str) -> Result<String> {
     ))
 }
 
+fn nic_path(sub: &str, rg: &str, name: &str) -> Result<String> {
+    strata_types::path::validate_name(name)?;
+    Ok(format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Strata.Network/networkInterfaces/{name}"
+    ))
+}
+
+/// The default network a VM gets when none is named, as `az vm create` builds one: the
+/// resource group's `default-vnet` (created if missing) and a new interface `VM-nic` in its
+/// `default` subnet, which gets its own deny-by-default network security group.
+fn default_nic(c: &Client, out: Format, sub: &str, rg: &str, vm: &str) -> Result<String> {
+    let vnet = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Strata.Network/virtualNetworks/default-vnet"
+    );
+    let exists = c.call("GET", &vnet, None).is_ok();
+    if !exists {
+        if out == Format::Table {
+            eprintln!(
+                "creating virtual network default-vnet (10.0.0.0/16, subnet default 10.0.0.0/24)"
+            );
+        }
+        c.call_with(
+            "PUT",
+            &vnet,
+            Some(&json!({ "properties": {
+                "addressSpace": { "addressPrefixes": ["10.0.0.0/16"] },
+                "subnets": [{ "name": "default", "properties": { "addressPrefix": "10.0.0.0/24" } }],
+            }})),
+            &[("If-None-Match", "*")],
+        )?;
+    }
+    let nic = nic_path(sub, rg, &format!("{vm}-nic"))?;
+    if out == Format::Table {
+        eprintln!("creating network interface {vm}-nic (with its own deny-by-default NSG)");
+    }
+    c.call_with(
+        "PUT",
+        &nic,
+        Some(&json!({ "properties": { "subnet": { "id": format!("{vnet}/subnets/default") } } })),
+        &[("If-None-Match", "*")],
+    )?;
+    Ok(nic)
+}
+
 fn prop<'a>(v: &'a Value, field: &str) -> &'a str {
     v.pointer(&format!("/properties/{field}"))
         .and_then(Value::as_str)
@@ -202,9 +252,17 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
             security_type,
             no_secure_boot,
             no_vtpm,
+            nics,
             wait,
         } => {
             let path = vm_path(sub, &resource_group, &name)?;
+            let nic_ids = if nics.is_empty() {
+                vec![default_nic(c, out, sub, &resource_group, &name)?]
+            } else {
+                nics.iter()
+                    .map(|n| nic_path(sub, &resource_group, n))
+                    .collect::<Result<_>>()?
+            };
             let security = match security_type {
                 SecurityType::TrustedLaunch => json!({
                     "securityType": "TrustedLaunch",
@@ -221,6 +279,9 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
                 "hardwareProfile": { "vmSize": size },
                 "storageProfile": { "image": image },
                 "securityProfile": security,
+                "networkProfile": {
+                    "networkInterfaces": nic_ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+                },
             }});
             // Create only: an existing VM of that name is an error, not an update.
             let v = c.call_with("PUT", &path, Some(&body), &[("If-None-Match", "*")])?;

@@ -143,6 +143,8 @@ pub struct VmInput {
     pub storage_profile: Option<StorageProfile>,
     #[serde(default)]
     pub security_profile: Option<SecurityProfile>,
+    #[serde(default)]
+    pub network_profile: Option<NetworkProfile>,
     // Read-only, accepted and ignored so that GET-modify-PUT works.
     #[serde(default)]
     pub vm_id: Option<serde::de::IgnoredAny>,
@@ -156,6 +158,20 @@ pub struct VmInput {
     pub failure_reason: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub failure_detail: Option<serde::de::IgnoredAny>,
+}
+
+/// The VM's network interfaces (created beforehand, as `az vm create` does for you).
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkProfile {
+    #[serde(default)]
+    pub network_interfaces: Vec<SubResource>,
+}
+
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SubResource {
+    pub id: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,8 @@ use strata_types::{ApiError, ResourceBody, ResourceId};
 
 use super::{Built, new_doc, parse_props};
 use crate::compute::{
-    Desired, SubscriptionKeys, VmInput, VmInternal, VmShape, open_platform_key, os_disk_id,
-    vtpm_key_aad,
+    Desired, NetworkProfile, SubscriptionKeys, VmInput, VmInternal, VmShape, open_platform_key,
+    os_disk_id, vtpm_key_aad,
 };
 use crate::context::Ctx;
 use crate::dispatch::Reply;
@@ -56,8 +56,13 @@ pub fn build_vm(
     let input: VmInput = parse_props(body.properties)?;
     let shape = VmShape::from_input(&input)?;
     if let Some(doc) = existing {
-        // Tags may change; the machine itself may not (no resize or re-image yet).
-        if VmShape::of_properties(&doc.properties).as_ref() != Some(&shape) {
+        // Tags may change; the machine itself may not (no resize, re-image or NIC change yet).
+        let stored_nics = doc.properties.get("networkProfile").cloned();
+        let nics_changed = input
+            .network_profile
+            .as_ref()
+            .is_some_and(|p| serde_json::to_value(p).ok() != stored_nics);
+        if VmShape::of_properties(&doc.properties).as_ref() != Some(&shape) || nics_changed {
             return Err(ApiError::conflict(
                 "PropertyChangeNotAllowed",
                 "a VM's size, image and security profile cannot change after creation; delete it and create it again",
@@ -72,6 +77,7 @@ pub fn build_vm(
             reveal: None,
         });
     }
+    let mut extra_ops = attach_nics(ctx, id, input.network_profile.as_ref())?;
     let host = place(ctx)?;
     // Encryption at rest by default: the OS disk gets a data key under the subscription's
     // platform key (created with the first disk of the subscription).
@@ -80,7 +86,6 @@ pub fn build_vm(
     let (sub_rec, mut sub_doc) =
         super::load(ctx, &sub_id)?.ok_or_else(|| ApiError::not_found(sub_id.as_str()))?;
     let mut keys: SubscriptionKeys = crate::docs::internal_of(&sub_doc);
-    let mut extra_ops = Vec::new();
     let pmk = match &keys.platform_key {
         Some(stored) => open_platform_key(&ctx.app.root, sub_id.key(), stored)?,
         None => {
@@ -127,6 +132,13 @@ pub fn build_vm(
     };
     let mut props = shape.properties();
     if let Some(o) = props.as_object_mut() {
+        o.insert(
+            "networkProfile".into(),
+            serde_json::to_value(input.network_profile.clone().unwrap_or(NetworkProfile {
+                network_interfaces: vec![],
+            }))
+            .map_err(|_| ApiError::internal())?,
+        );
         o.insert("vmId".into(), json!(vm_id));
         o.insert("host".into(), json!(host));
         o.insert("provisioningState".into(), json!("Creating"));
@@ -161,6 +173,117 @@ pub fn build_vm(
         extra_ops,
         reveal: None,
     })
+}
+
+/// Checks each named interface (exists in the VM's subscription, attached to no other VM) and
+/// returns the writes that attach them to `vm`, conditional on the interfaces not changing
+/// meanwhile.
+fn attach_nics(
+    ctx: &Ctx<'_>,
+    vm: &ResourceId,
+    profile: Option<&NetworkProfile>,
+) -> Result<Vec<Op>, ApiError> {
+    let Some(profile) = profile else {
+        return Ok(Vec::new());
+    };
+    if profile.network_interfaces.len() > 8 {
+        return Err(ApiError::bad_request(
+            "TooManyNetworkInterfaces",
+            "a VM takes at most 8 network interfaces",
+        ));
+    }
+    let mut ops = Vec::new();
+    for (i, nic) in profile.network_interfaces.iter().enumerate() {
+        let nic_id = ResourceId::parse(&nic.id).map_err(|e| {
+            ApiError::bad_request(
+                "InvalidNetworkInterfaceId",
+                format!("networkProfile.networkInterfaces[{i}].id: {e}"),
+            )
+        })?;
+        let is_nic = nic_id
+            .resource_type()
+            .is_some_and(|t| Kind::from_type(&t) == Some(Kind::NetworkInterface));
+        if !is_nic || nic_id.subscription_id() != vm.subscription_id() {
+            return Err(ApiError::bad_request(
+                "InvalidNetworkInterfaceId",
+                format!(
+                    "networkProfile.networkInterfaces[{i}].id must be a Strata.Network/networkInterfaces id in the VM's subscription"
+                ),
+            ));
+        }
+        if profile.network_interfaces[..i]
+            .iter()
+            .any(|o| o.id.eq_ignore_ascii_case(&nic.id))
+        {
+            return Err(ApiError::bad_request(
+                "DuplicateNetworkInterface",
+                format!("'{}' is listed twice", nic.id),
+            ));
+        }
+        let (rec, mut doc) = super::load(ctx, &nic_id)?.ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NetworkInterfaceNotFound",
+                format!("network interface '{}' not found; create it first", nic.id),
+            )
+        })?;
+        if let Some(other) = doc
+            .properties
+            .pointer("/virtualMachine/id")
+            .and_then(Value::as_str)
+        {
+            return Err(ApiError::conflict(
+                "NetworkInterfaceInUse",
+                format!("'{}' is attached to '{other}'", nic.id),
+            ));
+        }
+        set(&mut doc, "virtualMachine", json!({ "id": vm.as_str() }));
+        ops.push(Op::Put {
+            key: rec.key.clone(),
+            rtype: rec.rtype.clone(),
+            parent: rec.parent.clone(),
+            body: doc.to_json()?,
+            pre: Precondition::Revision(rec.revision),
+        });
+    }
+    Ok(ops)
+}
+
+/// The writes that detach a VM's interfaces when the VM is deleted.
+pub fn detach_nics(ctx: &Ctx<'_>, vm: &Doc) -> Result<Vec<Op>, ApiError> {
+    let mut ops = Vec::new();
+    let nics = vm
+        .properties
+        .pointer("/networkProfile/networkInterfaces")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for nic in nics {
+        let Some(Ok(nic_id)) = nic.get("id").and_then(Value::as_str).map(ResourceId::parse) else {
+            continue;
+        };
+        let Some((rec, mut doc)) = super::load(ctx, &nic_id)? else {
+            continue;
+        };
+        let attached_here = doc
+            .properties
+            .pointer("/virtualMachine/id")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.eq_ignore_ascii_case(&vm.id));
+        if attached_here {
+            if let Some(o) = doc.properties.as_object_mut() {
+                o.remove("virtualMachine");
+            }
+            ops.push(Op::Put {
+                key: rec.key.clone(),
+                rtype: rec.rtype.clone(),
+                parent: rec.parent.clone(),
+                body: doc.to_json()?,
+                pre: Precondition::Revision(rec.revision),
+            });
+        }
+    }
+    Ok(ops)
 }
 
 /// `start`, `stop`, `deallocate`.

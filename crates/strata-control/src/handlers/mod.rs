@@ -442,9 +442,10 @@ fn delete_item(
             "reference policies are replaced only by importing a newer signed bundle; they cannot be deleted",
         ));
     }
-    let Some((rec, _doc)) = load(ctx, id)? else {
+    let Some((rec, doc)) = load(ctx, id)? else {
         return Ok(Reply::empty(204));
     };
+    let mut extra = Vec::new();
     let pre = precondition(req, Some(&rec))?;
     match kind {
         Kind::Subscription
@@ -467,6 +468,19 @@ fn delete_item(
         Kind::VirtualNetwork | Kind::NetworkSecurityGroup | Kind::ApplicationSecurityGroup => {
             network::check_unreferenced(ctx, id, kind)?;
         }
+        Kind::NetworkInterface => {
+            if let Some(vm) = doc
+                .properties
+                .pointer("/virtualMachine/id")
+                .and_then(Value::as_str)
+            {
+                return Err(ApiError::conflict(
+                    "InUseNetworkInterfaceCannotBeDeleted",
+                    format!("the interface is attached to '{vm}'; delete the VM first"),
+                ));
+            }
+        }
+        Kind::VirtualMachine => extra = compute::detach_nics(ctx, &doc)?,
         _ => {}
     }
     // A disk in use stays; a deleted VM's OS disk becomes Unattached (kept, as in Azure).
@@ -488,6 +502,7 @@ fn delete_item(
         },
     ];
     let ops: Vec<Op> = ops.into_iter().chain(detach).collect();
+    let ops = ops.into_iter().chain(extra).collect();
     ctx.commit(
         ops,
         200,

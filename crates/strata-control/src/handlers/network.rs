@@ -147,7 +147,13 @@ pub fn build_nic(
                 .map(String::from)
         });
     }
-    let props = net::nic_properties(&p, &ip, &nsg, dynamic, note);
+    let mut props = net::nic_properties(&p, &ip, &nsg, dynamic, note);
+    // Attachment belongs to the VM's lifecycle, not to the interface's own PUT.
+    if let Some(vm) = existing.and_then(|d| d.properties.get("virtualMachine"))
+        && !vm.is_null()
+    {
+        props["virtualMachine"] = vm.clone();
+    }
     let doc = new_doc(ctx, id, Kind::NetworkInterface, existing, props);
     net::compile(&net::with(docs, &doc))?;
     Ok(Built {

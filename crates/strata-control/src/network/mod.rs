@@ -167,6 +167,9 @@ pub struct NicProps {
     _provisioning_state: Option<IgnoredAny>,
     #[serde(default, rename = "secureDefaults")]
     _secure_defaults: Option<IgnoredAny>,
+    /// Read-only: the VM the interface is attached to (set by the VM's create).
+    #[serde(default, rename = "virtualMachine")]
+    _virtual_machine: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]

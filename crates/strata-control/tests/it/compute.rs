@@ -257,6 +257,68 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
         "{v}"
     );
 
+    // Network interfaces: a VM attaches existing ones; one interface, one VM; the interface
+    // cannot be deleted while attached, and deleting the VM lets it go.
+    let vnet = format!("{rg}/providers/Strata.Network/virtualNetworks/default-vnet");
+    let (s, v) = server.admin(
+        "PUT",
+        &vnet,
+        Some(json!({ "properties": {
+            "addressSpace": { "addressPrefixes": ["10.0.0.0/16"] },
+            "subnets": [{ "name": "default", "properties": { "addressPrefix": "10.0.0.0/24" } }],
+        }})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let nic = format!("{rg}/providers/Strata.Network/networkInterfaces/app-nic");
+    let (s, v) = server.admin(
+        "PUT",
+        &nic,
+        Some(json!({ "properties": { "subnet": { "id": format!("{vnet}/subnets/default") } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let with_nic = |nic: &str| {
+        json!({ "properties": {
+            "storageProfile": { "image": "tiny" },
+            "networkProfile": { "networkInterfaces": [{ "id": nic }] },
+        }})
+    };
+    let app = vm_path(&server, "apps", "app");
+    let (s, v) = server.admin("PUT", &app, Some(with_nic(&nic)));
+    assert_eq!(s, 201, "{v}");
+    let (_, n) = server.admin("GET", &nic, None);
+    assert_eq!(n["properties"]["virtualMachine"]["id"], v["id"], "{n}");
+    let (s, v) = server.admin(
+        "PUT",
+        &vm_path(&server, "apps", "app2"),
+        Some(with_nic(&nic)),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("NetworkInterfaceInUse")),
+        "{v}"
+    );
+    let missing = format!("{rg}/providers/Strata.Network/networkInterfaces/nope");
+    let (s, v) = server.admin(
+        "PUT",
+        &vm_path(&server, "apps", "app3"),
+        Some(with_nic(&missing)),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("NetworkInterfaceNotFound")),
+        "{v}"
+    );
+    let (s, v) = server.admin("DELETE", &nic, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("InUseNetworkInterfaceCannotBeDeleted")),
+        "{v}"
+    );
+    assert_eq!(server.admin("DELETE", &app, None).0, 200);
+    let (_, n) = server.admin("GET", &nic, None);
+    assert!(n["properties"]["virtualMachine"].is_null(), "{n}");
+    assert_eq!(server.admin("DELETE", &nic, None).0, 200);
+
     // A report about someone else's VM changes nothing (and is audited).
     let (s, other) = server.admin("PUT", &vm_path(&server, "apps", "db"), Some(tiny()));
     assert_eq!(s, 201, "{other}");
