@@ -48,6 +48,10 @@ use crate::images::ImageStore;
 
 /// How much of a VM's serial log a status report carries.
 pub const CONSOLE_TAIL_BYTES: u64 = 16 * 1024;
+/// The longest event log (as base64 text) a status report carries; a longer one is not sent.
+pub const MAX_EVENT_LOG_BASE64: usize = 256 * 1024;
+/// How much of a serial log is searched for the boot evidence.
+const MAX_SERIAL_SCAN: u64 = 8 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // The wire: assignments in, status out.
@@ -125,6 +129,21 @@ pub struct VmStatus {
     pub detail: Option<String>,
     /// The last [`CONSOLE_TAIL_BYTES`] of the serial log (UTF-8, lossy).
     pub console_tail: String,
+    /// The guest's measured-boot evidence from this boot, when it printed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_evidence: Option<BootEvidence>,
+}
+
+/// The measured-boot event log and SHA-256 PCRs a guest printed on its serial console
+/// (`strata_compute::image` docs), lifted out once per boot. Not a TPM quote: only as
+/// trustworthy as the guest kernel that printed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEvidence {
+    /// The TCG event log, base64 (standard alphabet, one line).
+    pub event_log: String,
+    /// PCR index → lower-case hex.
+    pub pcrs: BTreeMap<String, String>,
 }
 
 /// The VM loop could not talk to the control plane or understand it.
@@ -433,6 +452,8 @@ struct Entry {
     power: PowerState,
     reason: Option<String>,
     detail: Option<String>,
+    /// What the guest printed of its boot evidence, read when a start saw it ready.
+    evidence: Option<BootEvidence>,
 }
 
 impl Entry {
@@ -444,12 +465,16 @@ impl Entry {
             power: PowerState::Creating,
             reason: None,
             detail: None,
+            evidence: None,
         }
     }
 
     fn set(&mut self, have: Have, power: PowerState, why: Option<(String, Option<String>)>) {
         self.have = have;
         self.power = power;
+        if power != PowerState::Running {
+            self.evidence = None;
+        }
         (self.reason, self.detail) = match why {
             Some((reason, detail)) => (Some(reason), detail),
             None => (None, None),
@@ -849,6 +874,7 @@ impl VmHost {
                         (_, PowerState::Deleted) | (None, _) => String::new(),
                         (Some(dir), _) => console_tail(&dir.join(id.as_str()).join("serial.log")),
                     },
+                    boot_evidence: e.evidence.clone(),
                 })
             })
             .collect();
@@ -859,6 +885,7 @@ impl VmHost {
             reason: Some("the host agent cannot act on this assignment".into()),
             detail: Some(r.reason.clone()),
             console_tail: String::new(),
+            boot_evidence: None,
         }));
         out
     }
@@ -973,6 +1000,65 @@ pub fn console_tail(path: &Path) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
+/// The boot evidence in a serial log: the first complete block between
+/// [`strata_compute::EVENTLOG_BEGIN`] and [`strata_compute::EVENTLOG_END`], and the
+/// [`strata_compute::PCR_LINE`] lines after it. `None` when there is none, it is not valid
+/// base64, or it is longer than [`MAX_EVENT_LOG_BASE64`].
+pub fn boot_evidence(serial: &str) -> Option<BootEvidence> {
+    let mut lines = serial.lines().map(str::trim);
+    lines
+        .by_ref()
+        .find(|l| *l == strata_compute::EVENTLOG_BEGIN)?;
+    let mut text = String::new();
+    let mut ended = false;
+    for line in lines.by_ref() {
+        if line == strata_compute::EVENTLOG_END {
+            ended = true;
+            break;
+        }
+        if text.len() + line.len() > MAX_EVENT_LOG_BASE64 {
+            return None;
+        }
+        text.push_str(line);
+    }
+    if !ended {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .ok()?;
+    let mut pcrs = BTreeMap::new();
+    for line in lines {
+        if line == strata_compute::READY_MARKER {
+            break;
+        }
+        let Some(rest) = line.strip_prefix(strata_compute::PCR_LINE) else {
+            continue;
+        };
+        let Some((index, value)) = rest.split_once(' ') else {
+            continue;
+        };
+        let (Ok(index), value) = (index.parse::<u32>(), value.trim()) else {
+            continue;
+        };
+        if index < 24 && value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            pcrs.insert(index.to_string(), value.to_ascii_lowercase());
+        }
+    }
+    Some(BootEvidence {
+        event_log: base64::engine::general_purpose::STANDARD.encode(bytes),
+        pcrs,
+    })
+}
+
+/// [`boot_evidence`] of the serial log file at `path` (its first [`MAX_SERIAL_SCAN`] bytes).
+pub fn boot_evidence_of(path: &Path) -> Option<BootEvidence> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    f.take(MAX_SERIAL_SCAN).read_to_end(&mut bytes).ok()?;
+    boot_evidence(&String::from_utf8_lossy(&bytes))
+}
+
 /// One action on one VM, on its own thread.
 struct Work {
     driver: Arc<dyn Hypervisor>,
@@ -1002,6 +1088,13 @@ impl Work {
             Action::Stop(_) => self.stop(),
             Action::Delete(_) => self.delete(leftover),
         };
+        // Once per boot: the guest printed its evidence before it said it was ready.
+        let evidence = match (&outcome, &self.vm_dir) {
+            (Outcome::Settled(VmState::Running), Some(dir)) => {
+                boot_evidence_of(&dir.join(self.id.as_str()).join("serial.log"))
+            }
+            _ => None,
+        };
         let mut t = self.shared.lock();
         t.workers = t.workers.saturating_sub(1);
         t.dirty = true;
@@ -1016,6 +1109,9 @@ impl Work {
                 Outcome::Settled(s) => {
                     let (have, power) = settled(&s);
                     e.set(have, power, None);
+                    if evidence.is_some() {
+                        e.evidence = evidence;
+                    }
                 }
                 Outcome::Failed {
                     exists,
@@ -1349,5 +1445,45 @@ mod tests {
         assert!(tail.len() <= CONSOLE_TAIL_BYTES as usize);
         assert!(tail.ends_with("STRATA-GUEST-READY\n"));
         assert!(!tail.contains('\u{fffd}'));
+    }
+
+    #[test]
+    fn boot_evidence_is_lifted_from_the_serial_log() {
+        let log = base64::engine::general_purpose::STANDARD.encode([7u8; 100]);
+        let (a, b) = log.split_at(60);
+        let pcr = |n: u32, c: &str| format!("STRATA-GUEST-PCR {n} {}\r\n", c.repeat(64));
+        let serial = format!(
+            "BdsDxe: booting\r\nSTRATA-GUEST-TPM 2\r\nSTRATA-GUEST-EVENTLOG-BEGIN\r\n{a}\r\n{b}\r\n\
+             STRATA-GUEST-EVENTLOG-END\r\n{}{}STRATA-GUEST-PCR 5 zz\r\n{}STRATA-GUEST-READY\r\n{}",
+            pcr(0, "A"),
+            pcr(10, "b"),
+            pcr(24, "c"),
+            pcr(7, "d"),
+        );
+        let e = boot_evidence(&serial).unwrap();
+        assert_eq!(e.event_log, log);
+        let pcrs: Vec<(&str, &str)> = e.pcrs.iter().map(|(k, v)| (k.as_str(), &v[..2])).collect();
+        assert_eq!(
+            pcrs,
+            vec![("0", "aa"), ("10", "bb")],
+            "bad and out-of-range lines, and lines after ready, are not PCRs"
+        );
+        // No block, an unfinished block, or one that is not base64: no evidence.
+        assert_eq!(boot_evidence("STRATA-GUEST-READY\n"), None);
+        assert_eq!(
+            boot_evidence(&format!("STRATA-GUEST-EVENTLOG-BEGIN\n{log}\n")),
+            None
+        );
+        assert_eq!(
+            boot_evidence("STRATA-GUEST-EVENTLOG-BEGIN\nnot base64!\nSTRATA-GUEST-EVENTLOG-END\n"),
+            None
+        );
+        let huge = "A".repeat(MAX_EVENT_LOG_BASE64 + 4);
+        assert_eq!(
+            boot_evidence(&format!(
+                "STRATA-GUEST-EVENTLOG-BEGIN\n{huge}\nSTRATA-GUEST-EVENTLOG-END\n"
+            )),
+            None
+        );
     }
 }

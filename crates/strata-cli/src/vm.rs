@@ -17,6 +17,7 @@ const VM_COLS: &[Column<'static>] = &[
     ("Provisioning", "/properties/provisioningState"),
     ("Power", "/properties/powerState"),
     ("Reason", "/properties/failureReason"),
+    ("Boot integrity", "/properties/bootIntegrity/status"),
 ];
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -32,6 +32,15 @@
 //! a restart). Tests read the VM's disk file raw and check that the marker is not there (the
 //! disk is encrypted), and decrypted that it is.
 //!
+//! The boot evidence (the small guest agent of trusted launch): when the guest has a TPM,
+//! `/init` mounts securityfs and, before [`READY_MARKER`](crate::READY_MARKER), prints the
+//! firmware's measured-boot event log (`/sys/kernel/security/tpm0/binary_bios_measurements`)
+//! as base64 lines between [`EVENTLOG_BEGIN`](crate::EVENTLOG_BEGIN) and
+//! [`EVENTLOG_END`](crate::EVENTLOG_END), then one [`PCR_LINE`](crate::PCR_LINE) line
+//! (`STRATA-GUEST-PCR <n> <hex>`) per SHA-256 PCR it can read. The host agent lifts that block
+//! out of the serial log and the control plane replays it (`strata-control`'s
+//! `compute::boot_integrity`). These are the guest kernel's words, not a signed TPM quote.
+//!
 //! Nothing is installed on the host: the kernel package is only downloaded and unpacked under
 //! `out_dir/cache`. The result is reused when the inputs (kernel version, busybox, stub, init
 //! script, command line, certificate) are unchanged.
@@ -83,7 +92,7 @@ const ESP_GUID: &str = "5354524b-434f-4d50-5554-000000000002";
 
 /// The guest's `/init`: mount the basics, load the modules, arm the ACPI power button (so
 /// `system_powerdown` is a clean guest shutdown), say whether a TPM 2.0 is there, write the
-/// disk marker (module docs), report ready, wait.
+/// disk marker (module docs), print the boot evidence (module docs), report ready, wait.
 pub const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -113,6 +122,17 @@ if [ -b /dev/vda ]; then
   i=0
   while [ $i -lt 1024 ]; do echo "$m"; i=$((i+1)); done > /marker
   dd if=/marker of=/dev/vda bs=512 seek=1024 conv=notrunc,fsync 2>/dev/null && echo "STRATA-GUEST-DISK-MARKER $m"
+fi
+mkdir -p /sys/kernel/security
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+log=/sys/kernel/security/tpm0/binary_bios_measurements
+if [ -r $log ]; then
+  echo "STRATA-GUEST-EVENTLOG-BEGIN"
+  cat $log | base64
+  echo "STRATA-GUEST-EVENTLOG-END"
+  for p in /sys/class/tpm/tpm0/pcr-sha256/*; do
+    [ -r $p ] && echo "STRATA-GUEST-PCR ${p##*/} $(cat $p)"
+  done
 fi
 echo "STRATA-GUEST-READY"
 while true; do sleep 3600; done

@@ -39,3 +39,9 @@ pub const COMPUTE_PACKAGES: &[&str] = &[
 
 /// The line the tiny image's `/init` prints on ttyS0 once the guest is up.
 pub const READY_MARKER: &str = "STRATA-GUEST-READY";
+/// The line before the tiny image's base64 measured-boot event log on ttyS0 (`image` docs).
+pub const EVENTLOG_BEGIN: &str = "STRATA-GUEST-EVENTLOG-BEGIN";
+/// The line after it.
+pub const EVENTLOG_END: &str = "STRATA-GUEST-EVENTLOG-END";
+/// The prefix of the guest's `STRATA-GUEST-PCR <n> <hex>` lines (its SHA-256 PCR values).
+pub const PCR_LINE: &str = "STRATA-GUEST-PCR ";

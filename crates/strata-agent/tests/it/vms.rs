@@ -408,6 +408,28 @@ fn qemu_boot_through_the_vm_loop() {
     );
     let dir = driver.vm_dir.clone().unwrap().join("vm-q");
     assert!(dir.join("serial.log").exists());
+    // The guest's boot evidence, lifted out of the serial log once, replays exactly to the
+    // PCRs the guest read (the control plane's appraisal: strata-control's boot_integrity).
+    let evidence = q
+        .boot_evidence
+        .clone()
+        .expect("no boot evidence in the status");
+    let log = base64::engine::general_purpose::STANDARD
+        .decode(&evidence.event_log)
+        .unwrap();
+    let log = strata_attest::eventlog::EventLog::parse(&log).unwrap();
+    let replayed = strata_attest::eventlog::replay(&log, strata_attest::HashAlg::Sha256).unwrap();
+    assert!(
+        replayed.contains_key(&4) && replayed.contains_key(&7),
+        "{replayed:?}"
+    );
+    for (pcr, value) in &replayed {
+        assert_eq!(
+            evidence.pcrs.get(&pcr.to_string()),
+            Some(&strata_attest::hex(value)),
+            "PCR {pcr}"
+        );
+    }
 
     // Unassigned: stopped and deleted, nothing left behind.
     cp.set("Trusted", json!([]));

@@ -204,6 +204,23 @@ fn trusted_launch_boots_tiny_image() {
         marker.starts_with("STRATA-DISK-MARKER-") && marker.len() == 43,
         "{marker}"
     );
+    // The guest printed its boot evidence (the agent lifts it out and replays it: strata-agent's
+    // `qemu_boot_through_the_vm_loop`) before it said it was ready.
+    let lines: Vec<&str> = serial.lines().map(str::trim_end).collect();
+    let at = |l: &str| lines.iter().position(|x| *x == l);
+    let (begin, end, ready) = (
+        at(strata_compute::EVENTLOG_BEGIN),
+        at(strata_compute::EVENTLOG_END),
+        at(strata_compute::READY_MARKER),
+    );
+    assert!(
+        matches!((begin, end, ready), (Some(b), Some(e), Some(r)) if b + 1 < e && e < r),
+        "no boot evidence block before ready:\n{serial}"
+    );
+    assert!(
+        serial.contains(&format!("{}7 ", strata_compute::PCR_LINE)),
+        "no PCR 7 line:\n{serial}"
+    );
 
     // The keys went to QEMU and swtpm through inherited pipes only: no key, in any encoding,
     // in a VM process's command line or environment, or in any file of the VM.

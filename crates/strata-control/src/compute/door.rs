@@ -165,6 +165,9 @@ struct VmReport {
     detail: Option<String>,
     #[serde(default)]
     console_tail: Option<String>,
+    /// The guest's measured-boot evidence from its current boot (`boot_integrity`).
+    #[serde(default)]
+    boot_evidence: Option<super::boot_integrity::BootEvidence>,
 }
 
 fn clip(s: Option<String>, max: usize) -> Option<String> {
@@ -258,6 +261,12 @@ pub fn apply_reports(
         );
         let failure_reason = hold.map(str::to_owned).or(failure_reason);
         let before = doc.properties.clone();
+        let integrity_before = doc
+            .properties
+            .pointer("/bootIntegrity/status")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let integrity = boot_integrity(&doc, &mut internal, report.boot_evidence.as_ref(), now);
         let provisioning = provisioning.to_owned();
         let power = power.to_owned();
         if let Some(o) = doc.properties.as_object_mut() {
@@ -266,6 +275,9 @@ pub fn apply_reports(
             if report.power_state == Reported::Failed || current {
                 o.insert("failureReason".into(), json!(failure_reason));
                 o.insert("failureDetail".into(), json!(failure_detail));
+            }
+            if let Some(integrity) = integrity {
+                o.insert("bootIntegrity".into(), integrity);
             }
         }
         let changed = doc.properties != before || restarting;
@@ -292,6 +304,23 @@ pub fn apply_reports(
                 json!({ "generation": report.generation, "reason": failure_reason }),
             ));
         }
+        let integrity_now = doc
+            .properties
+            .pointer("/bootIntegrity/status")
+            .and_then(Value::as_str);
+        if integrity_now.is_some() && integrity_now != integrity_before.as_deref() {
+            let reason = doc
+                .properties
+                .pointer("/bootIntegrity/reason")
+                .cloned()
+                .unwrap_or(Value::Null);
+            entries.push(audit(
+                "Strata.Compute/virtualMachines/bootIntegrity/action",
+                &doc.id,
+                &format!("boot integrity {}", integrity_now.unwrap_or_default()),
+                json!({ "generation": report.generation, "reason": reason }),
+            ));
+        }
         let ops = vec![Op::Put {
             key: rec.key.clone(),
             rtype: rec.rtype.clone(),
@@ -312,6 +341,32 @@ pub fn apply_reports(
         }
     }
     Ok(accepted)
+}
+
+/// The VM's new `bootIntegrity`, if it changes: `notApplicable` without a vTPM; else the
+/// appraisal of evidence not appraised before (its fingerprint is kept in `internal`).
+fn boot_integrity(
+    doc: &Doc,
+    internal: &mut VmInternal,
+    evidence: Option<&super::boot_integrity::BootEvidence>,
+    now: i64,
+) -> Option<Value> {
+    let vtpm = VmShape::of_properties(&doc.properties).is_some_and(|s| s.vtpm);
+    if !vtpm {
+        let na = super::boot_integrity::not_applicable();
+        return (doc.properties.get("bootIntegrity") != Some(&na)).then_some(na);
+    }
+    let evidence = evidence?;
+    let fingerprint = evidence.fingerprint();
+    if internal.boot_evidence.as_deref() == Some(fingerprint.as_str()) {
+        return None;
+    }
+    internal.boot_evidence = Some(fingerprint);
+    let appraisal = super::boot_integrity::appraise(evidence);
+    if !appraisal.healthy {
+        tracing::warn!(vm = %doc.id, reason = %appraisal.reason, "boot integrity unhealthy");
+    }
+    Some(appraisal.to_property(&strata_types::time::rfc3339(now)))
 }
 
 /// Audits a refused report (bounded per host, so a misbehaving host cannot fill the log).

@@ -26,6 +26,7 @@
 //! `POST /fabric/v1/hosts/{host}/vmstatus`; a report about a VM that is not assigned to the
 //! reporting host changes nothing and is audited.
 
+pub mod boot_integrity;
 pub mod disks;
 pub mod door;
 pub mod index;
@@ -80,6 +81,10 @@ pub struct VmInternal {
     pub disk_key: Option<String>,
     #[serde(default)]
     pub console_tail: String,
+    /// The fingerprint of the boot evidence last appraised (`boot_integrity`), so the same
+    /// evidence, sent with every report, is appraised once.
+    #[serde(default)]
+    pub boot_evidence: Option<String>,
     /// Unix seconds of the last status report.
     #[serde(default)]
     pub reported_at: i64,

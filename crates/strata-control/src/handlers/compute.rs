@@ -145,6 +145,12 @@ pub fn build_vm(
         o.insert("powerState".into(), json!("starting"));
         o.insert("failureReason".into(), Value::Null);
         o.insert("failureDetail".into(), Value::Null);
+        if !shape.vtpm {
+            o.insert(
+                "bootIntegrity".into(),
+                crate::compute::boot_integrity::not_applicable(),
+            );
+        }
     }
     let mut doc = new_doc(ctx, id, Kind::VirtualMachine, None, props);
     doc.internal = serde_json::to_value(VmInternal {
@@ -154,6 +160,7 @@ pub fn build_vm(
         vtpm_key,
         disk_key: Some(disk_envelope.encode()),
         console_tail: String::new(),
+        boot_evidence: None,
         reported_at: 0,
     })
     .map_err(|_| ApiError::internal())?;

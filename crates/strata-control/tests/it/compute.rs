@@ -42,6 +42,51 @@ fn report(agent: &Agent, id: &str, generation: u64, power: &str, reason: Option<
         .unwrap()
 }
 
+fn report_evidence(agent: &Agent, id: &str, generation: u64, evidence: &Value) {
+    let r = agent
+        .report_vms(&json!({ "virtualMachines": [{
+            "id": id, "generation": generation, "powerState": "Running",
+            "bootEvidence": evidence,
+        }] }))
+        .unwrap();
+    assert_eq!(r["accepted"], 1, "{r}");
+}
+
+const BOOT_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../strata-attest/tests/fixtures/ovmf-swtpm"
+);
+
+/// The real OVMF + swtpm event log (base64) and the guest's SHA-256 PCRs.
+fn boot_fixture() -> (String, Value) {
+    use base64::Engine as _;
+    let log = std::fs::read(format!("{BOOT_FIXTURE}/binary_bios_measurements")).unwrap();
+    let pcrs: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{BOOT_FIXTURE}/pcrs.json")).unwrap(),
+    )
+    .unwrap();
+    (
+        base64::engine::general_purpose::STANDARD.encode(log),
+        pcrs["sha256"].clone(),
+    )
+}
+
+/// The log with the sha256 digest of event #24 (shim, PCR 4) changed.
+fn tampered_fixture(log: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(log)
+        .unwrap();
+    let mut log = strata_attest::eventlog::EventLog::parse(&bytes).unwrap();
+    let (_, digest) = log.events[23]
+        .digests
+        .iter_mut()
+        .find(|(alg, _)| *alg == 0x000b)
+        .unwrap();
+    digest[0] ^= 0xff;
+    base64::engine::general_purpose::STANDARD.encode(log.encode())
+}
+
 #[test]
 fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
     let ca = TestCa::new().unwrap();
@@ -179,6 +224,65 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
             .contains("STRATA-GUEST-Running"),
         "{d}"
     );
+
+    // Boot integrity: the guest's event log and PCRs (here the real OVMF + swtpm capture from
+    // strata-attest) are replayed; a changed digest makes it unhealthy, naming the PCR.
+    assert!(v["properties"]["bootIntegrity"].is_null(), "{v}");
+    let audit_from = server.audit_len();
+    let (log, pcrs) = boot_fixture();
+    let healthy = json!({ "eventLog": log, "pcrs": pcrs });
+    report_evidence(good_agent, &id, generation, &healthy);
+    let v = server.admin("GET", &web, None).1;
+    let bi = &v["properties"]["bootIntegrity"];
+    assert_eq!(bi["status"], "healthy", "{v}");
+    assert!(bi["checkedAt"].as_str().unwrap().ends_with('Z'), "{bi}");
+    // The same evidence again (every report carries it) is not appraised again.
+    report_evidence(good_agent, &id, generation, &healthy);
+    assert_eq!(
+        server.admin("GET", &web, None).1["properties"]["bootIntegrity"],
+        *bi
+    );
+    let tampered = json!({ "eventLog": tampered_fixture(&log), "pcrs": pcrs });
+    report_evidence(good_agent, &id, generation, &tampered);
+    let v = server.admin("GET", &web, None).1;
+    let bi = &v["properties"]["bootIntegrity"];
+    assert_eq!(bi["status"], "unhealthy", "{v}");
+    assert!(
+        bi["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("PCR 4 does not match the event log"),
+        "{bi}"
+    );
+    let changes: Vec<String> = server
+        .running()
+        .app
+        .store
+        .audit_rows(audit_from, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.entry).into_owned())
+        .filter(|e| e.contains("bootIntegrity/action"))
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes[0].contains("boot integrity healthy"), "{changes:?}");
+    assert!(
+        changes[1].contains("boot integrity unhealthy"),
+        "{changes:?}"
+    );
+    // A VM without a vTPM has nothing to appraise.
+    let plain = vm_path(&server, "apps", "plain");
+    let (s, v) = server.admin(
+        "PUT",
+        &plain,
+        Some(json!({ "properties": { "storageProfile": { "image": "tiny" }, "securityProfile": { "securityType": "Standard" } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["properties"]["bootIntegrity"]["status"], "notApplicable",
+        "{v}"
+    );
+    assert_eq!(server.admin("DELETE", &plain, None).0, 200);
 
     // Restart: stop first, then (once the host says it stopped) start again.
     let (s, v) = server.admin("POST", &format!("{web}/restart"), None);
