@@ -496,8 +496,9 @@ struct Table {
     vms: BTreeMap<VmId, Entry>,
     /// Entries the control plane rejected and that name no VM here: reported Failed.
     rejected: Vec<RejectedVm>,
-    /// Something changed since the last accepted report.
-    dirty: bool,
+    /// Changes since the last report that reached the control plane (a counter, so a change
+    /// made while a report is in flight is not cleared with it).
+    dirty: u64,
     /// A worker finished or someone called [`Waker::wake`].
     woken: bool,
     workers: usize,
@@ -699,7 +700,7 @@ impl VmHost {
                 }
             }
             if before != (e.have.clone(), e.power, e.reason.clone()) {
-                t.dirty = true;
+                t.dirty += 1;
             }
         }
     }
@@ -730,7 +731,7 @@ impl VmHost {
                 tracing::warn!(vm = %r.arm_id, reason = %r.reason, "cannot act on a VM assignment");
             }
             t.rejected = rejected;
-            t.dirty = true;
+            t.dirty += 1;
         }
         let wants: Vec<Want> = a
             .vms
@@ -784,7 +785,7 @@ impl VmHost {
         };
         let Some(entry) = entry else { return };
         entry.set(Have::Busy, power, None);
-        t.dirty = true;
+        t.dirty += 1;
         t.workers += 1;
         let work = Work {
             driver: self.driver.clone(),
@@ -813,9 +814,9 @@ impl VmHost {
     /// Sends the status of every VM when something changed or `report_every` passed; a
     /// `Deleted` status is sent once and then forgotten.
     fn report_if_due(&self, cp: &dyn ControlPlane) {
-        let (statuses, deleted) = {
+        let (statuses, deleted, seen) = {
             let t = self.shared.lock();
-            let due = t.dirty
+            let due = t.dirty > 0
                 || t.last_report
                     .is_none_or(|at| at.elapsed() >= self.cfg.report_every);
             if !due {
@@ -827,12 +828,12 @@ impl VmHost {
                 .filter(|(_, e)| e.power == PowerState::Deleted)
                 .map(|(id, _)| id.clone())
                 .collect();
-            (self.statuses_locked(&t), deleted)
+            (self.statuses_locked(&t), deleted, t.dirty)
         };
         match cp.report(&statuses) {
             Ok(()) => {
                 let mut t = self.shared.lock();
-                t.dirty = false;
+                t.dirty = t.dirty.saturating_sub(seen);
                 t.last_report = Some(Instant::now());
                 for id in deleted {
                     if t.vms
@@ -1097,7 +1098,7 @@ impl Work {
         };
         let mut t = self.shared.lock();
         t.workers = t.workers.saturating_sub(1);
-        t.dirty = true;
+        t.dirty += 1;
         t.woken = true;
         if let Some(e) = t.vms.get_mut(&self.id) {
             match outcome {
