@@ -15,12 +15,12 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
 use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 use strata_compute::image::{ImageError, TinyImage};
-use strata_compute::qemu::{SNAKEOIL_CERT, SNAKEOIL_KEY};
+use strata_compute::qemu::SNAKEOIL_CERT;
 
 /// Where a host keeps its base images (outside the control plane's 0700 data directory: VM
 /// uids must be able to pass through every ancestor).
@@ -259,7 +259,12 @@ pub fn build_tiny_into(
                 .tempdir()
                 .map_err(io("create a private directory for the snakeoil key"))?;
             let key = private.path().join("snakeoil.key");
-            decrypt_snakeoil(&key)?;
+            strata_compute::image::decrypt_snakeoil_key(&key).map_err(|source| {
+                ImageProblem::Build {
+                    name: TINY.into(),
+                    source,
+                }
+            })?;
             build(&key, Path::new(SNAKEOIL_CERT), progress)?
         }
     };
@@ -268,27 +273,6 @@ pub fn build_tiny_into(
             .map_err(io(format!("chmod {}", path.display())))?;
     }
     Ok(image)
-}
-
-/// `openssl pkey` with the (public) passphrase in its environment; the output is 0600 in a
-/// 0700 temporary directory.
-fn decrypt_snakeoil(out: &Path) -> Result<(), ImageProblem> {
-    let output = Command::new("openssl")
-        .args(["pkey", "-in", SNAKEOIL_KEY, "-passin", "env:STRATA_SNAKEOIL_PASS", "-out"])
-        .arg(out)
-        .env("STRATA_SNAKEOIL_PASS", "snakeoil")
-        .output()
-        .map_err(io(
-            "run openssl to decrypt the snakeoil key (install the Debian packages openssl and ovmf)",
-        ))?;
-    if !output.status.success() {
-        return Err(ImageProblem::Usage(format!(
-            "openssl could not decrypt {SNAKEOIL_KEY} (install the Debian package ovmf): {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    fs::set_permissions(out, fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod {}", out.display())))
 }
 
 #[cfg(test)]

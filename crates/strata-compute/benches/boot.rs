@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use strata_compute::qemu::{
     Accel, OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL, QemuConfig, QemuDriver, SNAKEOIL_CERT,
-    SNAKEOIL_KEY,
 };
 use strata_compute::{DiskKey, Hypervisor, READY_MARKER, VmId, VmSpec, VmState, VtpmKey};
 
@@ -37,20 +36,7 @@ fn tiny_image() -> PathBuf {
     fs::create_dir_all(&root).unwrap();
     let key = root.join("snakeoil.key");
     if !key.exists() {
-        let status = Command::new("openssl")
-            .args([
-                "pkey",
-                "-in",
-                SNAKEOIL_KEY,
-                "-passin",
-                "env:SNAKEOIL_PASS",
-                "-out",
-            ])
-            .arg(&key)
-            .env("SNAKEOIL_PASS", "snakeoil")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        strata_compute::image::decrypt_snakeoil_key(&key).unwrap();
     }
     strata_compute::image::build_tiny(&root.join("tiny"), &key, Path::new(SNAKEOIL_CERT))
         .unwrap()

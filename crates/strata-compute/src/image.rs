@@ -173,6 +173,31 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
     move |source| ImageError::Io { what, source }
 }
 
+/// Writes Debian's OVMF snakeoil signing key, unencrypted, to `out` (mode 0600): `sbsign` needs
+/// a clear key and Debian ships this one encrypted under the public passphrase `snakeoil`. The
+/// passphrase reaches `openssl` through its environment, never argv. Development and tests only.
+pub fn decrypt_snakeoil_key(out: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let output = Command::new("openssl")
+        .args(["pkey", "-in", crate::qemu::SNAKEOIL_KEY])
+        .args(["-passin", "env:STRATA_SNAKEOIL_PASS", "-out"])
+        .arg(out)
+        .env("STRATA_SNAKEOIL_PASS", "snakeoil")
+        .output()
+        .map_err(io(
+            "run openssl to decrypt the snakeoil key (install the Debian packages openssl and ovmf)",
+        ))?;
+    if !output.status.success() {
+        return Err(ImageError::Package(format!(
+            "openssl could not decrypt {} (install the Debian package ovmf): {}",
+            crate::qemu::SNAKEOIL_KEY,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    fs::set_permissions(out, fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", out.display())))
+}
+
 /// [`build_tiny_with_progress`] printing progress lines to stderr.
 pub fn build_tiny(
     out_dir: &Path,

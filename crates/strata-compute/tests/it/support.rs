@@ -62,24 +62,9 @@ pub fn tiny_image() -> TinyImage {
     fs::create_dir_all(&root).unwrap();
     let lock = File::create(root.join("build.lock")).unwrap();
     lock.lock().unwrap();
-    // sbsign needs an unencrypted key; Debian ships the snakeoil key encrypted with the
-    // (public) passphrase "snakeoil". Passed through the environment, not argv.
     let key = root.join("snakeoil.key");
     if !key.exists() {
-        let status = Command::new("openssl")
-            .args([
-                "pkey",
-                "-in",
-                SNAKEOIL_KEY,
-                "-passin",
-                "env:SNAKEOIL_PASS",
-                "-out",
-            ])
-            .arg(&key)
-            .env("SNAKEOIL_PASS", "snakeoil")
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot decrypt {SNAKEOIL_KEY}");
+        image::decrypt_snakeoil_key(&key).unwrap();
     }
     let started = std::time::Instant::now();
     let img = image::build_tiny(&root.join("tiny"), &key, Path::new(SNAKEOIL_CERT)).unwrap();

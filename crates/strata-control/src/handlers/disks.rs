@@ -208,27 +208,14 @@ pub fn put_disk(
     Kind::Disk
         .check_parent(&parent)
         .map_err(|m| ApiError::bad_request("InvalidResourceLocation", m))?;
-    if load(ctx, &parent)?.is_none() {
-        return Err(ApiError::new(
-            404,
-            "ParentResourceNotFound",
-            format!("the parent resource '{parent}' was not found; create it first"),
-        ));
-    }
+    super::require_parent(ctx, &parent)?;
     let existing = load(ctx, id)?;
     let pre = super::precondition(req, existing.as_ref().map(|(r, _)| r))?;
     if patch {
         let Some((_, doc)) = &existing else {
             return Err(ApiError::not_found(id.as_str()));
         };
-        let mut props = doc.properties.clone();
-        if let Some(p) = body.properties.take() {
-            super::merge_patch(&mut props, p);
-        }
-        body.properties = Some(props);
-        if body.tags.is_none() {
-            body.tags = Some(doc.tags.clone());
-        }
+        super::patch_onto(&mut body, doc);
     }
     let input: DiskInput = parse_props(body.properties)?;
     let _ = (input.disk_state, input.managed_by, input.provisioning_state);

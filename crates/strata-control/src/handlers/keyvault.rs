@@ -464,14 +464,7 @@ pub fn put_key(
         let Some((_, doc)) = &existing else {
             return Err(ApiError::not_found(id.as_str()));
         };
-        let mut props = doc.properties.clone();
-        if let Some(p) = body.properties.take() {
-            super::merge_patch(&mut props, p);
-        }
-        body.properties = Some(props);
-        if body.tags.is_none() {
-            body.tags = Some(doc.tags.clone());
-        }
+        super::patch_onto(&mut body, doc);
     }
     let input: KeyInput = parse_props(body.properties)?;
     let kty = parse_kty(input.kty.as_deref())?;

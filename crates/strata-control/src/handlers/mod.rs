@@ -198,6 +198,34 @@ fn precondition(req: &Incoming<'_>, existing: Option<&Record>) -> Result<Precond
 }
 
 /// RFC 7396 JSON merge patch.
+/// A PATCH body made whole: the stored properties with the patch merged in (RFC 7396), and the
+/// stored tags and location where the patch names none.
+pub fn patch_onto(body: &mut ResourceBody, doc: &Doc) {
+    let mut props = doc.properties.clone();
+    if let Some(p) = body.properties.take() {
+        merge_patch(&mut props, p);
+    }
+    body.properties = Some(props);
+    if body.tags.is_none() {
+        body.tags = Some(doc.tags.clone());
+    }
+    if body.location.is_none() {
+        body.location = doc.location.clone();
+    }
+}
+
+/// 404 `ParentResourceNotFound` unless `parent` exists.
+pub fn require_parent(ctx: &Ctx<'_>, parent: &ResourceId) -> Result<(), ApiError> {
+    if load(ctx, parent)?.is_none() {
+        return Err(ApiError::new(
+            404,
+            "ParentResourceNotFound",
+            format!("the parent resource '{parent}' was not found; create it first"),
+        ));
+    }
+    Ok(())
+}
+
 fn merge_patch(target: &mut Value, patch: Value) {
     match patch {
         Value::Object(p) => {
@@ -325,17 +353,7 @@ fn put_item(
                 ),
             ));
         }
-        let mut props = doc.properties.clone();
-        if let Some(p) = body.properties.take() {
-            merge_patch(&mut props, p);
-        }
-        body.properties = Some(props);
-        if body.tags.is_none() {
-            body.tags = Some(doc.tags.clone());
-        }
-        if body.location.is_none() {
-            body.location = doc.location.clone();
-        }
+        patch_onto(&mut body, doc);
     }
     let existing_doc = existing.as_ref().map(|(_, d)| d);
     let tags = body.tags.take();
@@ -391,13 +409,7 @@ fn put_item(
             key: parent.key().to_string(),
             pre: Precondition::MustExist,
         });
-        if load(ctx, &parent)?.is_none() {
-            return Err(ApiError::new(
-                404,
-                "ParentResourceNotFound",
-                format!("the parent resource '{parent}' was not found; create it first"),
-            ));
-        }
+        require_parent(ctx, &parent)?;
     }
     let put_index = ops.len();
     ops.push(Op::Put {
