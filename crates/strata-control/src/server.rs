@@ -88,8 +88,13 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
 /// Agent evidence carries a whole TCG event log (base64): allow more than an ARM body.
 const AGENT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// How far past its limit a body is still read (and dropped) before the refusal is sent, so a
+/// client that is still writing a moderately oversized body reads the 400 instead of a reset
+/// connection. Anything larger is cut off at this point.
+const BODY_DRAIN_BYTES: usize = 1024 * 1024;
+
 async fn read_body_limited(body: Body, limit: usize) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         let e = strata_types::ApiError::bad_request(
             "RequestBodyTooLarge",
             format!("the request body is larger than {limit} bytes"),
@@ -99,7 +104,11 @@ async fn read_body_limited(body: Body, limit: usize) -> Result<Bytes, Response> 
             &serde_json::to_value(e.body()).unwrap_or(Value::Null),
             &new_request_id(),
         )
-    })
+    };
+    match axum::body::to_bytes(body, limit.saturating_add(BODY_DRAIN_BYTES)).await {
+        Ok(bytes) if bytes.len() <= limit => Ok(bytes),
+        _ => Err(too_large()),
+    }
 }
 
 fn store_is_embedded(s: &Shared) -> bool {
