@@ -76,7 +76,7 @@ pub enum TpmError {
     EkMismatch,
 }
 
-fn cmd(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+pub(crate) fn cmd(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
     move |source| TpmError::Command { op, source }
 }
 
@@ -224,6 +224,11 @@ impl Tpm {
     /// The TCTI string this TPM was opened with.
     pub fn tcti(&self) -> &str {
         &self.tcti
+    }
+
+    /// The ESAPI context, for the other TPM users in this crate (`rootseal`).
+    pub(crate) fn context(&mut self) -> &mut Context {
+        &mut self.ctx
     }
 
     fn ek_handle(&mut self) -> Result<KeyHandle, TpmError> {
@@ -613,18 +618,18 @@ fn ek_policy_session(ctx: &mut Context) -> Result<AuthSession, TpmError> {
     }
 }
 
-fn flush_session(ctx: &mut Context, session: AuthSession) -> Result<(), TpmError> {
+pub(crate) fn flush_session(ctx: &mut Context, session: AuthSession) -> Result<(), TpmError> {
     ctx.flush_context(SessionHandle::from(session).into())
         .map_err(cmd("flush session"))
 }
 
-fn marshal_public(public: Public) -> Result<Vec<u8>, TpmError> {
+pub(crate) fn marshal_public(public: Public) -> Result<Vec<u8>, TpmError> {
     PublicBuffer::try_from(public)
         .and_then(|b| b.marshall())
         .map_err(cmd("marshal public area"))
 }
 
-fn unmarshal_public(bytes: &[u8]) -> Result<Public, TpmError> {
+pub(crate) fn unmarshal_public(bytes: &[u8]) -> Result<Public, TpmError> {
     PublicBuffer::unmarshall(bytes)
         .and_then(Public::try_from)
         .map_err(|e| TpmError::Invalid {
@@ -660,7 +665,7 @@ fn trim_der(mut der: Vec<u8>) -> Vec<u8> {
     der
 }
 
-fn pcr_slots(pcrs: &[u32]) -> Result<Vec<PcrSlot>, TpmError> {
+pub(crate) fn pcr_slots(pcrs: &[u32]) -> Result<Vec<PcrSlot>, TpmError> {
     if pcrs.is_empty() {
         return Err(TpmError::Invalid {
             what: "pcr selection",

@@ -13,4 +13,5 @@ mod credential;
 mod ek;
 mod pcr;
 mod quote;
+mod rootseal;
 mod vms;
