@@ -17,11 +17,18 @@ use crate::kinds::Kind;
 /// Most VMs one report may carry.
 const MAX_REPORTS: usize = 1024;
 
-/// The VMs `host` must run, with their vTPM keys unsealed. Only a Trusted host gets any: the
-/// list is empty otherwise (and the agent leaves its VMs alone until it is Trusted again).
-pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, ApiError> {
+/// The VMs `host` must run, with their vTPM keys unsealed and their network interfaces, and
+/// the network the host needs for them (`network::host`: the topology of every subscription
+/// with a VM interface here, and its etag), or `None` when no VM has an interface. Only a
+/// Trusted host gets any: the list is empty otherwise (and the agent leaves its VMs alone until
+/// it is Trusted again).
+pub fn assigned(
+    app: &App,
+    host: &str,
+    host_state: &str,
+) -> Result<(Vec<Value>, Option<Value>), ApiError> {
     if host_state != "Trusted" {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let keys = {
         let mut index = app
@@ -35,6 +42,8 @@ pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, A
         index.on(host)
     };
     let mut out = Vec::new();
+    // (index in `out`, subscription key, interface ids) of VMs with interfaces.
+    let mut with_nics: Vec<(usize, String, Vec<String>)> = Vec::new();
     for key in keys {
         let rec = match app.store.get(&key) {
             Ok(Some(rec)) => rec,
@@ -113,9 +122,76 @@ pub fn assigned(app: &App, host: &str, host_state: &str) -> Result<Vec<Value>, A
                 );
             }
         }
+        let nics: Vec<String> = doc
+            .properties
+            .pointer("/networkProfile/networkInterfaces")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !nics.is_empty() {
+            let sub = rec.key.split('/').take(3).collect::<Vec<_>>().join("/");
+            with_nics.push((out.len(), sub, nics));
+        }
         out.push(vm);
     }
-    Ok(out)
+    let network = host_network(app, &mut out, &with_nics)?;
+    Ok((out, network))
+}
+
+/// Adds each VM's `networkInterfaces` and returns the host's `network` (`network::host`). An
+/// interface that cannot be resolved is sent as its id alone: the agent refuses that entry
+/// (fail closed, reported Failed with the reason) rather than running the VM without it.
+fn host_network(
+    app: &App,
+    vms: &mut [Value],
+    with_nics: &[(usize, String, Vec<String>)],
+) -> Result<Option<Value>, ApiError> {
+    use crate::network::host as nh;
+    if with_nics.is_empty() {
+        return Ok(None);
+    }
+    let mut subs: Vec<&str> = with_nics.iter().map(|(_, s, _)| s.as_str()).collect();
+    subs.sort_unstable();
+    subs.dedup();
+    let kinds: Vec<String> = crate::network::KINDS.iter().map(|k| k.type_key()).collect();
+    let mut parts = Vec::new();
+    let mut all_docs = Vec::new();
+    for sub in subs {
+        let records = app.store.list_under(sub).map_err(|e| {
+            log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+        let docs: Vec<Doc> = records
+            .into_iter()
+            .filter(|r| kinds.contains(&r.rtype))
+            .map(|r| Doc::parse(&r.body))
+            .collect::<Result<_, _>>()?;
+        match crate::network::topology(&docs) {
+            Ok(t) => parts.push(t),
+            Err(_) => {
+                tracing::error!(subscription = %sub, "the subscription's network does not load; its VMs' interfaces are withheld");
+                continue;
+            }
+        }
+        all_docs.extend(docs);
+    }
+    let topology = nh::union(parts);
+    for (index, _, nics) in with_nics {
+        let entries: Vec<Value> = nics
+            .iter()
+            .map(|id| nh::host_nic(&topology, &all_docs, id).unwrap_or_else(|| json!({ "id": id })))
+            .collect();
+        if let Some(o) = vms.get_mut(*index).and_then(Value::as_object_mut) {
+            o.insert("networkInterfaces".into(), Value::Array(entries));
+        }
+    }
+    let text = serde_json::to_vec(&topology).map_err(|_| ApiError::internal())?;
+    let etag = strata_attest::hex(ring::digest::digest(&ring::digest::SHA256, &text).as_ref());
+    Ok(Some(json!({ "etag": etag, "topology": topology })))
 }
 
 /// Unwraps a VM's OS-disk data key: subscription platform key (under the root key), then the

@@ -884,13 +884,16 @@ fn assignments(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, Api
             "this call needs the host's current client certificate, which is issued after a passing attestation round",
         ));
     }
+    let (vms, network) =
+        crate::compute::door::assigned(app, host, doc.prop_str("state").unwrap_or(""))?;
     Ok(Reply::json(
         200,
         json!({
             "host": host,
             "state": doc.prop_str("state"),
             "attestNow": app.fabric.attest_requests.lock().map(|r| r.contains_key(hid.key())).unwrap_or(false),
-            "virtualMachines": crate::compute::door::assigned(app, host, doc.prop_str("state").unwrap_or(""))?,
+            "virtualMachines": vms,
+            "network": network,
         }),
     ))
 }

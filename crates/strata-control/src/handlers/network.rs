@@ -148,6 +148,11 @@ pub fn build_nic(
         });
     }
     let mut props = net::nic_properties(&p, &ip, &nsg, dynamic, note);
+    // Kept for the interface's life; unique in the subscription.
+    props["macAddress"] = match existing.and_then(net::host::stored_mac) {
+        Some(mac) => json!(net::host::mac_text(mac)),
+        None => json!(net::host::allocate_mac(&docs, id.as_str())?),
+    };
     // Attachment belongs to the VM's lifecycle, not to the interface's own PUT.
     if let Some(vm) = existing.and_then(|d| d.properties.get("virtualMachine"))
         && !vm.is_null()

@@ -13,6 +13,8 @@
 //! stored resource it names (ARM ids are case-insensitive); a reference to nothing stays as
 //! written and the engine refuses it (`UnknownReference`).
 
+pub mod host;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -170,6 +172,9 @@ pub struct NicProps {
     /// Read-only: the VM the interface is attached to (set by the VM's create).
     #[serde(default, rename = "virtualMachine")]
     _virtual_machine: Option<IgnoredAny>,
+    /// Read-only: allocated at create (`network::host`).
+    #[serde(default, rename = "macAddress")]
+    _mac_address: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
