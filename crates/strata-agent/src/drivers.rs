@@ -77,6 +77,7 @@ impl Driver {
             boot_timeout: Duration::from_secs(180),
             powerdown_grace: Duration::from_secs(20),
             sandbox: SandboxConfig::detect()?,
+            netns: None,
         };
         Self::from_qemu(config)
     }

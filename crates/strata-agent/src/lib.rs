@@ -9,6 +9,7 @@ pub mod bootplan;
 pub mod devtpm;
 pub mod drivers;
 pub mod images;
+pub mod network;
 pub mod release;
 pub mod rootseal;
 pub mod testhost;

@@ -30,7 +30,7 @@
 //! empty and means nothing, so the agent changes nothing and only reports.
 //! vTPM keys stay in memory ([`VtpmKey`] zeroizes on drop) and are never logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +45,7 @@ use strata_compute::{
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::images::ImageStore;
+use crate::network::{HostNetwork, NetDesired, SimNetwork, VmNic};
 
 /// How much of a VM's serial log a status report carries.
 pub const CONSOLE_TAIL_BYTES: u64 = 16 * 1024;
@@ -92,6 +93,8 @@ pub struct DesiredVm {
     pub vtpm_key: Option<VtpmKey>,
     /// The OS disk's data key (every disk is encrypted; released with the assignment).
     pub disk_key: Option<DiskKey>,
+    /// Network interfaces, in order.
+    pub nics: Vec<VmNic>,
 }
 
 /// An assignment entry the agent cannot act on (reported Failed with the reason; a VM it names
@@ -114,6 +117,8 @@ pub struct Assignments {
     pub attest_now: bool,
     pub vms: Vec<DesiredVm>,
     pub rejected: Vec<RejectedVm>,
+    /// The topology of the VMs' networks and its etag (`None`: no VM has an interface).
+    pub network: Option<(String, strata_netpol::Topology)>,
 }
 
 /// A VM's status line in `POST /fabric/v1/hosts/{host}/vmstatus`.
@@ -182,6 +187,28 @@ struct WireAssignments {
     attest_now: bool,
     #[serde(default)]
     virtual_machines: Vec<WireVm>,
+    #[serde(default)]
+    network: Option<WireNetwork>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireNetwork {
+    etag: String,
+    topology: strata_netpol::Topology,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireNic {
+    id: String,
+    #[serde(default)]
+    mac_address: Option<String>,
+    #[serde(default)]
+    private_ip_address: Option<String>,
+    #[serde(default)]
+    prefix_length: Option<u8>,
+    #[serde(default)]
+    gateway: Option<String>,
 }
 
 fn yes() -> bool {
@@ -206,6 +233,8 @@ struct WireVm {
     vtpm_key: Option<SecretText>,
     #[serde(default)]
     disk_key: Option<SecretText>,
+    #[serde(default)]
+    network_interfaces: Vec<WireNic>,
 }
 
 impl Assignments {
@@ -246,6 +275,7 @@ impl Assignments {
             attest_now: wire.attest_now,
             vms,
             rejected,
+            network: wire.network.map(|n| (n.etag, n.topology)),
         })
     }
 
@@ -282,6 +312,10 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
             return Err("the assignment carries no diskKey: every VM disk is encrypted".into());
         }
     };
+    let mut nics = Vec::new();
+    for n in w.network_interfaces {
+        nics.push(vm_nic(n)?);
+    }
     Ok(DesiredVm {
         arm_id: w.id,
         vm_id,
@@ -294,6 +328,47 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         vtpm: w.vtpm,
         vtpm_key,
         disk_key,
+        nics,
+    })
+}
+
+fn vm_nic(n: WireNic) -> Result<VmNic, String> {
+    let unresolved = || {
+        format!(
+            "network interface '{}' has no address on this host's network (the control plane could not resolve it)",
+            n.id
+        )
+    };
+    let mac = n
+        .mac_address
+        .as_deref()
+        .ok_or_else(unresolved)?
+        .split([':', '-'])
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .ok()
+        .and_then(|b| <[u8; 6]>::try_from(b).ok())
+        .ok_or_else(|| format!("network interface '{}': macAddress is not a MAC", n.id))?;
+    let ip = |text: Option<&String>, what: &str| {
+        text.ok_or_else(unresolved)?
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| {
+                format!(
+                    "network interface '{}': {what} is not an IPv4 address",
+                    n.id
+                )
+            })
+    };
+    let prefix_len = n
+        .prefix_length
+        .filter(|l| *l <= 32)
+        .ok_or_else(unresolved)?;
+    Ok(VmNic {
+        ip: ip(n.private_ip_address.as_ref(), "privateIpAddress")?,
+        gateway: ip(n.gateway.as_ref(), "gateway")?,
+        prefix_len,
+        mac,
+        id: n.id,
     })
 }
 
@@ -454,6 +529,8 @@ struct Entry {
     detail: Option<String>,
     /// What the guest printed of its boot evidence, read when a start saw it ready.
     evidence: Option<BootEvidence>,
+    /// The VM's network interfaces (its taps go with stop and delete).
+    nics: Vec<VmNic>,
 }
 
 impl Entry {
@@ -466,6 +543,7 @@ impl Entry {
             reason: None,
             detail: None,
             evidence: None,
+            nics: Vec::new(),
         }
     }
 
@@ -539,6 +617,7 @@ impl Waker {
 pub struct VmHost {
     driver: Arc<dyn Hypervisor>,
     images: Arc<ImageStore>,
+    network: Arc<dyn HostNetwork>,
     cfg: VmHostConfig,
     shared: Arc<Shared>,
 }
@@ -550,11 +629,18 @@ impl VmHost {
         let host = Self {
             driver,
             images,
+            network: Arc::new(SimNetwork::new()),
             cfg,
             shared: Arc::new(Shared::default()),
         };
         host.find_leftovers();
         host
+    }
+
+    /// The same host with `network` for its VMs' interfaces (the default is [`SimNetwork`]).
+    pub fn with_network(mut self, network: Arc<dyn HostNetwork>) -> Self {
+        self.network = network;
+        self
     }
 
     fn find_leftovers(&self) {
@@ -705,21 +791,42 @@ impl VmHost {
         }
     }
 
-    /// Takes the assignments in and starts the planned actions.
+    /// Takes the assignments in, reconciles the host's network, and starts the planned
+    /// actions.
     fn apply(&self, a: &Assignments) {
         if !a.trusted() {
             tracing::debug!(state = %a.host_state, "host not Trusted: VM assignments withheld, nothing changes");
             return;
         }
-        let mut t = self.shared.lock();
-        for d in &a.vms {
-            if let Some(e) = t.vms.get_mut(&d.vm_id)
-                && e.power != PowerState::Deleted
-            {
-                e.arm_id = Some(d.arm_id.clone());
-                e.generation = d.generation;
+        // Taps stay for VMs that run or have work in flight (a start plugs before it boots, a
+        // stop or delete unplugs when done); the rest go.
+        let keep: BTreeSet<String> = {
+            let mut t = self.shared.lock();
+            for d in &a.vms {
+                if let Some(e) = t.vms.get_mut(&d.vm_id)
+                    && e.power != PowerState::Deleted
+                {
+                    e.arm_id = Some(d.arm_id.clone());
+                    e.generation = d.generation;
+                    e.nics = d.nics.clone();
+                }
             }
+            t.vms
+                .values()
+                .filter(|e| matches!(e.have, Have::Busy | Have::Running))
+                .flat_map(|e| e.nics.iter().map(|n| n.id.clone()))
+                .collect()
+        };
+        let (etag, topology) = a.network.clone().unwrap_or_default();
+        let desired = NetDesired {
+            etag,
+            topology,
+            nics: a.vms.iter().flat_map(|d| d.nics.iter().cloned()).collect(),
+        };
+        if let Err(e) = self.network.reconcile(&desired, &keep) {
+            tracing::warn!(error = %crate::agent::chain(&e), "cannot reconcile the host's network");
         }
+        let mut t = self.shared.lock();
         let rejected: Vec<RejectedVm> = a
             .rejected
             .iter()
@@ -784,12 +891,18 @@ impl VmHost {
             _ => t.vms.get_mut(&id),
         };
         let Some(entry) = entry else { return };
+        if let Some(d) = &desired {
+            entry.nics = d.nics.clone();
+        }
+        let nics = entry.nics.clone();
         entry.set(Have::Busy, power, None);
         t.dirty += 1;
         t.workers += 1;
         let work = Work {
             driver: self.driver.clone(),
             images: self.images.clone(),
+            network: self.network.clone(),
+            nics,
             shared: self.shared.clone(),
             vm_dir: self.cfg.vm_dir.clone(),
             id: id.clone(),
@@ -1064,6 +1177,9 @@ pub fn boot_evidence_of(path: &Path) -> Option<BootEvidence> {
 struct Work {
     driver: Arc<dyn Hypervisor>,
     images: Arc<ImageStore>,
+    network: Arc<dyn HostNetwork>,
+    /// The VM's network interfaces.
+    nics: Vec<VmNic>,
     shared: Arc<Shared>,
     vm_dir: Option<PathBuf>,
     id: VmId,
@@ -1168,6 +1284,7 @@ impl Work {
             vtpm: d.vtpm,
             vtpm_key: d.vtpm_key,
             disk_key: d.disk_key,
+            nics: self.network.nic_specs(&d.nics),
         };
         match self.driver.create(spec) {
             Ok(()) => Outcome::Settled(VmState::Created),
@@ -1185,15 +1302,40 @@ impl Work {
         }
     }
 
+    /// Plugs the VM's taps (owned by its uid), then boots it; a boot that does not end
+    /// Running unplugs them again.
     fn start(&self) -> Outcome {
-        match self.driver.start(&self.id) {
+        let owner = match self.driver.owner(&self.id) {
+            Ok(o) => o,
+            Err(e) => return self.failed(true, &e),
+        };
+        if let Err(e) = self.network.plug(&self.id, &self.nics, owner) {
+            self.unplug();
+            return Outcome::Failed {
+                exists: true,
+                reason: "the VM's network interfaces could not be plugged".into(),
+                detail: Some(crate::agent::chain(&e)),
+            };
+        }
+        let outcome = match self.driver.start(&self.id) {
             Ok(s) => Outcome::Settled(s),
             Err(e) => self.failed(true, &e),
+        };
+        if !matches!(outcome, Outcome::Settled(VmState::Running)) {
+            self.unplug();
+        }
+        outcome
+    }
+
+    fn unplug(&self) {
+        if let Err(e) = self.network.unplug(&self.id, &self.nics) {
+            // The next reconcile removes what is left.
+            tracing::warn!(vm = %self.id, error = %crate::agent::chain(&e), "cannot remove the VM's taps");
         }
     }
 
     fn stop(&self) -> Outcome {
-        match self.driver.stop(&self.id) {
+        let outcome = match self.driver.stop(&self.id) {
             Ok(()) => Outcome::Settled(VmState::Stopped),
             // It stopped on its own meanwhile: whatever it is now.
             Err(HypervisorError::WrongState { .. }) => match self.driver.state(&self.id) {
@@ -1201,10 +1343,22 @@ impl Work {
                 Err(e) => self.failed(true, &e),
             },
             Err(e) => self.failed(true, &e),
+        };
+        if !matches!(outcome, Outcome::Settled(VmState::Running)) {
+            self.unplug();
         }
+        outcome
     }
 
     fn delete(&self, leftover: bool) -> Outcome {
+        let outcome = self.delete_vm(leftover);
+        if matches!(outcome, Outcome::Deleted) {
+            self.unplug();
+        }
+        outcome
+    }
+
+    fn delete_vm(&self, leftover: bool) -> Outcome {
         match self.driver.delete(&self.id) {
             Ok(()) => Outcome::Deleted,
             Err(HypervisorError::NotFound(_)) => {
@@ -1393,6 +1547,35 @@ mod tests {
                 "diskKey must be 32 bytes, not 3"
             ]
         );
+    }
+
+    #[test]
+    fn network_interfaces_parse_and_an_unresolved_one_rejects_its_entry() {
+        let a = parse(
+            r#"{"host":"h1","state":"Trusted","virtualMachines":[
+              {"id":"/a","vmId":"vm-a","generation":1,"desiredState":"Stopped","vcpus":1,"memoryMib":512,"image":"tiny",
+               "networkInterfaces":[{"id":"/nic-a","macAddress":"02:00:5e:00:00:0a","privateIpAddress":"10.0.0.4","prefixLength":24,"gateway":"10.0.0.1"}]},
+              {"id":"/b","vmId":"vm-b","generation":1,"desiredState":"Stopped","vcpus":1,"memoryMib":512,"image":"tiny",
+               "networkInterfaces":[{"id":"/nic-b"}]}],
+              "network":{"etag":"e","topology":{"virtualNetworks":[]}}}"#,
+        );
+        assert_eq!(a.vms.len(), 1);
+        let n = &a.vms[0].nics[0];
+        assert_eq!(
+            (n.id.as_str(), n.mac, n.prefix_len, n.gateway.to_string()),
+            (
+                "/nic-a",
+                [2, 0, 0x5e, 0, 0, 0x0a],
+                24,
+                "10.0.0.1".to_owned()
+            )
+        );
+        assert!(
+            a.rejected[0].reason.contains("'/nic-b' has no address"),
+            "{:?}",
+            a.rejected
+        );
+        assert_eq!(a.network.as_ref().map(|(e, _)| e.as_str()), Some("e"));
     }
 
     #[test]

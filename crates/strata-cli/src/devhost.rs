@@ -173,6 +173,17 @@ pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> 
     let mut vm_args = local_vm_args();
     let vms = match crate::host::vm_host(&vm_args, true) {
         Ok(v) => v,
+        Err(e)
+            if vm_args.hypervisor == crate::host::HypervisorArg::Qemu
+                && vm_args.network.is_none()
+                && !strata_agent::network::NetdpNetwork::missing().is_empty() =>
+        {
+            eprintln!(
+                "strata: WARNING: the VM network cannot run here ({e:#}): the local host's VMs get no network interface"
+            );
+            vm_args.network = Some(crate::host::NetworkArg::Sim);
+            crate::host::vm_host(&vm_args, true)?
+        }
         Err(e) if vm_args.hypervisor == crate::host::HypervisorArg::Qemu => {
             eprintln!(
                 "strata: WARNING: the QEMU driver cannot run here ({e:#}): the local host SIMULATES its VMs (nothing boots)"
@@ -223,5 +234,6 @@ fn local_vm_args() -> crate::host::VmArgs {
         secure_boot_key: None,
         secure_boot_cert: None,
         ovmf_vars: vars,
+        network: None,
     }
 }

@@ -462,6 +462,16 @@ pub enum HypervisorArg {
     Sim,
 }
 
+/// What makes the host's VM networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkArg {
+    /// Real: a bridge per virtual network, a tap per VM interface and the NSGs as one nftables
+    /// ruleset (strata-netdp) in this host's network namespace.
+    Netdp,
+    /// Nothing: VMs get no network interface (simulated hosts).
+    Sim,
+}
+
 /// How `strata agent` runs the VMs the control plane assigns to this host.
 #[derive(Args, Clone, Debug)]
 pub struct VmArgs {
@@ -487,6 +497,9 @@ pub struct VmArgs {
     /// signing certificate). Default: Debian's snakeoil template.
     #[arg(long, default_value = strata_agent::drivers::OVMF_VARS_SNAKEOIL)]
     pub ovmf_vars: PathBuf,
+    /// The VMs' networks. Default: netdp with --hypervisor qemu, sim with --hypervisor sim.
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkArg>,
 }
 
 /// The VM side of a host agent: the driver `args` ask for over the image store.
@@ -513,6 +526,32 @@ pub fn vm_host(args: &VmArgs, development: bool) -> Result<strata_agent::vms::Vm
             "strata-agent: WARNING: images built on this host are signed with Debian's snakeoil key,              whose private half is public; give --secure-boot-key/--secure-boot-cert and a matching --ovmf-vars"
         );
     }
+    let network = match (args.network, args.hypervisor) {
+        (Some(n), _) => n,
+        (None, HypervisorArg::Qemu) => NetworkArg::Netdp,
+        (None, HypervisorArg::Sim) => NetworkArg::Sim,
+    };
+    let network: std::sync::Arc<dyn strata_agent::network::HostNetwork> = match network {
+        NetworkArg::Netdp => {
+            use strata_agent::network::NetdpNetwork;
+            let missing = NetdpNetwork::missing();
+            if !missing.is_empty() {
+                bail!(
+                    "the VM network (--network netdp) needs the commands {}: install the Debian packages iproute2 nftables conntrack, or use --network sim (VMs then get no network interface)",
+                    missing.join(", ")
+                );
+            }
+            std::sync::Arc::new(NetdpNetwork::current())
+        }
+        NetworkArg::Sim => {
+            if driver.kind == strata_agent::drivers::HypervisorKind::Qemu {
+                eprintln!(
+                    "strata-agent: WARNING: --network sim: VMs on this host get no network interface"
+                );
+            }
+            std::sync::Arc::new(strata_agent::network::SimNetwork::new())
+        }
+    };
     Ok(strata_agent::vms::VmHost::new(
         driver.hypervisor,
         std::sync::Arc::new(ImageStore::new(args.image_dir.clone(), signing)),
@@ -520,7 +559,8 @@ pub fn vm_host(args: &VmArgs, development: bool) -> Result<strata_agent::vms::Vm
             vm_dir: driver.vm_dir,
             ..Default::default()
         },
-    ))
+    )
+    .with_network(network))
 }
 
 pub fn agent(a: AgentArgs) -> Result<()> {

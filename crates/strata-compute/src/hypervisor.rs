@@ -133,6 +133,44 @@ fn lower_hex(bytes: &[u8; 32]) -> zeroize::Zeroizing<String> {
     out
 }
 
+/// One network interface of a VM: a tap device the host made for it (owned by the VM's uid,
+/// on its virtual network's bridge: `strata-agent`'s network module), and the interface's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    /// The tap's name: 1-15 characters of `[a-z0-9]` (it lands in QEMU's argv).
+    pub tap: String,
+    pub mac: [u8; 6],
+}
+
+impl NicSpec {
+    /// Checks the tap name against the grammar above.
+    pub fn new(tap: &str, mac: [u8; 6]) -> Result<Self, HypervisorError> {
+        let ok = (1..=15).contains(&tap.len())
+            && tap
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(Self {
+                tap: tap.to_owned(),
+                mac,
+            })
+        } else {
+            Err(HypervisorError::Start(format!(
+                "invalid tap name {tap:?}: use 1-15 characters of a-z and 0-9"
+            )))
+        }
+    }
+
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub fn mac_text(&self) -> String {
+        self.mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -149,6 +187,8 @@ pub struct VmSpec {
     pub vtpm_key: Option<VtpmKey>,
     /// The OS disk's encryption key; required (every disk is encrypted).
     pub disk_key: Option<DiskKey>,
+    /// Network interfaces, in order (`virtio-net-pci` on the named taps); none: no NIC.
+    pub nics: Vec<NicSpec>,
 }
 
 impl VmSpec {
@@ -164,6 +204,7 @@ impl VmSpec {
             vtpm: true,
             vtpm_key: Some(vtpm_key),
             disk_key: Some(disk_key),
+            nics: Vec::new(),
         }
     }
 
@@ -273,6 +314,12 @@ pub trait Hypervisor: Send + Sync {
     fn state(&self, id: &VmId) -> Result<VmState, HypervisorError>;
     /// Stops the VM if needed and removes every file it had.
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError>;
+    /// The uid and gid the VM's processes run as (its taps are made for them), once created;
+    /// `None`: the driver runs nothing as a VM identity of its own.
+    fn owner(&self, id: &VmId) -> Result<Option<(u32, u32)>, HypervisorError> {
+        let _ = id;
+        Ok(None)
+    }
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HypervisorError {

@@ -161,6 +161,9 @@ pub struct QemuConfig {
     pub powerdown_grace: Duration,
     /// Per-VM uids and cgroups.
     pub sandbox: SandboxConfig,
+    /// The network namespace QEMU runs in (`/run/netns/NAME`), where the VMs' taps are; `None`:
+    /// the driver's own (a host agent's). Tests run a whole host's networking in a namespace.
+    pub netns: Option<PathBuf>,
 }
 
 impl QemuConfig {
@@ -175,6 +178,7 @@ impl QemuConfig {
             boot_timeout: Duration::from_secs(180),
             powerdown_grace: Duration::from_secs(20),
             sandbox: SandboxConfig::detect()?,
+            netns: None,
         })
     }
 }
@@ -383,8 +387,23 @@ impl QemuDriver {
                 "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID}",
                 f.disk.display()
             ))
-            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
-            .arg("-qmp")
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
+        // Each NIC: the tap the host made for this VM (owned by its uid, on its network's
+        // bridge; QEMU opens it by name, no helper script, no privilege), virtio-net with the
+        // interface's MAC and no option ROM (OVMF has its own virtio-net driver).
+        for (i, nic) in s.nics.iter().enumerate() {
+            c.arg("-netdev")
+                .arg(format!(
+                    "tap,id=net{i},ifname={},script=no,downscript=no",
+                    nic.tap
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-net-pci,netdev=net{i},mac={},romfile=",
+                    nic.mac_text()
+                ));
+        }
+        c.arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", f.qmp_sock.display()));
         c
     }
@@ -432,17 +451,13 @@ impl QemuDriver {
         let line = describe(&cmd);
         tracing::info!(vm = %vm.spec.id, command = %line, "starting QEMU");
         vm.command_line = Some(line);
-        let spawned = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| spawn_error(&cmd, e));
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        let spawned = spawn_in(self.config.netns.as_deref(), &mut cmd);
         let mut qemu = match spawned {
             Ok(q) => q,
             Err(e) => {
                 kill(swtpm);
-                return Err(e.into());
+                return Err(e);
             }
         };
 
@@ -533,6 +548,38 @@ impl QemuDriver {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Spawns `cmd` in the network namespace `netns` (a `/run/netns/NAME` file), or in this
+/// process's when `None`. A namespace is per thread and inherited at fork, so the child is
+/// forked from a short-lived thread that entered it first; the caller's threads stay put.
+fn spawn_in(netns: Option<&Path>, cmd: &mut Command) -> Result<Child, HypervisorError> {
+    let Some(ns) = netns else {
+        return cmd.spawn().map_err(|e| spawn_error(cmd, e).into());
+    };
+    let file = File::open(ns).map_err(io(format!("open {}", ns.display())))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd as _;
+            #[expect(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
+            // SAFETY: `file` is an open namespace file for the duration of the call; setns
+            // changes only this scoped thread's network namespace, which ends right after.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(HypervisorError::Io {
+                    what: format!("enter the network namespace {}", ns.display()),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            cmd.spawn().map_err(|e| spawn_error(cmd, e).into())
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(HypervisorError::Start(
+                "the thread spawning QEMU panicked".into(),
+            ))
+        })
+    })
 }
 
 /// What OVMF's boot manager prints once it has tried every boot option.
@@ -911,6 +958,12 @@ impl Hypervisor for QemuDriver {
             };
         }
         Ok(vm.state.clone())
+    }
+
+    fn owner(&self, id: &VmId) -> Result<Option<(u32, u32)>, HypervisorError> {
+        let vm = self.vm(id)?;
+        let vm = lock(&vm);
+        Ok(Some((vm.sandbox.uid, vm.sandbox.gid)))
     }
 
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {

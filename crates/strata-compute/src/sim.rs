@@ -2,17 +2,23 @@
 //! in memory, so a test can run the control plane against thousands of VMs on fake hosts.
 //!
 //! An image path containing `tampered` or `unsigned` "fails secure boot", so control-plane
-//! tests can exercise the Failed path without firmware.
+//! tests can exercise the Failed path without firmware. Each VM gets a uid of its own like the
+//! QEMU driver's (the lowest free one from [`SIM_UID_BASE`]), though nothing runs as it: the
+//! host's network module makes the VM's taps for it.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState};
 
+/// The first uid the simulator hands out (below the QEMU driver's range, so the two never
+/// collide on one host).
+pub const SIM_UID_BASE: u32 = 3_900_000_000;
+
 /// An in-process hypervisor; VMs "boot" instantly.
 #[derive(Debug, Default)]
 pub struct SimDriver {
-    vms: Mutex<BTreeMap<VmId, (VmSpec, VmState)>>,
+    vms: Mutex<BTreeMap<VmId, (VmSpec, VmState, u32)>>,
 }
 
 impl SimDriver {
@@ -30,7 +36,7 @@ impl SimDriver {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<VmId, (VmSpec, VmState)>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<VmId, (VmSpec, VmState, u32)>> {
         // A panic while holding the lock cannot leave the map half-updated (every update is one
         // insert or assignment), so a poisoned lock is still consistent.
         self.vms.lock().unwrap_or_else(PoisonError::into_inner)
@@ -44,13 +50,16 @@ impl Hypervisor for SimDriver {
         if vms.contains_key(&spec.id) {
             return Err(HypervisorError::Exists(spec.id));
         }
-        vms.insert(spec.id.clone(), (spec, VmState::Created));
+        let uid = (SIM_UID_BASE..)
+            .find(|u| !vms.values().any(|(_, _, taken)| taken == u))
+            .unwrap_or(SIM_UID_BASE);
+        vms.insert(spec.id.clone(), (spec, VmState::Created, uid));
         Ok(())
     }
 
     fn start(&self, id: &VmId) -> Result<VmState, HypervisorError> {
         let mut vms = self.lock();
-        let (spec, state) = vms
+        let (spec, state, _) = vms
             .get_mut(id)
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
         match state {
@@ -79,7 +88,7 @@ impl Hypervisor for SimDriver {
 
     fn stop(&self, id: &VmId) -> Result<(), HypervisorError> {
         let mut vms = self.lock();
-        let (_, state) = vms
+        let (_, state, _) = vms
             .get_mut(id)
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
         if *state != VmState::Running {
@@ -97,7 +106,14 @@ impl Hypervisor for SimDriver {
     fn state(&self, id: &VmId) -> Result<VmState, HypervisorError> {
         self.lock()
             .get(id)
-            .map(|(_, s)| s.clone())
+            .map(|(_, s, _)| s.clone())
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))
+    }
+
+    fn owner(&self, id: &VmId) -> Result<Option<(u32, u32)>, HypervisorError> {
+        self.lock()
+            .get(id)
+            .map(|(_, _, uid)| Some((*uid, *uid)))
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))
     }
 

@@ -1,0 +1,358 @@
+//! The host's side of its VMs' virtual networks: the control plane's topology turned into the
+//! `strata-netdp` dataplane, and a tap per VM network interface.
+//!
+//! ```text
+//!  assignments poll ──▶ NetDesired (topology + etag, the local NICs with their MACs)
+//!        │
+//!        ▼  reconcile (poll thread)
+//!  HostPlan::new(topology, local NICs) ─▶ Host::apply   only when the etag or the NIC set
+//!        │                                              changed (or every REAPPLY_EVERY,
+//!        │                                              which repairs drift)
+//!        └─▶ taps of NICs whose VM is not running here (deleted, stopped, crashed) removed
+//!
+//!  VM worker: start ─▶ plug(vm, NICs, its uid/gid) ─▶ tap per NIC, owned by the VM's uid,
+//!                      on its network's bridge (Host::attach_port) ─▶ driver.start (QEMU opens
+//!                      the tap by name as that uid)
+//!             stop/delete ─▶ driver ─▶ unplug(vm): its taps deleted
+//! ```
+//!
+//! [`HostNetwork`] has two implementations with the same API: [`NetdpNetwork`] (real: `ip`,
+//! `nft`, `bridge`; in the agent's network namespace or a named one) and [`SimNetwork`]
+//! (nothing happens: `--hypervisor sim` hosts, scale tests). Tap names are
+//! `strata_netdp::names::port_name(nic id)`, so an agent that restarts finds its taps again;
+//! netdp's apply is idempotent, so a restarted agent changes nothing that is already right.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strata_compute::{NicSpec, VmId};
+use strata_netdp::{Host, HostError, HostPlan, PlanError, names};
+use strata_netpol::Topology;
+
+/// How often the dataplane is re-applied although nothing changed (drift repair).
+pub const REAPPLY_EVERY: Duration = Duration::from_secs(60);
+
+/// One network interface of a VM, as the assignment carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmNic {
+    /// The interface's ARM id.
+    pub id: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+impl VmNic {
+    /// The host-side device of the interface (a tap for a VM, a veth in tests).
+    pub fn port(&self) -> String {
+        names::port_name(&self.id)
+    }
+}
+
+/// What the host's networking should be: the topology the control plane sent (`etag`
+/// identifies it) and the interfaces of the VMs assigned here.
+#[derive(Clone, Debug, Default)]
+pub struct NetDesired {
+    pub etag: String,
+    pub topology: Topology,
+    pub nics: Vec<VmNic>,
+}
+
+impl NetDesired {
+    /// What identifies a plan: equal keys give equal plans.
+    fn key(&self) -> String {
+        let mut nics: Vec<String> = self
+            .nics
+            .iter()
+            .map(|n| format!("{}={}", n.id, names::mac_string(n.mac)))
+            .collect();
+        nics.sort();
+        format!("{}|{}", self.etag, nics.join(","))
+    }
+}
+
+/// Why the host's networking could not be made as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("the host's network plan could not be made")]
+    Plan(#[source] PlanError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(
+        "network interface '{0}' is not in this host's network plan (the control plane sent no topology for it)"
+    )]
+    NotPlanned(String),
+    #[error("'{command}' printed something other than the expected JSON")]
+    Unexpected { command: String },
+}
+
+/// The host's networking for its VMs: real ([`NetdpNetwork`]) or simulated ([`SimNetwork`]).
+pub trait HostNetwork: Send + Sync {
+    /// Brings the dataplane to `desired` and removes the taps of interfaces not in `keep` (the
+    /// interfaces of VMs that run here or have work in flight).
+    fn reconcile(&self, desired: &NetDesired, keep: &BTreeSet<String>) -> Result<(), NetError>;
+    /// What the VM's hypervisor gets for its interfaces (the simulation gives none: no tap
+    /// exists for QEMU to open).
+    fn nic_specs(&self, nics: &[VmNic]) -> Vec<NicSpec>;
+    /// Makes the VM's taps, owned by `owner` (uid, gid), attached to their bridges.
+    fn plug(&self, vm: &VmId, nics: &[VmNic], owner: Option<(u32, u32)>) -> Result<(), NetError>;
+    /// Removes the VM's taps (nothing when it has none).
+    fn unplug(&self, vm: &VmId, nics: &[VmNic]) -> Result<(), NetError>;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section leaves the state consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Nothing real happens; the plugged interfaces are remembered so that a test can look.
+#[derive(Debug, Default)]
+pub struct SimNetwork {
+    plugged: Mutex<BTreeMap<VmId, Vec<String>>>,
+    reconciles: Mutex<Option<String>>,
+}
+
+impl SimNetwork {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The interfaces each VM has plugged.
+    pub fn plugged(&self) -> BTreeMap<VmId, Vec<String>> {
+        lock(&self.plugged).clone()
+    }
+
+    /// The etag of the last reconcile.
+    pub fn last_etag(&self) -> Option<String> {
+        lock(&self.reconciles).clone()
+    }
+}
+
+impl HostNetwork for SimNetwork {
+    fn reconcile(&self, desired: &NetDesired, keep: &BTreeSet<String>) -> Result<(), NetError> {
+        *lock(&self.reconciles) = Some(desired.etag.clone());
+        lock(&self.plugged).retain(|_, nics| nics.iter().all(|n| keep.contains(n)));
+        Ok(())
+    }
+
+    fn nic_specs(&self, _nics: &[VmNic]) -> Vec<NicSpec> {
+        Vec::new()
+    }
+
+    fn plug(&self, vm: &VmId, nics: &[VmNic], _owner: Option<(u32, u32)>) -> Result<(), NetError> {
+        if !nics.is_empty() {
+            lock(&self.plugged).insert(vm.clone(), nics.iter().map(|n| n.id.clone()).collect());
+        }
+        Ok(())
+    }
+
+    fn unplug(&self, vm: &VmId, _nics: &[VmNic]) -> Result<(), NetError> {
+        lock(&self.plugged).remove(vm);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Applied {
+    /// `NetDesired::key` of the plan below.
+    key: Option<String>,
+    plan: Option<HostPlan>,
+    at: Option<Instant>,
+}
+
+/// The real dataplane: `strata-netdp` in the agent's network namespace (or a named one).
+#[derive(Debug)]
+pub struct NetdpNetwork {
+    host: Host,
+    applied: Mutex<Applied>,
+}
+
+impl NetdpNetwork {
+    /// The dataplane in `host` (`Host::current()` for a host agent).
+    pub fn new(host: Host) -> Self {
+        Self {
+            host,
+            applied: Mutex::new(Applied::default()),
+        }
+    }
+
+    /// The dataplane in the agent's own network namespace (a host agent's).
+    pub fn current() -> Self {
+        Self::new(Host::current())
+    }
+
+    /// What the host needs and lacks (empty: it can run), for a clear error at agent start.
+    pub fn missing() -> Vec<&'static str> {
+        ["ip", "bridge", "nft", "conntrack"]
+            .into_iter()
+            .filter(|p| !on_path(p))
+            .collect()
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The plan last applied.
+    pub fn plan(&self) -> Option<HostPlan> {
+        lock(&self.applied).plan.clone()
+    }
+
+    /// Taps (`stn…`, kind tun) that exist: name → owner uid.
+    fn taps(&self) -> Result<BTreeMap<String, Option<u64>>, NetError> {
+        let args = ["-j", "-d", "link", "show"];
+        let out = self.host.run("ip", &args)?;
+        let links: Vec<Value> = serde_json::from_str(&out).map_err(|_| NetError::Unexpected {
+            command: format!("ip {}", args.join(" ")),
+        })?;
+        Ok(links
+            .iter()
+            .filter(|l| l.pointer("/linkinfo/info_kind").and_then(Value::as_str) == Some("tun"))
+            .filter_map(|l| {
+                let name = l.get("ifname")?.as_str()?;
+                name.starts_with(names::PORT_PREFIX).then(|| {
+                    (
+                        name.to_owned(),
+                        l.pointer("/linkinfo/info_data/user")
+                            .and_then(Value::as_u64),
+                    )
+                })
+            })
+            .collect())
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+impl HostNetwork for NetdpNetwork {
+    fn reconcile(&self, desired: &NetDesired, keep: &BTreeSet<String>) -> Result<(), NetError> {
+        let mut applied = lock(&self.applied);
+        let key = desired.key();
+        let due = applied.key.as_deref() != Some(key.as_str())
+            || applied.at.is_none_or(|at| at.elapsed() >= REAPPLY_EVERY);
+        if due
+            && desired.nics.is_empty()
+            && applied.plan.is_none()
+            && self.host.live_digest()?.is_none()
+        {
+            // No VM interface here and no dataplane of ours: nothing to make or clean up (and
+            // the host's forwarding is left as it is).
+            applied.key = Some(key);
+            applied.at = Some(Instant::now());
+        } else if due {
+            // Interfaces the topology lacks are left out (their VMs cannot plug, and say why);
+            // the others still get their network.
+            let local: Vec<&VmNic> = desired
+                .nics
+                .iter()
+                .filter(|n| {
+                    desired
+                        .topology
+                        .network_interfaces
+                        .iter()
+                        .any(|t| t.id == n.id)
+                })
+                .collect();
+            for n in &desired.nics {
+                if !local.iter().any(|l| l.id == n.id) {
+                    tracing::warn!(nic = %n.id, "network interface not in the topology sent to this host");
+                }
+            }
+            let mut plan = HostPlan::new(&desired.topology, local.iter().map(|n| n.id.as_str()))
+                .map_err(NetError::Plan)?;
+            // The interface's MAC is the control plane's (what the VM's NIC gets), not netdp's
+            // hash of its id.
+            for n in &mut plan.nics {
+                if let Some(l) = local.iter().find(|l| l.id == n.id) {
+                    n.mac = l.mac;
+                }
+            }
+            let report = self.host.apply(&plan)?;
+            if report.changed() {
+                tracing::info!(ruleset = report.ruleset, changes = report.changes.len(), etag = %desired.etag, "host network applied");
+            }
+            applied.key = Some(key);
+            applied.plan = Some(plan);
+            applied.at = Some(Instant::now());
+        }
+        let keep_ports: BTreeSet<String> = keep.iter().map(|id| names::port_name(id)).collect();
+        for tap in self.taps()?.into_keys() {
+            if !keep_ports.contains(&tap) {
+                tracing::info!(%tap, "removing the tap of an interface whose VM does not run here");
+                self.host.run("ip", &["link", "del", "dev", &tap])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn nic_specs(&self, nics: &[VmNic]) -> Vec<NicSpec> {
+        nics.iter()
+            .filter_map(|n| NicSpec::new(&n.port(), n.mac).ok())
+            .collect()
+    }
+
+    fn plug(&self, vm: &VmId, nics: &[VmNic], owner: Option<(u32, u32)>) -> Result<(), NetError> {
+        if nics.is_empty() {
+            return Ok(());
+        }
+        let applied = lock(&self.applied);
+        let plan = applied
+            .plan
+            .as_ref()
+            .ok_or_else(|| NetError::NotPlanned(nics[0].id.clone()))?;
+        let taps = self.taps()?;
+        for n in nics {
+            if plan.nic(&n.id).is_none() {
+                return Err(NetError::NotPlanned(n.id.clone()));
+            }
+            let port = n.port();
+            let uid = owner.map(|(u, _)| u64::from(u));
+            match taps.get(&port) {
+                Some(owned_by) if *owned_by == uid => {}
+                found => {
+                    if found.is_some() {
+                        // Someone else's tap by this name (an earlier VM's): not this VM's.
+                        self.host.run("ip", &["link", "del", "dev", &port])?;
+                    }
+                    let mut args = vec![
+                        "tuntap".to_owned(),
+                        "add".to_owned(),
+                        "dev".to_owned(),
+                        port.clone(),
+                        "mode".to_owned(),
+                        "tap".to_owned(),
+                    ];
+                    if let Some((u, g)) = owner {
+                        args.extend(["user".into(), u.to_string(), "group".into(), g.to_string()]);
+                    }
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    self.host.run("ip", &args)?;
+                }
+            }
+            self.host.attach_port(plan, &n.id)?;
+            tracing::info!(%vm, nic = %n.id, tap = %port, "tap plugged");
+        }
+        Ok(())
+    }
+
+    fn unplug(&self, vm: &VmId, nics: &[VmNic]) -> Result<(), NetError> {
+        let _serial = lock(&self.applied);
+        let taps = self.taps()?;
+        for n in nics {
+            let port = n.port();
+            if taps.contains_key(&port) {
+                self.host.run("ip", &["link", "del", "dev", &port])?;
+                tracing::info!(%vm, nic = %n.id, tap = %port, "tap removed");
+            }
+        }
+        Ok(())
+    }
+}
