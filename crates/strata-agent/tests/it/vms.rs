@@ -442,3 +442,163 @@ fn qemu_boot_through_the_vm_loop() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     assert!(driver.hypervisor.state(&id("q")).is_err());
 }
+
+/// A network namespace standing in for the host's networking, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("sta-{}-{tag}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name} (root and iproute2 are required)");
+        Self(name)
+    }
+
+    fn link(&self, dev: &str) -> Option<Value> {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &self.0, "-j", "-d", "link", "show", "dev", dev])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        v.into_iter().next()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A real trusted-launch VM with a network interface: the agent's network (real strata-netdp,
+/// in a namespace standing in for the host; QEMU runs in it too) makes the interface's tap,
+/// owned by the VM's uid and on its virtual network's bridge, before QEMU starts; QEMU opens
+/// it as that uid under its seccomp sandbox; a stop and a delete leave no tap behind.
+#[test]
+fn qemu_vm_with_a_nic_gets_its_tap_and_leaves_none() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use strata_agent::network::NetdpNetwork;
+    let cache = crate::support::compute_cache();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let images = {
+        let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
+        lock.lock().unwrap();
+        let store = ImageStore::new(cache.clone(), SigningKey::Snakeoil);
+        store
+            .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
+            .unwrap();
+        lock.unlock().unwrap();
+        Arc::new(store)
+    };
+    let ns = Netns::new("qemu");
+    let mut config = strata_compute::qemu::QemuConfig::snakeoil(tmp.path().join("vms")).unwrap();
+    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * 501;
+    config.sandbox.uid_count = 16;
+    config.netns = Some(PathBuf::from(format!("/run/netns/{}", ns.0)));
+    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
+    let network = Arc::new(NetdpNetwork::new(strata_netdp::Host::netns(&ns.0)));
+    let host = VmHost::new(
+        driver.hypervisor.clone(),
+        images,
+        VmHostConfig {
+            poll_every: Duration::from_millis(200),
+            report_every: Duration::from_secs(10),
+            vm_dir: driver.vm_dir.clone(),
+        },
+    )
+    .with_network(network.clone());
+
+    let vnet = "/subscriptions/s1/resourceGroups/rg/providers/Strata.Network/virtualNetworks/v";
+    let nic = "/subscriptions/s1/resourceGroups/rg/providers/Strata.Network/networkInterfaces/n";
+    let doc = |desired: &str, generation: u64, vms: bool| {
+        let mut vm = vm("net", generation, desired, "tiny");
+        vm["networkInterfaces"] = json!([{ "id": nic, "macAddress": "02:00:5e:00:00:09",
+            "privateIpAddress": "10.9.1.4", "prefixLength": 24, "gateway": "10.9.1.1" }]);
+        json!({ "host": "h1", "state": "Trusted", "virtualMachines": if vms { json!([vm]) } else { json!([]) },
+            "network": if vms { json!({ "etag": "e1", "topology": {
+                "virtualNetworks": [{ "id": vnet, "addressSpace": { "addressPrefixes": ["10.9.0.0/16"] },
+                    "subnets": [{ "name": "s", "addressPrefix": "10.9.1.0/24" }] }],
+                "networkInterfaces": [{ "id": nic, "subnet": { "id": format!("{vnet}/subnets/s") },
+                    "privateIpAddress": "10.9.1.4" }] } }) } else { Value::Null } })
+    };
+    let cp = FakeControlPlane::default();
+    let run_until = |want: PowerState, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            host.tick(&cp);
+            let s = cp.status(&arm("net"));
+            match s.as_ref().map(|s| s.power_state) {
+                Some(p) if p == want => break,
+                Some(PowerState::Failed) => panic!("the VM failed: {s:?}"),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "not {want:?} in time: {s:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    *cp.assignments.lock().unwrap() = Some(doc("Running", 1, true));
+    run_until(PowerState::Running, 240);
+
+    // The tap: the NIC's port name, a tap owned by the VM's uid/gid, on the network's bridge,
+    // with carrier (QEMU holds it open).
+    let port = strata_netdp::names::port_name(nic);
+    let bridge = strata_netdp::names::bridge_name(vnet);
+    let tap = ns.link(&port).unwrap_or_else(|| panic!("no tap {port}"));
+    let (uid, gid) = driver.hypervisor.owner(&id("net")).unwrap().unwrap();
+    assert_eq!(tap["linkinfo"]["info_data"]["type"], "tap", "{tap}");
+    assert_eq!(
+        (
+            tap["linkinfo"]["info_data"]["user"].as_u64(),
+            tap["linkinfo"]["info_data"]["group"].as_u64()
+        ),
+        (Some(u64::from(uid)), Some(u64::from(gid))),
+        "{tap}"
+    );
+    assert_eq!(tap["master"], bridge.as_str(), "{tap}");
+    assert!(
+        tap["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "LOWER_UP"),
+        "QEMU does not hold the tap: {tap}"
+    );
+    let qemu = driver
+        .vm_dir
+        .clone()
+        .map(|d| std::fs::read_to_string(d.join("vm-net/qemu.log")).unwrap_or_default())
+        .unwrap_or_default();
+    assert!(!qemu.contains("could not configure"), "{qemu}");
+    // The bridge only forwards frames from the NIC's MAC: the VM's virtio-net has it.
+    let plan = network.plan().unwrap();
+    assert_eq!(plan.nic(nic).map(|n| n.mac), Some([0x02, 0, 0x5e, 0, 0, 9]));
+
+    // Stopped: the tap goes with QEMU.
+    *cp.assignments.lock().unwrap() = Some(doc("Stopped", 2, true));
+    run_until(PowerState::Stopped, 60);
+    assert!(ns.link(&port).is_none(), "a stopped VM's tap stays");
+
+    // Started again: a tap again; then deleted: none, and no VM files.
+    *cp.assignments.lock().unwrap() = Some(doc("Running", 3, true));
+    run_until(PowerState::Running, 240);
+    assert!(ns.link(&port).is_some());
+    *cp.assignments.lock().unwrap() = Some(doc("Running", 3, false));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cp.history(&arm("net")).ends_with(&[PowerState::Deleted]) {
+        host.tick(&cp);
+        assert!(Instant::now() < deadline, "{:?}", cp.history(&arm("net")));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ns.link(&port).is_none(), "a deleted VM's tap stays");
+    assert!(!driver.vm_dir.clone().unwrap().join("vm-net").exists());
+}

@@ -14,6 +14,7 @@ mod authz;
 mod compute;
 mod disks;
 mod fabric;
+mod hostnet;
 mod keyvault;
 mod network;
 mod openapi;
