@@ -480,6 +480,11 @@ fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
             cfg.fabric.release_key_files.push(key);
             cfg.fabric.allow_development_placement = true;
         }
+        let (data_dir, root_key) = (args.data_dir.clone(), args.root_key.clone());
+        cfg.root_key = tokio::task::spawn_blocking(move || {
+            crate::rootkey::prepare(&data_dir, &root_key)
+        })
+        .await??;
         let running = strata_control::start(cfg)
             .await
             .map_err(|e| anyhow!(chain(&e)))?;
@@ -661,6 +666,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Server(a) => return serve(a, false),
         Command::Agent(a) => return crate::host::agent(a),
         Command::Image(i) => return crate::image::run(i, out),
+        Command::RootKey(r) => return crate::rootkey::run(r, out),
         Command::Host(crate::host::HostCmd::Policy(p))
             if let Some(r) = crate::host::offline(&p) =>
         {
@@ -798,7 +804,8 @@ pub fn run(cli: Cli) -> Result<()> {
         | Command::Server(_)
         | Command::Login(_)
         | Command::Agent(_)
-        | Command::Image(_) => {}
+        | Command::Image(_)
+        | Command::RootKey(_) => {}
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod image;
 mod keyvault;
 mod network;
 mod output;
+mod rootkey;
 mod vm;
 
 use clap::{Args, Parser, Subcommand};
@@ -88,6 +89,8 @@ pub struct ServeArgs {
     /// "development (software TPM)" everywhere.
     #[arg(long)]
     pub dev_tpm: bool,
+    #[command(flatten)]
+    pub root_key: rootkey::RootKeyArgs,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +154,10 @@ pub enum Command {
     /// effective rules and reachability.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// The control plane's root key on this machine: status, seal it to the TPM, export
+    /// the offline recovery copy.
+    #[command(subcommand, name = "root-key")]
+    RootKey(rootkey::RootKeyCmd),
 }
 
 fn main() -> std::process::ExitCode {

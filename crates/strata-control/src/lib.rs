@@ -52,6 +52,8 @@ pub struct Config {
     pub key_rotation_secs: i64,
     /// Host attestation: interval, TPM vendor CAs, policy release keys.
     pub fabric: fabric::FabricConfig,
+    /// Where the root key comes from (default: `DATA_DIR/root.key`).
+    pub root_key: setup::RootKeySource,
 }
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
             token_lifetime_secs: 600,
             key_rotation_secs: 30 * 86_400,
             fabric: fabric::FabricConfig::default(),
+            root_key: setup::RootKeySource::default(),
         }
     }
 }
@@ -137,6 +140,27 @@ impl Running {
 }
 
 const AUDIT_KEY_META: &str = "audit_signing_key";
+/// The key hierarchy root's id (`strata-root/<key check value>`): which root key this
+/// database's secrets are sealed under.
+const ROOT_KEY_META: &str = "root_key_id";
+
+/// Refuses a root key that is not the one this database was pinned to, with a message that
+/// says what to restore (rather than failing later on the first sealed value).
+fn check_root_key(store: &dyn Store, id: &str) -> Result<(), StartError> {
+    match store.meta_get(ROOT_KEY_META)? {
+        Some(pinned) if pinned != id.as_bytes() => Err(StartError::Invalid(format!(
+            "the root key ({id}) is not the one this database was created with ({}); every sealed secret would fail to open: start with this data directory's own root key (root.key, root.key.sealed on the host whose TPM sealed it, or its recovery copy)",
+            String::from_utf8_lossy(&pinned)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Pins the root key's id once it has been shown to open this database's sealed audit key.
+fn pin_root_key(store: &dyn Store, root: &crypto::RootKey) -> Result<(), StartError> {
+    store.meta_init(ROOT_KEY_META, root.kms().key_ref().id.as_bytes())?;
+    Ok(())
+}
 
 fn audit_signer(
     store: &dyn Store,
@@ -321,7 +345,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     let dir = cfg.data_dir.clone();
     setup::ensure_data_dir(&dir)?;
-    let root = setup::root_key(&dir)?;
+    let root = setup::root_key(&dir, &cfg.root_key)?;
     let store: Arc<dyn Store> =
         match &cfg.database {
             None => {
@@ -345,6 +369,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     .into(),
             )),
         };
+    {
+        let (store, id) = (store.clone(), root.kms().key_ref().id.clone());
+        tokio::task::spawn_blocking(move || check_root_key(store.as_ref(), &id))
+            .await
+            .map_err(|e| StartError::Invalid(e.to_string()))??;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -386,6 +416,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         };
         tokio::task::spawn_blocking(move || -> Result<(App, PathBuf), StartError> {
             let signer = audit_signer(store.as_ref(), &root, &dir)?;
+            pin_root_key(store.as_ref(), &root)?;
             let tenant = String::from_utf8_lossy(&store.meta_init("tenant_id", uuid::Uuid::new_v4().to_string().as_bytes())?).into_owned();
             let boot = bootstrap(store.as_ref(), &root, &tenant)?;
             let profile_path = dir.join("admin-profile.json");

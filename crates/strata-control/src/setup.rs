@@ -3,7 +3,10 @@
 //! ```text
 //! DATA_DIR/
 //!   strata.db            SQLite store (embedded default)
-//!   root.key      0600   root key: seals signing keys and TOTP secrets stored in the database
+//!   root.key      0600   root key: seals signing keys and TOTP secrets stored in the database,
+//!                        and is the root of the key hierarchy (strata-kms), or instead:
+//!   root.key.sealed 0600 the same key sealed to this host's TPM (strata_agent::rootseal,
+//!                        chosen by strata-cli's --root-key; see docs/security.md)
 //!   audit.pub            the audit log's checkpoint public key (pin it somewhere safe)
 //!   tls/ca.pem, tls/ca.key (0600), tls/server.pem, tls/server.key (0600)
 //!   admin-profile.json 0600   endpoint, CA, bootstrap admin credentials
@@ -12,6 +15,10 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_kms::provider::{ROOT_KEY_FILE, SEALED_ROOT_KEY_FILE};
+use strata_kms::{FileRootKey, RootKeyProvider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -29,6 +36,8 @@ pub enum SetupError {
     Store(#[from] strata_store::StoreError),
     #[error("sealed key material")]
     Seal(#[from] crate::crypto::SealError),
+    #[error("the root key")]
+    RootKey(#[from] strata_kms::ProviderError),
 }
 
 impl SetupError {
@@ -81,25 +90,53 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), SetupError> {
         .map_err(|e| SetupError::io(dir, e))
 }
 
-/// Loads the root key, creating it on first start.
-pub fn root_key(dir: &Path) -> Result<crate::crypto::RootKey, SetupError> {
-    let path = dir.join("root.key");
-    if !path.exists() {
-        let bytes = crate::crypto::RootKey::generate_bytes()?;
-        write_private(&path, &bytes)?;
-        tracing::warn!(
-            path = %path.display(),
-            "created a file-backed root key; on production hosts seal it to the TPM (see docs/security.md)"
-        );
+/// Where the root key comes from. The default is `DATA_DIR/root.key` (a 0600 file, with a
+/// warning on every start); `strata-cli` passes a TPM-sealed provider
+/// (`strata_agent::rootseal`) when the host has a usable TPM or `--root-key tpm` is given.
+#[derive(Clone, Default)]
+pub struct RootKeySource(Option<Arc<dyn RootKeyProvider + Send + Sync>>);
+
+impl RootKeySource {
+    pub fn provider(provider: Arc<dyn RootKeyProvider + Send + Sync>) -> Self {
+        RootKeySource(Some(provider))
     }
-    let meta = std::fs::metadata(&path).map_err(|e| SetupError::io(&path, e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(SetupError::Invalid(format!(
-            "{} is readable by group or others; run: chmod 600 {}",
-            path.display(),
-            path.display()
-        )));
+}
+
+impl std::fmt::Debug for RootKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(p) => write!(f, "RootKeySource({})", p.describe()),
+            None => f.write_str("RootKeySource(file in the data directory)"),
+        }
     }
-    let bytes = std::fs::read(&path).map_err(|e| SetupError::io(&path, e))?;
-    Ok(crate::crypto::RootKey::from_bytes(&bytes)?)
+}
+
+/// Loads the root key, creating it on first start; logs the provider's security warning (a
+/// file-backed key) on every start.
+pub fn root_key(dir: &Path, source: &RootKeySource) -> Result<crate::crypto::RootKey, SetupError> {
+    let provider: Arc<dyn RootKeyProvider + Send + Sync> = match &source.0 {
+        Some(p) => p.clone(),
+        None => {
+            // Never answer a sealed key with a new file key: that would orphan every secret.
+            if dir.join(SEALED_ROOT_KEY_FILE).exists() && !dir.join(ROOT_KEY_FILE).exists() {
+                return Err(SetupError::Invalid(format!(
+                    "the root key of {} is sealed to a TPM ({SEALED_ROOT_KEY_FILE}); start with `--root-key tpm` on the host that holds that TPM",
+                    dir.display()
+                )));
+            }
+            Arc::new(FileRootKey::in_data_dir(dir))
+        }
+    };
+    let loaded = provider.load_or_create()?;
+    if let Some(w) = &loaded.warning {
+        tracing::warn!(code = w.code, "{}", w.message);
+    }
+    if loaded.created {
+        tracing::info!(provider = %provider.describe(), "created a new root key");
+    } else {
+        tracing::info!(provider = %provider.describe(), "loaded the root key");
+    }
+    Ok(crate::crypto::RootKey::from_bytes(
+        loaded.secret.expose_secret(),
+    )?)
 }

@@ -126,7 +126,7 @@ impl FileRootKey {
         SecurityWarning {
             code: "RootKeyInFile",
             message: format!(
-                "root key is stored in a file ({}); anyone who copies the data directory can decrypt every key: seal it to a TPM: see crates/strata-kms/README.md, \"Hardening the root key\"",
+                "root key is stored in a file ({}); anyone who copies the data directory can decrypt every key: seal it to a TPM (`strata server --root-key tpm` on a host with one; docs/security.md)",
                 self.path.display()
             ),
         }

@@ -21,11 +21,16 @@ struct Up {
 
 impl Up {
     fn start(dir: &Path) -> Up {
+        Up::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Up {
         let _ = std::fs::remove_file(dir.join("admin-profile.json.ready"));
         let child = Command::new(BIN)
             .args(["up", "--data-dir"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -93,6 +98,19 @@ impl Up {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, wait, and return what it wrote on standard error.
+    fn stop_log(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let _ = self.child.wait();
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read as _;
+            let _ = e.read_to_string(&mut log);
+        }
+        log
     }
 
     fn kill9(mut self) {
@@ -390,4 +408,99 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
     up.stop();
     let (ok, out) = verify(&dir);
     assert!(ok, "the audit log verifies after the crash: {out}");
+}
+
+/// `strata root-key` and `--root-key`: a file key (with the warning) migrated to a TPM (swtpm
+/// here) by `--root-key tpm`; the data survives; restarts unseal with the same TPM; status
+/// tells which; the recovery copy is the same key; a TPM-less start of a sealed directory is
+/// refused instead of making a new key.
+#[test]
+fn root_key_moves_from_a_file_into_the_tpm_and_back_out_only_as_a_recovery_copy() {
+    use strata_agent::testhost::{SwtpmHost, TestCa};
+    let ca = TestCa::new().unwrap();
+    let tpm = SwtpmHost::start(&ca).unwrap();
+    let tcti = tpm.tcti();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let root_key = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("root-key")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--tcti", &tcti])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let up = Up::start_with(&dir, &["--root-key", "file"]);
+    let (ok, _, err) = up.cli(&["group", "create", "-n", "before"]);
+    assert!(ok, "{err}");
+    let log = up.stop_log();
+    assert!(log.contains("root key is stored in a file"), "{log}");
+    let (ok, out, err) = root_key(&["status", "-o", "json"]);
+    assert!(ok, "{err}");
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (st["protection"].as_str(), st["tpmUsable"].as_bool()),
+        (Some("file"), Some(true))
+    );
+
+    // --root-key tpm seals the same key and removes the file; the group is still there.
+    let up = Up::start_with(&dir, &["--root-key", "tpm", "--root-key-tcti", &tcti]);
+    assert!(!dir.join("root.key").exists());
+    assert!(dir.join("root.key.sealed").exists());
+    let groups = up.cli_json(&["group", "list"]).to_string();
+    assert!(groups.contains("before"), "{groups}");
+    let (ok, _, err) = up.cli(&["group", "create", "-n", "after"]);
+    assert!(ok, "{err}");
+    let log = up.stop_log();
+    assert!(log.contains("sealed the root key to the TPM"), "{log}");
+    assert!(!log.contains("root key is stored in a file"), "{log}");
+
+    // Restart (auto): unsealed with the same TPM.
+    let up = Up::start_with(&dir, &["--root-key-tcti", &tcti]);
+    let groups = up.cli_json(&["group", "list"]).to_string();
+    assert!(
+        groups.contains("before") && groups.contains("after"),
+        "{groups}"
+    );
+    up.stop();
+    let (ok, out, _) = root_key(&["status", "-o", "json"]);
+    assert!(ok);
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["protection"], "tpm-sealed", "{st}");
+
+    // Without the TPM it refuses to start rather than make a new key.
+    let out = Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(&dir)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--root-key-tcti",
+            "device:/nonexistent/tpmrm0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot use the tpm"), "{err}");
+    assert!(!dir.join("root.key").exists());
+
+    // The recovery copy: 32 bytes, 0600.
+    let copy = tmp.path().join("escrow.key");
+    let (ok, _, err) = root_key(&["export", "--out", copy.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap().len(), 32);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

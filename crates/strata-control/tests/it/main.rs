@@ -19,3 +19,4 @@ mod keyvault;
 mod network;
 mod openapi;
 mod postgres;
+mod rootkey;
