@@ -2,8 +2,8 @@
 //! data that binds each sealed value to what it protects (so a sealed TOTP secret cannot be
 //! swapped onto another user's record).
 //!
-//! The root key lives in `DATA_DIR/root.key` (mode 0600). Hardening path: seal it to the host
-//! TPM (host-attestation work) so a copy of the data directory alone reveals nothing.
+//! The root key comes from a `strata_kms::RootKeyProvider` (`setup::root_key`): sealed to the
+//! host's TPM in `DATA_DIR/root.key.sealed`, or a 0600 file `DATA_DIR/root.key` with a warning.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
