@@ -1,6 +1,7 @@
 //! Background duties on a one-second tick: sign a checkpoint when the audit log grew, rebuild
-//! the directory snapshot when another replica changed identity or authorization data, and keep
-//! the token-signing keys on schedule, and demote hosts whose attestation went stale.
+//! the directory snapshot when another replica changed identity or authorization data, keep
+//! the token-signing keys on schedule, demote hosts whose attestation went stale, and (once a
+//! minute) rotate due key vault keys and purge expired soft-deleted ones (`keysweep`).
 
 use crate::app::{App, log_chain};
 use std::sync::Arc;
@@ -81,7 +82,10 @@ fn extend(store: &dyn strata_store::Store, tree: &mut CompactTree, len: u64) -> 
 
 pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
+        ticks = ticks.wrapping_add(1);
+        let key_sweep = ticks.is_multiple_of(crate::keysweep::INTERVAL_SECS);
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
@@ -96,6 +100,9 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                 log_chain("signing-key maintenance failed", &e);
             }
             crate::fabric::door::sweep(&a);
+            if key_sweep {
+                crate::keysweep::sweep(&a, strata_types::time::now_unix());
+            }
         })
         .await;
     }

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod docs;
 pub mod fabric;
 pub mod handlers;
+pub mod keysweep;
 pub mod kinds;
 pub mod network;
 pub mod openapi;

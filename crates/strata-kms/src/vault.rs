@@ -179,17 +179,53 @@ impl<T> Audited<T> {
     }
 }
 
-/// Rotate the current version once it is this old.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// When a key rotates and when its versions expire: Azure Key Vault's rotation policy
+/// (`lifetimeActions` with a `Rotate` action triggered by `timeAfterCreate` or
+/// `timeBeforeExpiry`, a `Notify` action, and `attributes.expiryTime`), in seconds. The
+/// control plane's key sweep rotates keys when [`VaultKey::rotation_due`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationPolicy {
-    pub rotate_after_secs: i64,
+    /// Rotate once the current version is this old (`timeAfterCreate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_after_secs: Option<i64>,
+    /// Rotate this long before the current version expires (`timeBeforeExpiry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_before_expiry_secs: Option<i64>,
+    /// Each new version expires this long after it is created (`expiryTime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_secs: Option<i64>,
+    /// `Notify` this long before expiry: recorded and shown; Strata has no notification
+    /// channel yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_before_expiry_secs: Option<i64>,
 }
 
 impl RotationPolicy {
-    /// Whether a version created at `created` is due for rotation at `now`.
-    pub fn due(&self, created: i64, now: i64) -> bool {
-        now >= created.saturating_add(self.rotate_after_secs)
+    /// Rotate every `secs` (a `timeAfterCreate` trigger, no expiry).
+    pub fn every(secs: i64) -> Self {
+        RotationPolicy {
+            rotate_after_secs: Some(secs),
+            ..Default::default()
+        }
+    }
+
+    /// When a version created at `created` expires under this policy.
+    pub fn expires(&self, created: i64) -> Option<i64> {
+        self.expiry_secs.map(|e| created.saturating_add(e))
+    }
+
+    /// Whether a version created at `created` (expiring at `expires`) is due for rotation at
+    /// `now`: it is at least `timeAfterCreate` old, or within `timeBeforeExpiry` of expiring.
+    pub fn due(&self, created: i64, expires: Option<i64>, now: i64) -> bool {
+        let aged = self
+            .rotate_after_secs
+            .is_some_and(|a| now >= created.saturating_add(a));
+        let expiring = match (self.rotate_before_expiry_secs, expires) {
+            (Some(before), Some(at)) => now >= at.saturating_sub(before),
+            _ => false,
+        };
+        aged || expiring
     }
 }
 
@@ -220,6 +256,9 @@ pub struct KeyVersion {
     /// The key material (32 AES bytes, or an EC private key as PKCS#8), sealed with
     /// [`Purpose::VaultKeyMaterial`] for this version's id.
     material: Envelope,
+    /// When this version expires (its key's `expiryTime` at creation), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
     /// EC keys: the uncompressed SEC1 public point.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
     public_key: Option<Vec<u8>>,
@@ -234,6 +273,9 @@ impl KeyVersion {
     }
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+    pub fn expires(&self) -> Option<i64> {
+        self.expires
     }
     /// The key that seals this version's material.
     pub fn sealed_by(&self) -> &KeyRef {
@@ -291,17 +333,19 @@ impl VaultKey {
         self.deleted
     }
 
-    /// Whether the rotation policy asks for a new version at `now`: a live key with a policy,
-    /// no rotation in progress, and a current version at least the policy's age.
+    /// Whether the rotation policy asks for a new version at `now`: a live, enabled key with a
+    /// policy, no rotation in progress, and a current version the policy finds due (old
+    /// enough, or close enough to its expiry). A disabled key is not rotated: it is locked on
+    /// purpose, and a new version would be as locked.
     pub fn rotation_due(&self, now: i64) -> bool {
         let Some(policy) = self.rotation_policy else {
             return false;
         };
-        if self.deleted.is_some() || self.pending_rotation.is_some() {
+        if self.deleted.is_some() || self.pending_rotation.is_some() || !self.enabled {
             return false;
         }
         self.version(self.current_version)
-            .is_some_and(|v| policy.due(v.created, now))
+            .is_some_and(|v| policy.due(v.created, v.expires, now))
     }
 
     fn version_mut(&mut self, version: u32) -> Option<&mut KeyVersion> {
@@ -556,6 +600,7 @@ impl Vault {
         kty: KeyType,
         version: u32,
         now: i64,
+        policy: Option<RotationPolicy>,
     ) -> Result<KeyVersion, KmsError> {
         let rng = SystemRandom::new();
         let (material, public_key) = match kty {
@@ -581,6 +626,7 @@ impl Vault {
             created: now,
             enabled: true,
             material,
+            expires: policy.and_then(|p| p.expires(now)),
             public_key,
         })
     }
@@ -621,7 +667,7 @@ impl Vault {
                 KmsError::KeyAlreadyExists { key }
             });
         }
-        let v1 = self.new_version(kek, name, kty, 1, now)?;
+        let v1 = self.new_version(kek, name, kty, 1, now, rotation_policy)?;
         self.keys.insert(
             name.to_owned(),
             VaultKey {
@@ -657,7 +703,7 @@ impl Vault {
         if let Some(pending) = &key.pending_rotation {
             return Ok(version_ref(&self.id, name, pending.to));
         }
-        let kty = key.kty;
+        let (kty, policy) = (key.kty, key.rotation_policy);
         let next = key
             .versions
             .iter()
@@ -666,7 +712,7 @@ impl Vault {
             .unwrap_or(0)
             .checked_add(1)
             .ok_or_else(|| KmsError::InvalidArgument(format!("key {name} has no versions left")))?;
-        let new = self.new_version(kek, name, kty, next, now)?;
+        let new = self.new_version(kek, name, kty, next, now, policy)?;
         let key = self.live_mut(name)?;
         let from: Vec<u32> = key
             .versions
@@ -1043,11 +1089,40 @@ impl Vault {
 }
 
 fn validate_policy(policy: RotationPolicy) -> Result<(), KmsError> {
-    if policy.rotate_after_secs <= 0 {
-        return Err(KmsError::InvalidArgument(format!(
-            "rotation interval must be positive, got {} seconds",
-            policy.rotate_after_secs
-        )));
+    let bad = |what: &str| Err(KmsError::InvalidArgument(what.to_owned()));
+    let RotationPolicy {
+        rotate_after_secs: after,
+        rotate_before_expiry_secs: before,
+        expiry_secs: expiry,
+        notify_before_expiry_secs: notify,
+    } = policy;
+    if [after, before, expiry, notify]
+        .iter()
+        .flatten()
+        .any(|secs| *secs <= 0)
+    {
+        return bad("rotation policy durations must be positive");
+    }
+    if after.is_some() && before.is_some() {
+        return bad(
+            "a rotation policy rotates either a time after creation or a time before expiry, not both",
+        );
+    }
+    for (name, value) in [
+        ("timeBeforeExpiry", before.or(notify)),
+        ("timeAfterCreate", after),
+    ] {
+        match (value, expiry) {
+            (Some(v), Some(e)) if v >= e => {
+                return Err(KmsError::InvalidArgument(format!(
+                    "{name} ({v} s) must be shorter than expiryTime ({e} s)"
+                )));
+            }
+            (Some(_), None) if name == "timeBeforeExpiry" => {
+                return bad("timeBeforeExpiry needs expiryTime");
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -504,3 +504,64 @@ fn root_key_moves_from_a_file_into_the_tpm_and_back_out_only_as_a_recovery_copy(
         0o600
     );
 }
+
+/// `strata keyvault key rotation-policy update|show`: a policy built from flags, replaced by
+/// one given as JSON, refused with the reason when wrong, removed with no flags.
+#[test]
+fn key_rotation_policy_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("data"));
+    for args in [
+        &["group", "create", "-n", "kv"][..],
+        &["keyvault", "create", "-n", "kv1", "-g", "kv"],
+        &[
+            "keyvault", "key", "create", "--vault", "kv1", "-g", "kv", "-n", "k",
+        ],
+    ] {
+        let (ok, _, err) = up.cli(args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let key = ["--vault", "kv1", "-g", "kv", "-n", "k"];
+    let policy = |extra: &[&str]| {
+        let mut a = vec!["keyvault", "key", "rotation-policy", "update"];
+        a.extend(key);
+        a.extend(extra);
+        up.cli(&a)
+    };
+    let (ok, out, err) = policy(&["--rotate-after", "P30D", "--expiry-time", "P90D"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["lifetimeActions"][0]["trigger"]["timeAfterCreate"], "P30D",
+        "{v}"
+    );
+    assert_eq!(v["attributes"]["expiryTime"], "P90D", "{v}");
+
+    let file = tmp.path().join("policy.json");
+    std::fs::write(
+        &file,
+        r#"{"lifetimeActions":[{"trigger":{"timeBeforeExpiry":"P30D"},"action":{"type":"Rotate"}}],"attributes":{"expiryTime":"P1Y"}}"#,
+    )
+    .unwrap();
+    let (ok, _, err) = policy(&["--value", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let mut show = vec!["keyvault", "key", "rotation-policy", "show"];
+    show.extend(key);
+    let v = up.cli_json(&show);
+    assert_eq!(
+        v["lifetimeActions"],
+        serde_json::json!([{ "trigger": { "timeBeforeExpiry": "P30D" }, "action": { "type": "Rotate" } }]),
+        "replaced, not merged: {v}"
+    );
+    assert_eq!(v["attributes"]["expiryTime"], "P365D");
+
+    let (ok, _, err) = policy(&["--rotate-before-expiry", "P30D"]);
+    assert!(!ok);
+    assert!(err.contains("timeBeforeExpiry needs expiryTime"), "{err}");
+    let (ok, _, err) = policy(&["--rotate-after", "ninety days"]);
+    assert!(!ok);
+    assert!(err.contains("ISO 8601"), "{err}");
+    let (ok, _, err) = policy(&[]);
+    assert!(ok, "{err}");
+    assert_eq!(up.cli_json(&show), Value::Null);
+}

@@ -148,7 +148,7 @@ fn check_wrap_access(ctx: &Ctx<'_>, key_id: &ResourceId) -> Result<(), ApiError>
     )))
 }
 
-fn encryption_props(key_id: Option<&ResourceId>, envelope: &Envelope) -> Value {
+pub(crate) fn encryption_props(key_id: Option<&ResourceId>, envelope: &Envelope) -> Value {
     let version = envelope.key().version;
     match key_id {
         None => json!({ "type": PLATFORM_KEY, "keyVersion": version }),

@@ -193,10 +193,225 @@ struct KeyInput {
     provisioning_state: Option<IgnoredAny>,
 }
 
+/// `rotationPolicy`, in Azure Key Vault's shape:
+/// `{"lifetimeActions": [{"trigger": {"timeAfterCreate": "P90D"}, "action": {"type": "Rotate"}},
+///   {"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}],
+///   "attributes": {"expiryTime": "P1Y"}}` (ISO 8601 durations), or Strata's older shorthand
+/// `{"rotateEveryDays": N}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RotationPolicyInput {
-    rotate_every_days: u32,
+    #[serde(default)]
+    rotate_every_days: Option<u32>,
+    #[serde(default)]
+    lifetime_actions: Option<Vec<LifetimeAction>>,
+    #[serde(default)]
+    attributes: Option<PolicyAttributes>,
+    #[serde(default)]
+    id: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LifetimeAction {
+    trigger: Trigger,
+    action: PolicyAction,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Trigger {
+    #[serde(default)]
+    time_after_create: Option<String>,
+    #[serde(default)]
+    time_before_expiry: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyAction {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[expect(
+    dead_code,
+    reason = "read-only fields are accepted and ignored so GET-modify-PUT works"
+)]
+struct PolicyAttributes {
+    #[serde(default)]
+    expiry_time: Option<String>,
+    #[serde(default)]
+    created: Option<IgnoredAny>,
+    #[serde(default)]
+    updated: Option<IgnoredAny>,
+}
+
+fn bad_policy(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("InvalidRotationPolicy", message)
+}
+
+/// An ISO 8601 duration (`P90D`, `P1Y`, `P2M`, `P1W`, `PT12H`, `P1DT6H`) in seconds; a year is
+/// 365 days and a month 30, as Key Vault counts them.
+pub fn parse_duration(field: &str, text: &str) -> Result<i64, ApiError> {
+    let bad = || {
+        bad_policy(format!(
+            "{field} must be an ISO 8601 duration such as P90D, P1Y or PT12H, got '{}'",
+            text.chars().take(40).collect::<String>()
+        ))
+    };
+    let rest = text.strip_prefix('P').ok_or_else(bad)?;
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, Some(t)),
+        Some(_) => return Err(bad()),
+        None => (rest, None),
+    };
+    let mut total: i64 = 0;
+    let mut any = false;
+    for (part, units) in [
+        (
+            date,
+            &[
+                ('Y', 365 * DAY),
+                ('M', 30 * DAY),
+                ('W', 7 * DAY),
+                ('D', DAY),
+            ][..],
+        ),
+        (time.unwrap_or(""), &[('H', 3600), ('M', 60), ('S', 1)][..]),
+    ] {
+        let mut digits = String::new();
+        let mut next = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let at = units[next..]
+                .iter()
+                .position(|(u, _)| *u == c)
+                .ok_or_else(bad)?;
+            let (_, secs) = units[next + at];
+            let n: i64 = digits.parse().map_err(|_| bad())?;
+            total = n
+                .checked_mul(secs)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(bad)?;
+            digits.clear();
+            next += at + 1;
+            any = true;
+        }
+        if !digits.is_empty() {
+            return Err(bad());
+        }
+    }
+    if !any {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// Seconds as an ISO 8601 duration: whole days as `PnD`, otherwise `PTnS`.
+pub fn format_duration(secs: i64) -> String {
+    if secs % DAY == 0 {
+        format!("P{}D", secs / DAY)
+    } else {
+        format!("PT{secs}S")
+    }
+}
+
+/// The most a policy duration may be (ten years).
+const MAX_POLICY_SECS: i64 = 3650 * DAY;
+
+fn rotation_policy(input: RotationPolicyInput) -> Result<RotationPolicy, ApiError> {
+    let _ = input.id;
+    let checked = |field: &str, text: &str| -> Result<i64, ApiError> {
+        let secs = parse_duration(field, text)?;
+        if !(DAY..=MAX_POLICY_SECS).contains(&secs) {
+            return Err(bad_policy(format!(
+                "{field} must be at least one day and at most ten years, got {text}"
+            )));
+        }
+        Ok(secs)
+    };
+    let mut policy = RotationPolicy::default();
+    if let Some(days) = input.rotate_every_days {
+        if days == 0 || i64::from(days) * DAY > MAX_POLICY_SECS {
+            return Err(bad_policy(format!(
+                "rotationPolicy.rotateEveryDays must be 1 to 3650, got {days}"
+            )));
+        }
+        if input.lifetime_actions.is_some() {
+            return Err(bad_policy(
+                "give rotateEveryDays or lifetimeActions, not both",
+            ));
+        }
+        policy.rotate_after_secs = Some(i64::from(days) * DAY);
+    }
+    for action in input.lifetime_actions.unwrap_or_default() {
+        let trigger = match (
+            action.trigger.time_after_create.as_deref(),
+            action.trigger.time_before_expiry.as_deref(),
+        ) {
+            (Some(t), None) => (true, checked("timeAfterCreate", t)?),
+            (None, Some(t)) => (false, checked("timeBeforeExpiry", t)?),
+            _ => {
+                return Err(bad_policy(
+                    "each lifetime action's trigger needs exactly one of timeAfterCreate and timeBeforeExpiry",
+                ));
+            }
+        };
+        let slot = match (action.action.kind.to_ascii_lowercase().as_str(), trigger.0) {
+            ("rotate", true) => &mut policy.rotate_after_secs,
+            ("rotate", false) => &mut policy.rotate_before_expiry_secs,
+            ("notify", false) => &mut policy.notify_before_expiry_secs,
+            ("notify", true) => {
+                return Err(bad_policy(
+                    "a Notify action is triggered by timeBeforeExpiry",
+                ));
+            }
+            _ => {
+                return Err(bad_policy(format!(
+                    "lifetime action type '{}' is not supported: use Rotate or Notify",
+                    action.action.kind.chars().take(20).collect::<String>()
+                )));
+            }
+        };
+        if slot.replace(trigger.1).is_some() {
+            return Err(bad_policy(
+                "a rotation policy has at most one Rotate and one Notify action",
+            ));
+        }
+    }
+    if policy.rotate_after_secs.is_some() && policy.rotate_before_expiry_secs.is_some() {
+        return Err(bad_policy(
+            "a rotation policy has at most one Rotate action",
+        ));
+    }
+    if let Some(expiry) = input.attributes.and_then(|a| a.expiry_time) {
+        policy.expiry_secs = Some(checked("expiryTime", &expiry)?);
+    }
+    Ok(policy)
+}
+
+/// A policy in the shape it was given (Azure's).
+fn rotation_policy_view(policy: &RotationPolicy) -> Value {
+    let mut actions = Vec::new();
+    if let Some(s) = policy.rotate_after_secs {
+        actions.push(json!({ "trigger": { "timeAfterCreate": format_duration(s) }, "action": { "type": "Rotate" } }));
+    }
+    if let Some(s) = policy.rotate_before_expiry_secs {
+        actions.push(json!({ "trigger": { "timeBeforeExpiry": format_duration(s) }, "action": { "type": "Rotate" } }));
+    }
+    if let Some(s) = policy.notify_before_expiry_secs {
+        actions.push(json!({ "trigger": { "timeBeforeExpiry": format_duration(s) }, "action": { "type": "Notify" } }));
+    }
+    json!({
+        "lifetimeActions": actions,
+        "attributes": { "expiryTime": policy.expiry_secs.map(format_duration) },
+    })
 }
 
 fn parse_kty(kty: Option<&str>) -> Result<Option<KeyType>, ApiError> {
@@ -271,6 +486,31 @@ fn key_doc(
     existing: Option<&Doc>,
     vault: &Vault,
 ) -> Result<Doc, ApiError> {
+    let props = key_properties(id, vault)?;
+    let mut doc = new_doc(ctx, id, Kind::VaultKey, existing, props);
+    doc.internal =
+        json!({ "vault": serde_json::to_value(vault).map_err(|_| ApiError::internal())? });
+    Ok(doc)
+}
+
+/// A key's stored document after a change made outside a request (the key sweep): its
+/// properties and vault document from `vault`, modified by `by`.
+pub fn key_doc_by(id: &ResourceId, doc: &Doc, vault: &Vault, by: &str) -> Result<Doc, ApiError> {
+    let mut out = doc.clone();
+    out.properties = key_properties(id, vault)?;
+    out.internal =
+        json!({ "vault": serde_json::to_value(vault).map_err(|_| ApiError::internal())? });
+    out.system_data.last_modified_by = by.to_string();
+    out.system_data.last_modified_at = strata_types::time::now_rfc3339();
+    Ok(out)
+}
+
+/// A key's stored vault document.
+pub fn stored_vault_of(doc: &Doc) -> Result<Vault, ApiError> {
+    stored_vault(doc)
+}
+
+fn key_properties(id: &ResourceId, vault: &Vault) -> Result<Value, ApiError> {
     let key = vault.key(&key_name(id)).ok_or_else(ApiError::internal)?;
     let versions: Vec<Value> = key
         .versions()
@@ -280,6 +520,7 @@ fn key_doc(
                 "version": v.version(),
                 "kid": kid(id, v.version()),
                 "created": strata_types::time::rfc3339(v.created()),
+                "expires": v.expires().map(strata_types::time::rfc3339),
                 "enabled": v.enabled(),
             })
         })
@@ -296,9 +537,7 @@ fn key_doc(
         "kty": key.kty().as_str(),
         "keyOps": ops,
         "enabled": key.enabled(),
-        "rotationPolicy": key
-            .rotation_policy()
-            .map(|p| json!({ "rotateEveryDays": p.rotate_after_secs / DAY })),
+        "rotationPolicy": key.rotation_policy().as_ref().map(rotation_policy_view),
         "currentVersion": key.current_version(),
         "keyUri": id.to_string(),
         "keyUriWithVersion": kid(id, key.current_version()),
@@ -312,10 +551,7 @@ fn key_doc(
     if let (Some(o), Value::Object(extra)) = (props.as_object_mut(), size) {
         o.extend(extra);
     }
-    let mut doc = new_doc(ctx, id, Kind::VaultKey, existing, props);
-    doc.internal =
-        json!({ "vault": serde_json::to_value(vault).map_err(|_| ApiError::internal())? });
-    Ok(doc)
+    Ok(props)
 }
 
 /// The subscription's platform key, which seals every key version's material; created (with
@@ -468,21 +704,7 @@ pub fn put_key(
     }
     let input: KeyInput = parse_props(body.properties)?;
     let kty = parse_kty(input.kty.as_deref())?;
-    let policy = match input.rotation_policy {
-        Some(p) if p.rotate_every_days == 0 || p.rotate_every_days > 3650 => {
-            return Err(ApiError::bad_request(
-                "InvalidRotationPolicy",
-                format!(
-                    "rotationPolicy.rotateEveryDays must be 1 to 3650, got {}",
-                    p.rotate_every_days
-                ),
-            ));
-        }
-        Some(p) => Some(RotationPolicy {
-            rotate_after_secs: i64::from(p.rotate_every_days) * DAY,
-        }),
-        None => None,
-    };
+    let policy = input.rotation_policy.map(rotation_policy).transpose()?;
     let name = key_name(id);
     let now = ctx.now();
     let operation = if existing.is_some() {

@@ -187,11 +187,9 @@ impl Reason for strata_kms::AuditRecord {
 fn rotation_policy_due() {
     let (mut vault, pmk) = vault(false);
     let month = 30 * DAY;
-    let policy = RotationPolicy {
-        rotate_after_secs: month,
-    };
-    assert!(!policy.due(T0, T0 + month - 1));
-    assert!(policy.due(T0, T0 + month));
+    let policy = RotationPolicy::every(month);
+    assert!(!policy.due(T0, None, T0 + month - 1));
+    assert!(policy.due(T0, None, T0 + month));
     vault
         .set_rotation_policy("aes", Some(policy))
         .result
@@ -214,9 +212,72 @@ fn rotation_policy_due() {
     vault.finish_rotation("aes", []).result.unwrap();
     assert!(vault.keys_due(T0 + 2 * month - 1).is_empty());
     assert_eq!(vault.keys_due(T0 + 2 * month), ["aes", "ec"]);
-    // Deleted keys are never due.
+    // Disabled keys are not rotated (they are locked on purpose); deleted keys never.
+    vault.disable("aes").result.unwrap();
+    assert_eq!(vault.keys_due(T0 + 2 * month), ["ec"]);
+    vault.enable("aes").result.unwrap();
     vault.delete("ec", T0).result.unwrap();
     assert_eq!(vault.keys_due(T0 + 3 * month), ["aes"]);
+}
+
+#[test]
+fn expiry_time_stamps_new_versions_and_time_before_expiry_rotates_them() {
+    let (mut vault, pmk) = vault(false);
+    let year = 365 * DAY;
+    let policy = RotationPolicy {
+        rotate_before_expiry_secs: Some(30 * DAY),
+        expiry_secs: Some(year),
+        ..Default::default()
+    };
+    // Durations must be positive, triggers shorter than the expiry, and timeBeforeExpiry
+    // needs an expiry.
+    for bad in [
+        RotationPolicy::every(0),
+        RotationPolicy {
+            rotate_before_expiry_secs: Some(DAY),
+            ..Default::default()
+        },
+        RotationPolicy {
+            rotate_after_secs: Some(year),
+            expiry_secs: Some(year),
+            ..Default::default()
+        },
+        RotationPolicy {
+            rotate_after_secs: Some(DAY),
+            rotate_before_expiry_secs: Some(DAY),
+            expiry_secs: Some(year),
+            ..Default::default()
+        },
+    ] {
+        let a = vault.set_rotation_policy("aes", Some(bad));
+        assert_eq!(a.code(), Some(ErrorCode::InvalidArgument), "{bad:?}");
+    }
+    vault
+        .set_rotation_policy("aes", Some(policy))
+        .result
+        .unwrap();
+    // The policy applies to versions made from now on (as in Azure): version 1 has no expiry,
+    // so only timeAfterCreate could rotate it.
+    assert_eq!(
+        vault.key("aes").unwrap().version(1).unwrap().expires(),
+        None
+    );
+    assert!(vault.keys_due(T0 + 10 * year).is_empty());
+    vault.begin_rotation(&pmk, "aes", T0).result.unwrap();
+    vault.finish_rotation("aes", []).result.unwrap();
+    let v2 = vault.key("aes").unwrap().version(2).unwrap();
+    assert_eq!(v2.expires(), Some(T0 + year));
+    assert!(vault.keys_due(T0 + year - 30 * DAY - 1).is_empty());
+    assert_eq!(vault.keys_due(T0 + year - 30 * DAY), ["aes"]);
+    // A key created with the policy gets an expiry on version 1.
+    vault
+        .create_key(&pmk, "fresh", KeyType::Oct, Some(policy), T0)
+        .result
+        .unwrap();
+    assert_eq!(
+        vault.key("fresh").unwrap().version(1).unwrap().expires(),
+        Some(T0 + year)
+    );
 }
 
 #[test]

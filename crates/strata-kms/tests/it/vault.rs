@@ -369,12 +369,7 @@ fn vault_wide_settings_and_policies() {
     }
     let a = vault.create_key(&pmk, "aes", KeyType::Oct, None, T0);
     assert_eq!(a.code(), Some(strata_kms::ErrorCode::KeyAlreadyExists));
-    let a = vault.set_rotation_policy(
-        "aes",
-        Some(strata_kms::RotationPolicy {
-            rotate_after_secs: 0,
-        }),
-    );
+    let a = vault.set_rotation_policy("aes", Some(strata_kms::RotationPolicy::every(0)));
     assert_eq!(a.code(), Some(strata_kms::ErrorCode::InvalidArgument));
     // The audit record is JSON the control plane can store as is.
     let a = vault.disable("aes");
