@@ -590,6 +590,15 @@ impl Agent {
         self.identity.is_some()
     }
 
+    /// An HTTPS client presenting this agent's current client certificate, if it has one.
+    /// Tests keep one across rounds to show that a superseded or revoked certificate, or one
+    /// presented for another host, gets nothing.
+    pub fn certificate_client(&self) -> Option<ureq::Agent> {
+        self.identity
+            .as_ref()
+            .and_then(|id| http(&self.cfg.server_ca_pem, Some(id)).ok())
+    }
+
     /// An mTLS-only call: what this host should run. `with_certificate = false` tries without
     /// the certificate (tests prove the server refuses that).
     pub fn assignments(&self, with_certificate: bool) -> Result<Value, AgentError> {

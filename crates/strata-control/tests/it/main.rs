@@ -20,4 +20,5 @@ mod keyvault;
 mod network;
 mod openapi;
 mod postgres;
+mod release;
 mod rootkey;
