@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strata_compute::{NicSpec, VmId};
+use strata_compute::{GuestAddress, NicSpec, VmId};
 use strata_netdp::{Host, HostError, HostPlan, PlanError, names};
 use strata_netpol::Topology;
 
@@ -295,7 +295,14 @@ impl HostNetwork for NetdpNetwork {
 
     fn nic_specs(&self, nics: &[VmNic]) -> Vec<NicSpec> {
         nics.iter()
-            .filter_map(|n| NicSpec::new(&n.port(), n.mac).ok())
+            .filter_map(|n| {
+                let spec = NicSpec::new(&n.port(), n.mac).ok()?;
+                Some(spec.with_address(GuestAddress {
+                    ip: n.ip,
+                    prefix_len: n.prefix_len,
+                    gateway: n.gateway,
+                }))
+            })
             .collect()
     }
 

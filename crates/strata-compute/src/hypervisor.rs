@@ -134,12 +134,22 @@ fn lower_hex(bytes: &[u8; 32]) -> zeroize::Zeroizing<String> {
 }
 
 /// One network interface of a VM: a tap device the host made for it (owned by the VM's uid,
-/// on its virtual network's bridge: `strata-agent`'s network module), and the interface's MAC.
+/// on its virtual network's bridge: `strata-agent`'s network module), the interface's MAC, and
+/// the address the guest configures on it (passed as an SMBIOS OEM string: `qemu.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicSpec {
     /// The tap's name: 1-15 characters of `[a-z0-9]` (it lands in QEMU's argv).
     pub tap: String,
     pub mac: [u8; 6],
+    pub address: Option<GuestAddress>,
+}
+
+/// A NIC's static IPv4 configuration, what a DHCP server would hand the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestAddress {
+    pub ip: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: std::net::Ipv4Addr,
 }
 
 impl NicSpec {
@@ -153,12 +163,19 @@ impl NicSpec {
             Ok(Self {
                 tap: tap.to_owned(),
                 mac,
+                address: None,
             })
         } else {
             Err(HypervisorError::Start(format!(
                 "invalid tap name {tap:?}: use 1-15 characters of a-z and 0-9"
             )))
         }
+    }
+
+    /// The same NIC with the address its guest configures.
+    pub fn with_address(mut self, address: GuestAddress) -> Self {
+        self.address = Some(address);
+        self
     }
 
     /// `aa:bb:cc:dd:ee:ff`.

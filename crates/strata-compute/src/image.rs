@@ -21,8 +21,12 @@
 //!
 //! The initramfs carries modules from the same kernel package (built as modules in Debian's
 //! cloud kernel; signed by Debian, so they load under lockdown): `evdev` and `button`, so the
-//! guest powers off when the ACPI power button is pressed, and the virtio block stack, so the
-//! guest sees its own disk as `/dev/vda`.
+//! guest powers off when the ACPI power button is pressed, the virtio block stack, so the
+//! guest sees its own disk as `/dev/vda`, and virtio-net (with `failover` and `net_failover`,
+//! its dependencies), so the guest has its NICs. Each NIC's address comes as an SMBIOS OEM
+//! string (type 11, `strata-net<i>=<mac> <ip>/<len> <gateway>`, passed by the QEMU driver and
+//! read from `/sys/firmware/dmi/entries/11-*`); `/init` configures the interface with that MAC
+//! and prints `STRATA-GUEST-NET <dev> <mac> <ip>/<len> via <gateway>` before ready.
 //!
 //! The disk marker: at every boot `/init` writes a fresh random marker line
 //! (`STRATA-DISK-MARKER-<24 hex digits>`, repeated to [`MARKER_BYTES`]) to `/dev/vda` at byte
@@ -85,6 +89,9 @@ const MODULES: &[&str] = &[
     "virtio/virtio_pci_legacy_dev.ko",
     "virtio/virtio_pci.ko",
     "block/virtio_blk.ko",
+    "../net/core/failover.ko",
+    "net/net_failover.ko",
+    "net/virtio_net.ko",
 ];
 /// Fixed GUIDs so the same inputs give the same disk (and the same PCR 5 measurements).
 const DISK_GUID: &str = "5354524b-434f-4d50-5554-000000000001";
@@ -100,7 +107,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo 1 > /proc/sys/kernel/printk
-for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net; do
   insmod /modules/$m.ko
 done
 sleep 0.2
@@ -134,6 +141,28 @@ if [ -r $log ]; then
     [ -r $p ] && echo "STRATA-GUEST-PCR ${p##*/} $(cat $p)"
   done
 fi
+ip link set lo up
+nic() {
+  i=0
+  while [ $i -lt 50 ]; do
+    for n in /sys/class/net/*; do
+      if [ "$(cat $n/address)" = "$1" ]; then
+        d=${n##*/}
+        ip link set dev $d up && ip addr add $2 dev $d && echo "STRATA-GUEST-NET $d $1 $2 via $3"
+        ip route add default via $3 dev $d 2>/dev/null
+        return
+      fi
+    done
+    sleep 0.1; i=$((i+1))
+  done
+  echo "STRATA-GUEST-NET-MISSING $1"
+}
+for e in /sys/firmware/dmi/entries/11-*; do
+  [ -r $e/raw ] || continue
+  tail -c +6 $e/raw | tr '\000' '\n' | while read -r s; do
+    case "$s" in strata-net*=*) nic ${s#*=};; esac
+  done
+done
 echo "STRATA-GUEST-READY"
 while true; do sleep 3600; done
 "#;

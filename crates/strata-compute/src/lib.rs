@@ -17,7 +17,8 @@ pub mod sim;
 mod cmd;
 
 pub use hypervisor::{
-    DiskKey, FailureReason, Hypervisor, HypervisorError, NicSpec, VmId, VmSpec, VmState, VtpmKey,
+    DiskKey, FailureReason, GuestAddress, Hypervisor, HypervisorError, NicSpec, VmId, VmSpec,
+    VmState, VtpmKey,
 };
 
 /// Debian packages this crate runs on the host (QEMU itself must come from the same suite as

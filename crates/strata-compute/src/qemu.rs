@@ -390,8 +390,19 @@ impl QemuDriver {
             .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
         // Each NIC: the tap the host made for this VM (owned by its uid, on its network's
         // bridge; QEMU opens it by name, no helper script, no privilege), virtio-net with the
-        // interface's MAC and no option ROM (OVMF has its own virtio-net driver).
+        // interface's MAC and no option ROM (OVMF has its own virtio-net driver), and its
+        // address for the guest as an SMBIOS OEM string (type 11, which OVMF passes on and
+        // Linux shows in /sys/firmware/dmi/entries/11-*): `strata-net<i>=<mac> <ip>/<len> <gw>`.
         for (i, nic) in s.nics.iter().enumerate() {
+            if let Some(a) = &nic.address {
+                c.arg("-smbios").arg(format!(
+                    "type=11,value=strata-net{i}={} {}/{} {}",
+                    nic.mac_text(),
+                    a.ip,
+                    a.prefix_len,
+                    a.gateway
+                ));
+            }
             c.arg("-netdev")
                 .arg(format!(
                     "tap,id=net{i},ifname={},script=no,downscript=no",

@@ -482,7 +482,10 @@ impl Drop for Netns {
 /// A real trusted-launch VM with a network interface: the agent's network (real strata-netdp,
 /// in a namespace standing in for the host; QEMU runs in it too) makes the interface's tap,
 /// owned by the VM's uid and on its virtual network's bridge, before QEMU starts; QEMU opens
-/// it as that uid under its seccomp sandbox; a stop and a delete leave no tap behind.
+/// it as that uid under its seccomp sandbox; the guest configures its NIC from the SMBIOS OEM
+/// string and answers a TCP SYN from a namespace standing in for another VM's NIC (a stopped
+/// VM's, so it is in the host's plan) across the bridge; a stop and a delete leave no tap
+/// behind.
 #[test]
 fn qemu_vm_with_a_nic_gets_its_tap_and_leaves_none() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -494,8 +497,10 @@ fn qemu_vm_with_a_nic_gets_its_tap_and_leaves_none() {
         let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
         lock.lock().unwrap();
         let store = ImageStore::new(cache.clone(), SigningKey::Snakeoil);
+        // Built (or reused) by its inputs: an image from before a change of `/init` is
+        // rebuilt (resolve alone would take whatever is there).
         store
-            .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
+            .build_tiny(&mut |l| eprintln!("tiny image: {l}"))
             .unwrap();
         lock.unlock().unwrap();
         Arc::new(store)
@@ -520,16 +525,22 @@ fn qemu_vm_with_a_nic_gets_its_tap_and_leaves_none() {
 
     let vnet = "/subscriptions/s1/resourceGroups/rg/providers/Strata.Network/virtualNetworks/v";
     let nic = "/subscriptions/s1/resourceGroups/rg/providers/Strata.Network/networkInterfaces/n";
+    let peer_nic =
+        "/subscriptions/s1/resourceGroups/rg/providers/Strata.Network/networkInterfaces/peer";
     let doc = |desired: &str, generation: u64, vms: bool| {
         let mut vm = vm("net", generation, desired, "tiny");
         vm["networkInterfaces"] = json!([{ "id": nic, "macAddress": "02:00:5e:00:00:09",
             "privateIpAddress": "10.9.1.4", "prefixLength": 24, "gateway": "10.9.1.1" }]);
-        json!({ "host": "h1", "state": "Trusted", "virtualMachines": if vms { json!([vm]) } else { json!([]) },
+        let mut peer = crate::vms::vm("peer", 1, "Stopped", "tiny");
+        peer["networkInterfaces"] = json!([{ "id": peer_nic, "macAddress": "02:00:5e:00:00:0a",
+            "privateIpAddress": "10.9.1.5", "prefixLength": 24, "gateway": "10.9.1.1" }]);
+        json!({ "host": "h1", "state": "Trusted", "virtualMachines": if vms { json!([vm, peer]) } else { json!([]) },
             "network": if vms { json!({ "etag": "e1", "topology": {
                 "virtualNetworks": [{ "id": vnet, "addressSpace": { "addressPrefixes": ["10.9.0.0/16"] },
                     "subnets": [{ "name": "s", "addressPrefix": "10.9.1.0/24" }] }],
-                "networkInterfaces": [{ "id": nic, "subnet": { "id": format!("{vnet}/subnets/s") },
-                    "privateIpAddress": "10.9.1.4" }] } }) } else { Value::Null } })
+                "networkInterfaces": [
+                    { "id": nic, "subnet": { "id": format!("{vnet}/subnets/s") }, "privateIpAddress": "10.9.1.4" },
+                    { "id": peer_nic, "subnet": { "id": format!("{vnet}/subnets/s") }, "privateIpAddress": "10.9.1.5" }] } }) } else { Value::Null } })
     };
     let cp = FakeControlPlane::default();
     let run_until = |want: PowerState, secs: u64| {
@@ -582,6 +593,27 @@ fn qemu_vm_with_a_nic_gets_its_tap_and_leaves_none() {
     // The bridge only forwards frames from the NIC's MAC: the VM's virtio-net has it.
     let plan = network.plan().unwrap();
     assert_eq!(plan.nic(nic).map(|n| n.mac), Some([0x02, 0, 0x5e, 0, 0, 9]));
+    // The guest configured that NIC from the SMBIOS OEM string QEMU passed.
+    let console = cp.status(&arm("net")).unwrap().console_tail;
+    assert!(
+        console.contains("STRATA-GUEST-NET eth0 02:00:5e:00:00:09 10.9.1.4/24 via 10.9.1.1"),
+        "{console}"
+    );
+    // A packet crosses the bridge both ways: from a namespace standing in for the stopped
+    // peer VM's NIC, a SYN to a closed port of the guest is answered by the guest's kernel
+    // (connection refused), which only happens if it got there and the reset came back.
+    let peer = Netns::new("peer");
+    network
+        .host()
+        .create_veth(&plan, peer_nic, &peer.0)
+        .unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &peer.0, "timeout", "10", "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/10.9.1.4/9")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Connection refused"), "{out:?}");
 
     // Stopped: the tap goes with QEMU.
     *cp.assignments.lock().unwrap() = Some(doc("Stopped", 2, true));
