@@ -33,8 +33,10 @@
 //!    (`Vault::rewrap`: the key never leaves `strata_kms`' types) and commits that disk's new
 //!    envelope (with the vault key's revision asserted unchanged). It is idempotent: a crash
 //!    between disks leaves each under the old or the new version, both openable, and running
-//!    it again finishes the job. Old versions are disabled only by an explicit version
-//!    disable once no disk uses them.
+//!    it again finishes the job. The key sweep (`crate::keysweep`) runs this step for every
+//!    disk after a scheduled rotation, and again on its next pass after one made with
+//!    `POST …/rotate`. Old versions are disabled only by an explicit version disable once no
+//!    disk uses them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
