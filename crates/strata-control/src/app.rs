@@ -165,6 +165,8 @@ pub struct App {
     pub audit_tree: Mutex<Option<strata_audit::CompactTree>>,
     /// Which host each VM is on (placement counts, assignment lists).
     pub vm_index: Mutex<crate::compute::index::VmIndex>,
+    /// Network writes queue per subscription (`network::guard`).
+    pub network_locks: crate::network::guard::Locks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +212,7 @@ impl App {
             fabric,
             audit_tree: Mutex::new(None),
             vm_index: Mutex::new(crate::compute::index::VmIndex::default()),
+            network_locks: crate::network::guard::Locks::default(),
         })
     }
 
@@ -379,6 +382,9 @@ impl App {
     /// changed so that the change applies to the very next request.
     pub fn commit(&self, batch: Batch, touches_directory: bool) -> Result<Committed, ApiError> {
         let out = self.store.commit(batch).map_err(|e| match e {
+            StoreError::Precondition { key, .. } if crate::network::guard::is_guard(&key) => {
+                crate::network::guard::conflict(&key)
+            }
             StoreError::Precondition { .. } => ApiError::precondition_failed(
                 "the resource changed while this request ran (or a parent no longer exists); read it again and retry",
             ),

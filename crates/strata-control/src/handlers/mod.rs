@@ -85,6 +85,20 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, Ap
             },
             _,
         ) => disks::disk_action(ctx, id, action, req),
+        // Network writes (and resource group deletes, which take network resources with them)
+        // validate against the whole subscription's network: one at a time per subscription,
+        // again from the start when another replica's network write won the race.
+        (Target::Item { id, kind }, verb)
+            if matches!(verb, Verb::Put | Verb::Patch | Verb::Delete)
+                && (crate::network::KINDS.contains(kind)
+                    || (*kind == Kind::ResourceGroup && verb == Verb::Delete)) =>
+        {
+            let sub = crate::network::guard::subscription_key(id)?;
+            crate::network::guard::with_retries(&ctx.app.network_locks, &sub, || match verb {
+                Verb::Delete => delete_item(ctx, id, *kind, req),
+                _ => put_item(ctx, id, *kind, req, verb == Verb::Patch),
+            })
+        }
         (Target::Item { id, kind }, Verb::Get) => get_item(ctx, id, *kind),
         (Target::Item { id, kind }, Verb::Put) => put_item(ctx, id, *kind, req, false),
         (Target::Item { id, kind }, Verb::Patch) => put_item(ctx, id, *kind, req, true),
@@ -461,12 +475,13 @@ fn delete_item(
     let pre = precondition(req, Some(&rec))?;
     match kind {
         Kind::Subscription
-            if !ctx
+            if ctx
                 .app
                 .store
                 .list_under(id.key())
                 .map_err(store_err)?
-                .is_empty() =>
+                .iter()
+                .any(|r| r.rtype != crate::network::guard::TYPE) =>
         {
             return Err(ApiError::conflict(
                 "SubscriptionNotEmpty",
@@ -476,22 +491,15 @@ fn delete_item(
             ));
         }
         Kind::RoleDefinition => authz::check_role_unused(ctx, id)?,
-        Kind::ResourceGroup | Kind::Vault => keyvault::check_no_keys_under(ctx, id)?,
-        Kind::VirtualNetwork | Kind::NetworkSecurityGroup | Kind::ApplicationSecurityGroup => {
-            network::check_unreferenced(ctx, id, kind)?;
+        Kind::ResourceGroup => {
+            keyvault::check_no_keys_under(ctx, id)?;
+            extra = network::resource_group_delete_ops(ctx, id)?;
         }
-        Kind::NetworkInterface => {
-            if let Some(vm) = doc
-                .properties
-                .pointer("/virtualMachine/id")
-                .and_then(Value::as_str)
-            {
-                return Err(ApiError::conflict(
-                    "InUseNetworkInterfaceCannotBeDeleted",
-                    format!("the interface is attached to '{vm}'; delete the VM first"),
-                ));
-            }
-        }
+        Kind::Vault => keyvault::check_no_keys_under(ctx, id)?,
+        Kind::VirtualNetwork
+        | Kind::NetworkSecurityGroup
+        | Kind::ApplicationSecurityGroup
+        | Kind::NetworkInterface => extra = network::delete_ops(ctx, id, kind, &doc)?,
         Kind::VirtualMachine => extra = compute::detach_nics(ctx, &doc)?,
         _ => {}
     }

@@ -22,27 +22,43 @@ use crate::dispatch::Reply;
 use crate::docs::Doc;
 use crate::kinds::Kind;
 use crate::network as net;
+use crate::network::guard;
+
+fn read_failed(e: &strata_store::StoreError) -> ApiError {
+    crate::app::log_chain("store read failed", e);
+    ApiError::internal()
+}
 
 /// Every network document of the subscription `id` belongs to.
 fn subscription_docs(ctx: &Ctx<'_>, id: &ResourceId) -> Result<Vec<Doc>, ApiError> {
-    let sub = ResourceId::subscription(id.subscription_id().unwrap_or_default())
-        .map_err(|_| ApiError::internal())?;
+    Ok(snapshot(ctx, id)?.0)
+}
+
+/// The subscription's network documents for a write, with the topology revision they were read
+/// at: the write adds `seen.bump()` to its batch, so it commits only if no other network write
+/// committed since (`crate::network::guard`).
+pub fn snapshot(ctx: &Ctx<'_>, id: &ResourceId) -> Result<(Vec<Doc>, guard::Seen), ApiError> {
+    let sub = guard::subscription_key(id)?;
+    // The revision first: a write committed between the two reads makes the bump fail.
+    let seen = guard::Seen::read(ctx.app.store.as_ref(), &sub).map_err(|e| read_failed(&e))?;
     let keys: Vec<String> = net::KINDS.iter().map(|k| k.type_key()).collect();
-    let records = ctx.app.store.list_under(sub.key()).map_err(|e| {
-        crate::app::log_chain("store read failed", &e);
-        ApiError::internal()
-    })?;
-    records
+    let records = ctx
+        .app
+        .store
+        .list_under(&sub)
+        .map_err(|e| read_failed(&e))?;
+    let docs = records
         .into_iter()
         .filter(|r| keys.contains(&r.rtype))
         .map(|r| Doc::parse(&r.body))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((docs, seen))
 }
 
-fn built(doc: Doc) -> Built {
+fn built(doc: Doc, seen: guard::Seen) -> Built {
     Built {
         doc,
-        extra_ops: vec![],
+        extra_ops: vec![seen.bump()],
         reveal: None,
     }
 }
@@ -55,7 +71,7 @@ pub fn build_vnet(
 ) -> Result<Built, ApiError> {
     let props = net::vnet_properties(id.as_str(), body.properties)?;
     let doc = new_doc(ctx, id, Kind::VirtualNetwork, existing, props);
-    let docs = subscription_docs(ctx, id)?;
+    let (docs, seen) = snapshot(ctx, id)?;
     if let Some(old) = existing {
         let users = net::nics_in_removed_subnets(&docs, old, &doc)?;
         if !users.is_empty() {
@@ -69,7 +85,7 @@ pub fn build_vnet(
         }
     }
     net::compile(&net::with(docs, &doc))?;
-    Ok(built(doc))
+    Ok(built(doc, seen))
 }
 
 pub fn build_nsg(
@@ -82,8 +98,9 @@ pub fn build_nsg(
     let mut doc = new_doc(ctx, id, Kind::NetworkSecurityGroup, existing, props);
     // Created for a NIC by the secure default; an explicit PUT makes it the caller's own.
     doc.internal = Value::Null;
-    net::compile(&net::with(subscription_docs(ctx, id)?, &doc))?;
-    Ok(built(doc))
+    let (docs, seen) = snapshot(ctx, id)?;
+    net::compile(&net::with(docs, &doc))?;
+    Ok(built(doc, seen))
 }
 
 pub fn build_asg(
@@ -94,8 +111,9 @@ pub fn build_asg(
 ) -> Result<Built, ApiError> {
     let props = net::asg_properties(body.properties)?;
     let doc = new_doc(ctx, id, Kind::ApplicationSecurityGroup, existing, props);
-    net::compile(&net::with(subscription_docs(ctx, id)?, &doc))?;
-    Ok(built(doc))
+    let (docs, seen) = snapshot(ctx, id)?;
+    net::compile(&net::with(docs, &doc))?;
+    Ok(built(doc, seen))
 }
 
 pub fn build_nic(
@@ -105,8 +123,8 @@ pub fn build_nic(
     body: ResourceBody,
 ) -> Result<Built, ApiError> {
     let p = net::parse_nic(body.properties)?;
-    let mut docs = subscription_docs(ctx, id)?;
-    let mut extra_ops = Vec::new();
+    let (mut docs, seen) = snapshot(ctx, id)?;
+    let mut extra_ops = vec![seen.bump()];
     let mut note = None;
     let old = |field: &str| {
         existing
@@ -213,14 +231,88 @@ fn own_nsg(ctx: &Ctx<'_>, nic: &ResourceId) -> Result<(Doc, Option<Op>), ApiErro
     Ok((doc, Some(op)))
 }
 
-/// DELETE of a network security group, application security group or virtual network: refused
-/// with 409 while anything refers to it, naming the referrers.
-pub fn check_unreferenced(ctx: &Ctx<'_>, id: &ResourceId, kind: Kind) -> Result<(), ApiError> {
-    let docs = subscription_docs(ctx, id)?;
+/// The further writes of a DELETE of a network resource (the topology revision moves on), or
+/// its refusal: a network security group, application security group or virtual network is
+/// refused with 409 while anything refers to it, naming the referrers; a network interface
+/// while a VM has it.
+pub fn delete_ops(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    kind: Kind,
+    doc: &Doc,
+) -> Result<Vec<Op>, ApiError> {
+    let (docs, seen) = snapshot(ctx, id)?;
+    if kind == Kind::NetworkInterface {
+        if let Some(vm) = doc
+            .properties
+            .pointer("/virtualMachine/id")
+            .and_then(Value::as_str)
+        {
+            return Err(ApiError::conflict(
+                "InUseNetworkInterfaceCannotBeDeleted",
+                format!("the interface is attached to '{vm}'; delete the VM first"),
+            ));
+        }
+        return Ok(vec![seen.bump()]);
+    }
+    check_unreferenced(&docs, id, kind)?;
+    Ok(vec![seen.bump()])
+}
+
+/// The network side of deleting a resource group: refused with 409 while network resources
+/// outside it refer to network resources inside it (the engine names the first reference);
+/// interfaces outside it attached to VMs inside it are detached; the topology revision moves
+/// on (the group's network resources go with it).
+pub fn resource_group_delete_ops(ctx: &Ctx<'_>, rg: &ResourceId) -> Result<Vec<Op>, ApiError> {
+    let (docs, seen) = snapshot(ctx, rg)?;
+    let inside = format!("{}/", rg.key());
+    let is_inside = |id: &str| id.to_ascii_lowercase().starts_with(&inside);
+    let (gone, kept): (Vec<Doc>, Vec<Doc>) = docs.into_iter().partition(|d| is_inside(&d.id));
+    if !gone.is_empty() {
+        net::compile(&kept).map_err(|e| {
+            ApiError::conflict(
+                "InUseResourceGroupNetworkCannotBeDeleted",
+                format!(
+                    "resource group '{rg}' holds network resources still used from outside it ({}); remove those references first",
+                    e.message
+                ),
+            )
+        })?;
+    }
+    // No network resource goes: nothing to bump, but none may appear in the group meanwhile.
+    let mut ops = vec![if gone.is_empty() {
+        seen.unchanged()
+    } else {
+        seen.bump()
+    }];
+    for nic in kept.iter().filter(|d| {
+        d.properties
+            .pointer("/virtualMachine/id")
+            .and_then(Value::as_str)
+            .is_some_and(is_inside)
+    }) {
+        let nic_id = ResourceId::parse(&nic.id).map_err(|_| ApiError::internal())?;
+        if let Some((rec, mut doc)) = load(ctx, &nic_id)? {
+            if let Some(o) = doc.properties.as_object_mut() {
+                o.remove("virtualMachine");
+            }
+            ops.push(Op::Put {
+                key: rec.key,
+                rtype: rec.rtype,
+                parent: rec.parent,
+                body: doc.to_json()?,
+                pre: Precondition::Revision(rec.revision),
+            });
+        }
+    }
+    Ok(ops)
+}
+
+fn check_unreferenced(docs: &[Doc], id: &ResourceId, kind: Kind) -> Result<(), ApiError> {
     let Some(stored) = docs.iter().find(|d| d.id.eq_ignore_ascii_case(id.as_str())) else {
         return Ok(());
     };
-    let users = net::referrers(&docs, &stored.id, kind)?;
+    let users = net::referrers(docs, &stored.id, kind)?;
     if users.is_empty() {
         return Ok(());
     }

@@ -13,6 +13,7 @@
 //! stored resource it names (ARM ids are case-insensitive); a reference to nothing stays as
 //! written and the engine refuses it (`UnknownReference`).
 
+pub mod guard;
 pub mod host;
 
 use std::collections::HashMap;

@@ -387,3 +387,201 @@ fn virtual_networks_reach_each_other_only_when_peered_both_ways() {
     assert_eq!(st, 409, "{v}");
     assert_eq!(v["error"]["code"], "InUseVirtualNetworkCannotBeDeleted");
 }
+
+/// Real concurrency: writes that are each valid alone but not together never both commit.
+/// Threads create interfaces in one subnet at once (every one gets an address, no address
+/// twice); a subnet is removed while an interface is created in it (one of the two is refused);
+/// two peered networks' address spaces are made to overlap from both sides at once (one is
+/// refused). The stored topology still compiles: a further network write succeeds.
+#[test]
+fn concurrent_network_writes_never_break_the_topology() {
+    let s = Server::start();
+    assert_eq!(s.admin("PUT", &s.rg("race"), Some(json!({}))).0, 201);
+    let v = path(&s, "race", "virtualNetworks", "v");
+    put(
+        &s,
+        &v,
+        vnet(
+            "10.0.0.0/16",
+            vec![
+                subnet("a", "10.0.1.0/24", None),
+                subnet("b", "10.0.2.0/24", None),
+            ],
+            &[],
+        ),
+    );
+    let subnet_a = format!("{v}/subnets/a");
+
+    // 12 threads × 3 interfaces in subnet a, all at once.
+    let barrier = std::sync::Barrier::new(12);
+    let created: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|t| {
+                let (s, barrier, subnet_a) = (&s, &barrier, &subnet_a);
+                scope.spawn(move || {
+                    barrier.wait();
+                    (0..3)
+                        .map(|i| {
+                            let nic = path(s, "race", "networkInterfaces", &format!("n{t}-{i}"));
+                            s.admin(
+                                "PUT",
+                                &nic,
+                                Some(json!({ "properties": { "subnet": { "id": subnet_a } } })),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut ips = std::collections::BTreeSet::new();
+    for (st, body) in &created {
+        assert_eq!(*st, 201, "{body}");
+        let ip = body["properties"]["privateIPAddress"].as_str().unwrap();
+        assert!(ips.insert(ip.to_owned()), "{ip} given twice");
+    }
+    assert_eq!(ips.len(), 36);
+
+    // A subnet removed while an interface is created in it: never both.
+    let without_b = vnet("10.0.0.0/16", vec![subnet("a", "10.0.1.0/24", None)], &[]);
+    let with_b = vnet(
+        "10.0.0.0/16",
+        vec![
+            subnet("a", "10.0.1.0/24", None),
+            subnet("b", "10.0.2.0/24", None),
+        ],
+        &[],
+    );
+    let nic_b = path(&s, "race", "networkInterfaces", "in-b");
+    let mut outcomes = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let barrier = std::sync::Barrier::new(2);
+        let (remove, create) = std::thread::scope(|scope| {
+            let remove = scope.spawn(|| {
+                barrier.wait();
+                s.admin("PUT", &v, Some(json!({ "properties": without_b })))
+            });
+            let create = scope.spawn(|| {
+                barrier.wait();
+                s.admin(
+                    "PUT",
+                    &nic_b,
+                    Some(json!({ "properties": { "subnet": { "id": format!("{v}/subnets/b") } } })),
+                )
+            });
+            (remove.join().unwrap(), create.join().unwrap())
+        });
+        match (remove.0, create.0) {
+            (200, 400) => assert_eq!(create.1["error"]["code"], "UnknownReference", "{create:?}"),
+            (409, 201) => {
+                assert_eq!(remove.1["error"]["code"], "InUseSubnetCannotBeDeleted");
+                assert_eq!(s.admin("DELETE", &nic_b, None).0, 200);
+            }
+            other => panic!("both or neither went through: {other:?} {remove:?} {create:?}"),
+        }
+        outcomes.insert((remove.0, create.0));
+        let (_, stored) = s.admin("GET", &v, None);
+        let subnets = stored["properties"]["subnets"].as_array().unwrap().len();
+        let nic_exists = s.admin("GET", &nic_b, None).0 == 200;
+        assert!(!(subnets == 1 && nic_exists), "{stored}");
+        put(&s, &v, with_b.clone());
+    }
+
+    // Two networks peered both ways; each side's address space is changed to overlap the
+    // other's at once. Alone each change is valid; together they would peer overlapping
+    // networks.
+    let (x, y) = (
+        path(&s, "race", "virtualNetworks", "x"),
+        path(&s, "race", "virtualNetworks", "y"),
+    );
+    for round in 0..8 {
+        put(&s, &x, vnet("10.10.0.0/16", vec![], &[]));
+        put(&s, &y, vnet("10.20.0.0/16", vec![], &[&x]));
+        let barrier = std::sync::Barrier::new(2);
+        let (px, py) = std::thread::scope(|scope| {
+            let px = scope.spawn(|| {
+                barrier.wait();
+                s.admin(
+                    "PUT",
+                    &x,
+                    Some(json!({ "properties": vnet("10.30.0.0/16", vec![], &[&y]) })),
+                )
+            });
+            let py = scope.spawn(|| {
+                barrier.wait();
+                s.admin(
+                    "PUT",
+                    &y,
+                    Some(json!({ "properties": vnet("10.30.0.0/16", vec![], &[&x]) })),
+                )
+            });
+            (px.join().unwrap(), py.join().unwrap())
+        });
+        let ok = [px.0, py.0].iter().filter(|st| **st == 200).count();
+        assert_eq!(ok, 1, "round {round}: {px:?} {py:?}");
+        let refused = if px.0 == 200 { &py } else { &px };
+        assert_eq!(
+            refused.1["error"]["code"], "OverlappingPeeredAddressSpace",
+            "{refused:?}"
+        );
+        // Unpeer for the next round.
+        put(&s, &x, vnet("10.10.0.0/16", vec![], &[]));
+    }
+
+    // Everything stored still compiles.
+    put(
+        &s,
+        &path(&s, "race", "applicationSecurityGroups", "after"),
+        json!({}),
+    );
+}
+
+/// Deleting a resource group takes its network resources with it, so it is refused while
+/// network resources elsewhere use them (the stored topology must stay one the engine
+/// accepts); once they are gone it goes through.
+#[test]
+fn a_resource_group_whose_network_is_used_elsewhere_is_not_deleted() {
+    let s = Server::start();
+    for rg in ["holds-vnet", "holds-nic"] {
+        assert_eq!(s.admin("PUT", &s.rg(rg), Some(json!({}))).0, 201);
+    }
+    let v = path(&s, "holds-vnet", "virtualNetworks", "v");
+    put(
+        &s,
+        &v,
+        vnet("10.5.0.0/16", vec![subnet("s", "10.5.0.0/24", None)], &[]),
+    );
+    let nic = path(&s, "holds-nic", "networkInterfaces", "n");
+    put(
+        &s,
+        &nic,
+        json!({ "subnet": { "id": format!("{v}/subnets/s") } }),
+    );
+    let (st, body) = s.admin("DELETE", &s.rg("holds-vnet"), None);
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(
+        body["error"]["code"],
+        "InUseResourceGroupNetworkCannotBeDeleted"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/subnets/s"),
+        "{body}"
+    );
+    assert_eq!(s.admin("GET", &v, None).0, 200);
+    assert_eq!(s.admin("DELETE", &nic, None).0, 200);
+    assert_eq!(s.admin("DELETE", &s.rg("holds-vnet"), None).0, 200);
+    assert_eq!(s.admin("GET", &v, None).0, 404);
+    // The rest of the subscription's network still compiles.
+    put(
+        &s,
+        &path(&s, "holds-nic", "applicationSecurityGroups", "after"),
+        json!({}),
+    );
+}
