@@ -179,6 +179,10 @@ pub const ALL: &[ActionInfo] = &[
         "Delete virtual networks",
     ),
     mgmt(
+        "Strata.Network/virtualNetworks/peer/action",
+        "Peer a virtual network with this one (checked on the remote network)",
+    ),
+    mgmt(
         "Strata.Network/virtualNetworks/subnets/read",
         "List or read subnets",
     ),
@@ -192,7 +196,7 @@ pub const ALL: &[ActionInfo] = &[
     ),
     mgmt(
         "Strata.Network/virtualNetworks/subnets/join/action",
-        "Attach a resource to a subnet",
+        "Attach a network interface to a subnet",
     ),
     mgmt(
         "Strata.Network/networkSecurityGroups/read",
@@ -237,6 +241,14 @@ pub const ALL: &[ActionInfo] = &[
     mgmt(
         "Strata.Network/applicationSecurityGroups/delete",
         "Delete application security groups",
+    ),
+    mgmt(
+        "Strata.Network/applicationSecurityGroups/joinIpConfiguration/action",
+        "Make a network interface a member of an application security group",
+    ),
+    mgmt(
+        "Strata.Network/applicationSecurityGroups/joinNetworkSecurityRule/action",
+        "Name an application security group in a security rule",
     ),
     mgmt("Strata.KeyVault/vaults/read", "List or read key vaults"),
     mgmt(

@@ -108,6 +108,7 @@ const SPECS: &[Spec] = &[
             "Strata.Network/networkSecurityGroups/read",
             "Strata.Network/networkSecurityGroups/join/action",
             "Strata.Network/applicationSecurityGroups/read",
+            "Strata.Network/applicationSecurityGroups/joinIpConfiguration/action",
             SUBSCRIPTION_READ,
             RESOURCE_GROUP_READ,
         ],
@@ -117,7 +118,7 @@ const SPECS: &[Spec] = &[
     Spec {
         id: NETWORK_CONTRIBUTOR,
         name: "Network Contributor",
-        description: "Create and manage networks, but not access to them.",
+        description: "Create and manage networks and attach resources to them (every join action), but not access to them.",
         privileged: false,
         actions: &["Strata.Network/*", SUBSCRIPTION_READ, RESOURCE_GROUP_READ],
         not_actions: &[],

@@ -227,6 +227,7 @@ fn attach_nics(
                 format!("'{}' is listed twice", nic.id),
             ));
         }
+        super::network::require_join(ctx, super::network::NIC_JOIN, "network interface", &nic.id)?;
         let (rec, mut doc) = super::load(ctx, &nic_id)?.ok_or_else(|| {
             ApiError::new(
                 404,

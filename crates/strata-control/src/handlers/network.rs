@@ -63,6 +63,100 @@ fn built(doc: Doc, seen: guard::Seen) -> Built {
     }
 }
 
+pub const SUBNET_JOIN: &str = "Strata.Network/virtualNetworks/subnets/join/action";
+pub const NSG_JOIN: &str = "Strata.Network/networkSecurityGroups/join/action";
+pub const ASG_JOIN_NIC: &str =
+    "Strata.Network/applicationSecurityGroups/joinIpConfiguration/action";
+pub const ASG_JOIN_RULE: &str =
+    "Strata.Network/applicationSecurityGroups/joinNetworkSecurityRule/action";
+pub const VNET_PEER: &str = "Strata.Network/virtualNetworks/peer/action";
+pub const NIC_JOIN: &str = "Strata.Network/networkInterfaces/join/action";
+
+/// Linked access, as Azure checks it: a write that makes one resource use another (a NIC in a
+/// subnet, an NSG on a subnet or NIC, a NIC in an ASG, an ASG in a security rule, a peering to
+/// a remote network, a VM with a NIC) needs the other resource's join action on that resource,
+/// besides write access to its own target. Checked before anything is looked up (a refusal
+/// says nothing about whether `target` exists); refused with 403 `LinkedAuthorizationFailed`
+/// naming the action and audited as a denial.
+pub fn require_join(ctx: &Ctx<'_>, action: &str, what: &str, target: &str) -> Result<(), ApiError> {
+    let scope = target.trim_end_matches('/').to_ascii_lowercase();
+    let decision = ctx.app.decide(&ctx.caller, action, &scope, false);
+    let mfa_role = ctx.app.missing_mfa(&ctx.caller, &decision);
+    if decision.is_allowed() && mfa_role.is_none() {
+        return Ok(());
+    }
+    let mut entry = ctx.entry(
+        "denial",
+        "denied",
+        403,
+        json!({ "linkedTo": ctx.scope, "linkedAction": ctx.action }),
+    );
+    entry.action = action.to_owned();
+    entry.scope = target.to_owned();
+    entry.reason = match &mfa_role {
+        Some(role) => format!(
+            "{}; privileged role '{role}' requires MFA",
+            decision.explain()
+        ),
+        None => decision.explain(),
+    };
+    ctx.app.audit_only(vec![entry]);
+    ctx.audited.set(true);
+    Err(ApiError::new(
+        403,
+        "LinkedAuthorizationFailed",
+        format!(
+            "'{}' may not use {what} '{target}': that needs {action} on it{} (Network Contributor grants it); nothing was changed",
+            ctx.caller.name,
+            if mfa_role.is_some() {
+                ", through a role that requires multi-factor sign-in"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// The ids (lowercase, without trailing `/`) found at `pointer` in each of `items`.
+fn ids_at(items: &[Value], pointer: &str) -> Vec<String> {
+    items
+        .iter()
+        .flat_map(|item| match item.pointer(pointer) {
+            Some(Value::Array(a)) => a.clone(),
+            Some(v) => vec![v.clone()],
+            None => vec![],
+        })
+        .filter_map(|v| v.get("id").and_then(Value::as_str).map(trim))
+        .collect()
+}
+
+fn trim(id: &str) -> String {
+    id.trim_end_matches('/').to_owned()
+}
+
+fn items_of<'a>(doc: Option<&'a Doc>, field: &str) -> &'a [Value] {
+    doc.and_then(|d| d.properties.get(field))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Checks the join action on every reference of `new` that `old` did not have.
+fn require_new_joins(
+    ctx: &Ctx<'_>,
+    action: &str,
+    what: &str,
+    old: &[String],
+    new: &[String],
+) -> Result<(), ApiError> {
+    let had = |list: &[String], id: &str| list.iter().any(|o| o.eq_ignore_ascii_case(id));
+    for (i, id) in new.iter().enumerate() {
+        if !had(old, id) && !had(&new[..i], id) {
+            require_join(ctx, action, what, id)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn build_vnet(
     ctx: &Ctx<'_>,
     id: &ResourceId,
@@ -71,6 +165,37 @@ pub fn build_vnet(
 ) -> Result<Built, ApiError> {
     let props = net::vnet_properties(id.as_str(), body.properties)?;
     let doc = new_doc(ctx, id, Kind::VirtualNetwork, existing, props);
+    // A subnet's NSG: the NSG's join action; a peering: the remote network's peer action.
+    let (subnets, peerings) = (
+        items_of(Some(&doc), "subnets"),
+        items_of(Some(&doc), "virtualNetworkPeerings"),
+    );
+    let old_subnets = items_of(existing, "subnets");
+    for s in subnets {
+        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+        let before: Vec<Value> = old_subnets
+            .iter()
+            .filter(|o| o.get("name").and_then(Value::as_str) == Some(name))
+            .cloned()
+            .collect();
+        require_new_joins(
+            ctx,
+            NSG_JOIN,
+            "network security group",
+            &ids_at(&before, "/properties/networkSecurityGroup"),
+            &ids_at(std::slice::from_ref(s), "/properties/networkSecurityGroup"),
+        )?;
+    }
+    require_new_joins(
+        ctx,
+        VNET_PEER,
+        "virtual network",
+        &ids_at(
+            items_of(existing, "virtualNetworkPeerings"),
+            "/properties/remoteVirtualNetwork",
+        ),
+        &ids_at(peerings, "/properties/remoteVirtualNetwork"),
+    )?;
     let (docs, seen) = snapshot(ctx, id)?;
     if let Some(old) = existing {
         let users = net::nics_in_removed_subnets(&docs, old, &doc)?;
@@ -98,6 +223,23 @@ pub fn build_nsg(
     let mut doc = new_doc(ctx, id, Kind::NetworkSecurityGroup, existing, props);
     // Created for a NIC by the secure default; an explicit PUT makes it the caller's own.
     doc.internal = Value::Null;
+    // An ASG in a rule: the ASG's joinNetworkSecurityRule action.
+    let asgs = |d: Option<&Doc>| {
+        let rules = items_of(d, "securityRules");
+        let mut ids = ids_at(rules, "/properties/sourceApplicationSecurityGroups");
+        ids.extend(ids_at(
+            rules,
+            "/properties/destinationApplicationSecurityGroups",
+        ));
+        ids
+    };
+    require_new_joins(
+        ctx,
+        ASG_JOIN_RULE,
+        "application security group",
+        &asgs(existing),
+        &asgs(Some(&doc)),
+    )?;
     let (docs, seen) = snapshot(ctx, id)?;
     net::compile(&net::with(docs, &doc))?;
     Ok(built(doc, seen))
@@ -123,6 +265,38 @@ pub fn build_nic(
     body: ResourceBody,
 ) -> Result<Built, ApiError> {
     let p = net::parse_nic(body.properties)?;
+    // The subnet, NSG and ASGs it newly uses: their join actions.
+    let old_ids = |pointer: &str| {
+        existing.map_or_else(Vec::new, |d| {
+            ids_at(std::slice::from_ref(&d.properties), pointer)
+        })
+    };
+    require_new_joins(
+        ctx,
+        SUBNET_JOIN,
+        "subnet",
+        &old_ids("/subnet"),
+        &[trim(&p.subnet.id)],
+    )?;
+    if let Some(n) = &p.network_security_group {
+        require_new_joins(
+            ctx,
+            NSG_JOIN,
+            "network security group",
+            &old_ids("/networkSecurityGroup"),
+            &[trim(&n.id)],
+        )?;
+    }
+    require_new_joins(
+        ctx,
+        ASG_JOIN_NIC,
+        "application security group",
+        &old_ids("/applicationSecurityGroups"),
+        &p.application_security_groups
+            .iter()
+            .map(|a| trim(&a.id))
+            .collect::<Vec<_>>(),
+    )?;
     let (mut docs, seen) = snapshot(ctx, id)?;
     let mut extra_ops = vec![seen.bump()];
     let mut note = None;

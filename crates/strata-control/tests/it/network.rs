@@ -540,6 +540,181 @@ fn concurrent_network_writes_never_break_the_topology() {
     );
 }
 
+/// Linked access: using a network resource from another write needs that resource's join
+/// action on it. A principal with Contributor on resource group A only cannot put its
+/// interface in a subnet of group B, nor use B's NSG, ASG, network (peering) or interface (VM):
+/// 403 `LinkedAuthorizationFailed` naming the action, nothing created, the denial audited.
+/// Reader on B does not grant joins; Network Contributor does.
+#[test]
+fn joining_another_groups_network_needs_its_join_action() {
+    let s = Server::start();
+    for rg in ["join-a", "join-b"] {
+        assert_eq!(s.admin("PUT", &s.rg(rg), Some(json!({}))).0, 201);
+    }
+    let vb = path(&s, "join-b", "virtualNetworks", "vb");
+    put(
+        &s,
+        &vb,
+        vnet("10.2.0.0/16", vec![subnet("s", "10.2.0.0/24", None)], &[]),
+    );
+    let nsg_b = path(&s, "join-b", "networkSecurityGroups", "nsg-b");
+    put(&s, &nsg_b, json!({}));
+    let asg_b = path(&s, "join-b", "applicationSecurityGroups", "asg-b");
+    put(&s, &asg_b, json!({}));
+    let nic_b = path(&s, "join-b", "networkInterfaces", "nic-b");
+    put(
+        &s,
+        &nic_b,
+        json!({ "subnet": { "id": format!("{vb}/subnets/s") } }),
+    );
+
+    let (oid, client, secret) = s.new_sp("rg-a-contributor");
+    s.assign(&oid, "Contributor", &s.rg("join-a"));
+    let token = s.sp_token(&client, &secret).unwrap();
+    let as_sp = |method: &str, p: &str, body: Value| {
+        let (st, v, _) = s.req(method, p, Some(&token), Some(&body), &[]);
+        (st, v)
+    };
+    let linked_refusal = |p: &str, props: Value, action: &str| {
+        let before = s.running().app.store.revision().unwrap();
+        let (st, v) = as_sp("PUT", p, json!({ "properties": props }));
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (403, Some("LinkedAuthorizationFailed")),
+            "{p}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(action), "{message}");
+        assert_eq!(
+            s.running().app.store.revision().unwrap(),
+            before,
+            "nothing was written: {v}"
+        );
+    };
+
+    // An interface in group A in a subnet of group B.
+    let nic_a = path(&s, "join-a", "networkInterfaces", "nic-a");
+    let n0 = s.audit_len();
+    linked_refusal(
+        &nic_a,
+        json!({ "subnet": { "id": format!("{vb}/subnets/s") } }),
+        "Strata.Network/virtualNetworks/subnets/join/action",
+    );
+    assert_eq!(s.admin("GET", &nic_a, None).0, 404);
+    assert_eq!(
+        s.admin(
+            "GET",
+            &path(&s, "join-a", "networkSecurityGroups", "nic-a-nsg"),
+            None
+        )
+        .0,
+        404,
+        "its own NSG was not created either"
+    );
+    let denial = s
+        .running()
+        .app
+        .store
+        .audit_rows(n0, 100)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice::<strata_audit::AuditEntry>(&r.entry).unwrap())
+        .find(|e| e.category == "denial")
+        .expect("the refusal is audited as a denial");
+    assert_eq!(
+        denial.action,
+        "Strata.Network/virtualNetworks/subnets/join/action"
+    );
+    assert_eq!(denial.scope, format!("{vb}/subnets/s"));
+
+    // In its own group the principal builds a network; B's NSG, ASG, network and interface
+    // are still out of reach.
+    let va = path(&s, "join-a", "virtualNetworks", "va");
+    let (st, v) = as_sp(
+        "PUT",
+        &va,
+        json!({ "properties": vnet("10.1.0.0/16", vec![subnet("s", "10.1.0.0/24", None)], &[]) }),
+    );
+    assert_eq!(st, 201, "{v}");
+    let subnet_a = format!("{va}/subnets/s");
+    linked_refusal(
+        &nic_a,
+        json!({ "subnet": { "id": subnet_a }, "networkSecurityGroup": { "id": nsg_b } }),
+        "Strata.Network/networkSecurityGroups/join/action",
+    );
+    linked_refusal(
+        &nic_a,
+        json!({ "subnet": { "id": subnet_a }, "applicationSecurityGroups": [{ "id": asg_b }] }),
+        "Strata.Network/applicationSecurityGroups/joinIpConfiguration/action",
+    );
+    linked_refusal(
+        &va,
+        vnet(
+            "10.1.0.0/16",
+            vec![subnet("s", "10.1.0.0/24", Some(&nsg_b))],
+            &[],
+        ),
+        "Strata.Network/networkSecurityGroups/join/action",
+    );
+    linked_refusal(
+        &va,
+        vnet(
+            "10.1.0.0/16",
+            vec![subnet("s", "10.1.0.0/24", None)],
+            &[&vb],
+        ),
+        "Strata.Network/virtualNetworks/peer/action",
+    );
+    let rule_with_asg = json!({ "name": "from-b", "properties": {
+        "priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp",
+        "sourceApplicationSecurityGroups": [{ "id": asg_b }], "sourcePortRange": "*",
+        "destinationAddressPrefix": "*", "destinationPortRange": "443",
+    }});
+    linked_refusal(
+        &path(&s, "join-a", "networkSecurityGroups", "nsg-a"),
+        json!({ "securityRules": [rule_with_asg] }),
+        "Strata.Network/applicationSecurityGroups/joinNetworkSecurityRule/action",
+    );
+    linked_refusal(
+        &format!(
+            "{}/providers/Strata.Compute/virtualMachines/vm-a",
+            s.rg("join-a")
+        ),
+        json!({
+            "storageProfile": { "image": "tiny" },
+            "networkProfile": { "networkInterfaces": [{ "id": nic_b }] },
+        }),
+        "Strata.Network/networkInterfaces/join/action",
+    );
+    // Its own subnet is fine: Contributor grants every join in group A.
+    let (st, v) = as_sp(
+        "PUT",
+        &nic_a,
+        json!({ "properties": { "subnet": { "id": subnet_a } } }),
+    );
+    assert_eq!(st, 201, "{v}");
+
+    // Reader on B: still no join. Network Contributor on B: the subnet of B may be joined.
+    let nic_a2 = path(&s, "join-a", "networkInterfaces", "nic-a2");
+    let reader = s.assign(&oid, "Reader", &s.rg("join-b"));
+    linked_refusal(
+        &nic_a2,
+        json!({ "subnet": { "id": format!("{vb}/subnets/s") } }),
+        "Strata.Network/virtualNetworks/subnets/join/action",
+    );
+    let _ = reader;
+    s.assign(&oid, "Network Contributor", &s.rg("join-b"));
+    let (st, v) = as_sp(
+        "PUT",
+        &nic_a2,
+        json!({ "properties": { "subnet": { "id": format!("{vb}/subnets/s") }, "networkSecurityGroup": { "id": nsg_b } } }),
+    );
+    assert_eq!(st, 201, "{v}");
+    // A write that adds no new reference needs no join again (tags only).
+    let (st, v) = as_sp("PATCH", &nic_a2, json!({ "tags": { "team": "a" } }));
+    assert_eq!(st, 200, "{v}");
+}
+
 /// Deleting a resource group takes its network resources with it, so it is refused while
 /// network resources elsewhere use them (the stored topology must stay one the engine
 /// accepts); once they are gone it goes through.
