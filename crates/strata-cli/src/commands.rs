@@ -481,10 +481,9 @@ fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
             cfg.fabric.allow_development_placement = true;
         }
         let (data_dir, root_key) = (args.data_dir.clone(), args.root_key.clone());
-        cfg.root_key = tokio::task::spawn_blocking(move || {
-            crate::rootkey::prepare(&data_dir, &root_key)
-        })
-        .await??;
+        cfg.root_key =
+            tokio::task::spawn_blocking(move || crate::rootkey::prepare(&data_dir, &root_key))
+                .await??;
         let running = strata_control::start(cfg)
             .await
             .map_err(|e| anyhow!(chain(&e)))?;
