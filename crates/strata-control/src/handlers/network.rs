@@ -6,7 +6,9 @@
 //!
 //! Strata's secure default: a network interface created without a network security group gets
 //! its own, `<nic>-nsg`, with only the default rules (inbound from outside the virtual network
-//! denied), created in the same transaction and named in the response (`secureDefaults`).
+//! denied), created in the same transaction and named in the response (`secureDefaults`). It is
+//! marked as that interface's (`internal.createdFor`) and deleted with it unless a subnet or
+//! another interface uses it by then, so deleting interfaces leaves no orphaned NSGs.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -220,9 +222,9 @@ pub fn build_nsg(
     body: ResourceBody,
 ) -> Result<Built, ApiError> {
     let props = net::nsg_properties(id.as_str(), body.properties)?;
-    let mut doc = new_doc(ctx, id, Kind::NetworkSecurityGroup, existing, props);
-    // Created for a NIC by the secure default; an explicit PUT makes it the caller's own.
-    doc.internal = Value::Null;
+    // A NIC's own NSG (created by the secure default) keeps its owner mark through edits of its
+    // rules: it is still that interface's, and goes with it (`delete_ops`).
+    let doc = new_doc(ctx, id, Kind::NetworkSecurityGroup, existing, props);
     // An ASG in a rule: the ASG's joinNetworkSecurityRule action.
     let asgs = |d: Option<&Doc>| {
         let rules = items_of(d, "securityRules");
@@ -312,7 +314,7 @@ pub fn build_nic(
         (None, None) => {
             let (nsg_doc, op) = own_nsg(ctx, id)?;
             note = Some(format!(
-                "no networkSecurityGroup was given, so strata created '{}' for this interface: only the default rules, which deny inbound traffic from outside the virtual network; add rules to it to open ports",
+                "no networkSecurityGroup was given, so strata created '{}' for this interface: only the default rules, which deny inbound traffic from outside the virtual network; add rules to it to open ports; it is deleted with this interface unless a subnet or another interface uses it",
                 nsg_doc.name
             ));
             let nsg_id = nsg_doc.id.clone();
@@ -427,7 +429,9 @@ pub fn delete_ops(
                 format!("the interface is attached to '{vm}'; delete the VM first"),
             ));
         }
-        return Ok(vec![seen.bump()]);
+        let mut ops = vec![seen.bump()];
+        ops.extend(own_nsg_delete(ctx, id, doc, &docs)?);
+        return Ok(ops);
     }
     check_unreferenced(&docs, id, kind)?;
     Ok(vec![seen.bump()])
@@ -480,6 +484,39 @@ pub fn resource_group_delete_ops(ctx: &Ctx<'_>, rg: &ResourceId) -> Result<Vec<O
         }
     }
     Ok(ops)
+}
+
+/// The network security group strata created for interface `nic` (marked
+/// `internal.createdFor`), deleted with it unless a subnet or another interface uses it.
+fn own_nsg_delete(
+    ctx: &Ctx<'_>,
+    nic: &ResourceId,
+    nic_doc: &Doc,
+    docs: &[Doc],
+) -> Result<Option<Op>, ApiError> {
+    let Some(nsg_id) = nic_doc
+        .properties
+        .pointer("/networkSecurityGroup/id")
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    let Some(nsg) = docs.iter().find(|d| d.id.eq_ignore_ascii_case(nsg_id)) else {
+        return Ok(None);
+    };
+    if nsg.internal != json!({ "createdFor": nic.key() }) {
+        return Ok(None);
+    }
+    let this = format!("network interface '{}'", nic_doc.id);
+    let others = net::referrers(docs, &nsg.id, Kind::NetworkSecurityGroup)?;
+    if others.iter().any(|r| !r.eq_ignore_ascii_case(&this)) {
+        return Ok(None);
+    }
+    let nsg_rid = ResourceId::parse(&nsg.id).map_err(|_| ApiError::internal())?;
+    Ok(load(ctx, &nsg_rid)?.map(|(rec, _)| Op::Delete {
+        key: rec.key,
+        pre: Precondition::Revision(rec.revision),
+    }))
 }
 
 fn check_unreferenced(docs: &[Doc], id: &ResourceId, kind: Kind) -> Result<(), ApiError> {

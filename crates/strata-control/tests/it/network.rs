@@ -297,9 +297,46 @@ fn network_resources_are_validated_and_rules_decide_flows() {
         v["error"]["message"].as_str().unwrap().contains("web2"),
         "{v}"
     );
-    // Once the NIC is gone, its NSG can go.
+    // The NIC's own NSG (rules edited since) goes with it.
     assert_eq!(s.admin("DELETE", &nic, None).0, 200);
-    assert_eq!(s.admin("DELETE", &own_nsg, None).0, 200);
+    assert_eq!(s.admin("GET", &own_nsg, None).0, 404);
+
+    // Not when something else uses it: web2's own NSG also guards a subnet, so it stays (and
+    // can be deleted once the subnet lets go of it).
+    let web2_nsg = path(&s, "net", "networkSecurityGroups", "web2-nsg");
+    put(
+        &s,
+        &v1,
+        vnet(
+            "10.0.0.0/16",
+            vec![
+                subnet("web", "10.0.1.0/24", Some(&deny)),
+                subnet("db", "10.0.2.0/24", Some(&web2_nsg)),
+            ],
+            &[],
+        ),
+    );
+    assert_eq!(s.admin("DELETE", &nic2, None).0, 200);
+    assert_eq!(s.admin("GET", &web2_nsg, None).0, 200);
+    put(
+        &s,
+        &v1,
+        vnet(
+            "10.0.0.0/16",
+            vec![subnet("web", "10.0.1.0/24", Some(&deny))],
+            &[],
+        ),
+    );
+    assert_eq!(s.admin("DELETE", &web2_nsg, None).0, 200);
+    // An NSG the caller created and gave explicitly is never deleted with an interface.
+    let n3 = path(&s, "net", "networkInterfaces", "web3");
+    put(
+        &s,
+        &n3,
+        json!({ "subnet": { "id": web_subnet }, "networkSecurityGroup": { "id": deny } }),
+    );
+    assert_eq!(s.admin("DELETE", &n3, None).0, 200);
+    assert_eq!(s.admin("GET", &deny, None).0, 200);
 }
 
 #[test]
