@@ -22,6 +22,7 @@ pub enum ErrorCode {
     KeyDisabled,
     VersionNotFound,
     VersionDisabled,
+    KeyExpired,
     WrongKeyType,
     WrongKey,
     PurgeProtected,
@@ -42,6 +43,7 @@ impl ErrorCode {
             ErrorCode::KeyDisabled => "KeyDisabled",
             ErrorCode::VersionNotFound => "VersionNotFound",
             ErrorCode::VersionDisabled => "VersionDisabled",
+            ErrorCode::KeyExpired => "KeyExpired",
             ErrorCode::WrongKeyType => "WrongKeyType",
             ErrorCode::WrongKey => "WrongKey",
             ErrorCode::PurgeProtected => "PurgeProtected",
@@ -77,6 +79,10 @@ pub enum KmsError {
     VersionNotFound { key: String, version: u32 },
     #[error("version {version} of key {key} is disabled; enable that version to use it")]
     VersionDisabled { key: String, version: u32 },
+    #[error(
+        "version {version} of key {key} expired at {at} (Unix seconds); rotate the key for a new version (unwrap, decrypt and verify still work)"
+    )]
+    KeyExpired { key: String, version: u32, at: i64 },
     #[error("key {key} is of type {kty}, which does not support {operation}")]
     WrongKeyType {
         key: String,
@@ -122,6 +128,7 @@ impl KmsError {
             KmsError::KeyDisabled { .. } => ErrorCode::KeyDisabled,
             KmsError::VersionNotFound { .. } => ErrorCode::VersionNotFound,
             KmsError::VersionDisabled { .. } => ErrorCode::VersionDisabled,
+            KmsError::KeyExpired { .. } => ErrorCode::KeyExpired,
             KmsError::WrongKeyType { .. } => ErrorCode::WrongKeyType,
             KmsError::WrongKey { .. } => ErrorCode::WrongKey,
             KmsError::PurgeProtected { .. } => ErrorCode::PurgeProtected,

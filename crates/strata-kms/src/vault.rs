@@ -970,6 +970,24 @@ impl Vault {
 
     // ---- data plane ---------------------------------------------------------------------
 
+    /// Refuses `operation` — one that makes new ciphertext or signatures with the current
+    /// version (wrapKey, encrypt, sign) — once that version has expired at `now`, as Azure Key
+    /// Vault does. Unwrap, decrypt and verify keep working, so nothing already protected is
+    /// lost. Call it before the operation; audit its record only when it refuses.
+    pub fn check_unexpired(&self, name: &str, operation: Operation, now: i64) -> Audited<()> {
+        let key = self.keys.get(name);
+        let version = key.map(|k| k.current_version);
+        let result = match key.and_then(|k| k.version(k.current_version)) {
+            Some(v) if v.expires.is_some_and(|at| now >= at) => Err(KmsError::KeyExpired {
+                key: self.key_id(name),
+                version: v.version,
+                at: v.expires.unwrap_or_default(),
+            }),
+            _ => Ok(()),
+        };
+        self.audit(operation, name, version, result)
+    }
+
     /// `wrapKey`: seals `key` (typically a disk's data key) under the current version, bound
     /// to `resource` (what the key protects, e.g. the disk's canonical resource id).
     pub fn wrap_key(

@@ -128,6 +128,7 @@ fn kms_error(e: &KmsError) -> ApiError {
         ErrorCode::KeyNotFound | ErrorCode::VersionNotFound => 404,
         ErrorCode::KeyDisabled
         | ErrorCode::VersionDisabled
+        | ErrorCode::KeyExpired
         | ErrorCode::KeyDeleted
         | ErrorCode::RotationIncomplete => 409,
         ErrorCode::CryptoFailure => 500,
@@ -178,6 +179,11 @@ fn wrap_customer(
     })?;
     let (vault, name) =
         vault_key(ctx.app, key_id)?.ok_or_else(|| ApiError::not_found(key_id.as_str()))?;
+    let checked = vault.check_unexpired(&name, strata_kms::Operation::WrapKey, ctx.now());
+    if let Err(e) = checked.result {
+        records.push(checked.record);
+        return Err(kms_error(&e));
+    }
     let pmk = platform_key(ctx.app, id.key())?;
     let audited = vault.wrap_key(&pmk, &name, id.key(), dek);
     records.push(audited.record);

@@ -610,6 +610,7 @@ fn kms_error(e: &KmsError) -> ApiError {
         | ErrorCode::KeyNotDeleted
         | ErrorCode::KeyDisabled
         | ErrorCode::VersionDisabled
+        | ErrorCode::KeyExpired
         | ErrorCode::PurgeProtected
         | ErrorCode::RotationIncomplete => 409,
         ErrorCode::CryptoFailure => 500,
@@ -1004,6 +1005,20 @@ fn data_operation_inner(
     let name = key_name(id);
     // Records only: the caller audits the request once, whatever the result.
     let version_of = |r: &KeyRef| kid(id, r.version);
+    // New ciphertext or signatures need a current version that has not expired.
+    let producing = match action {
+        "wrapKey" => Some(strata_kms::Operation::WrapKey),
+        "encrypt" => Some(strata_kms::Operation::Encrypt),
+        "sign" => Some(strata_kms::Operation::Sign),
+        _ => None,
+    };
+    if let Some(op) = producing {
+        let checked = vault.check_unexpired(&name, op, ctx.now());
+        if let Err(e) = checked.result {
+            trail.records.push(checked.record);
+            return Err(kms_error(&e));
+        }
+    }
     match action {
         "wrapKey" | "encrypt" => {
             check_alg(req.alg.as_deref(), "A256GCM")?;

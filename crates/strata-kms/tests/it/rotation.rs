@@ -269,6 +269,22 @@ fn expiry_time_stamps_new_versions_and_time_before_expiry_rotates_them() {
     assert_eq!(v2.expires(), Some(T0 + year));
     assert!(vault.keys_due(T0 + year - 30 * DAY - 1).is_empty());
     assert_eq!(vault.keys_due(T0 + year - 30 * DAY), ["aes"]);
+    // Once version 2 has expired, new ciphertext and signatures are refused; what it already
+    // wrapped still unwraps.
+    let dek = DataKey::generate().unwrap();
+    let env = vault.wrap_key(&pmk, "aes", DISK_A, &dek).result.unwrap();
+    assert!(
+        vault
+            .check_unexpired("aes", strata_kms::Operation::WrapKey, T0 + year - 1)
+            .result
+            .is_ok()
+    );
+    let a = vault.check_unexpired("aes", strata_kms::Operation::WrapKey, T0 + year);
+    assert_eq!(a.code(), Some(ErrorCode::KeyExpired));
+    assert_eq!(a.record.version, Some(2));
+    assert!(a.record.outcome != strata_kms::Outcome::Success);
+    let back = vault.unwrap_key(&pmk, "aes", DISK_A, &env).result.unwrap();
+    assert_eq!(back.expose_secret(), dek.expose_secret());
     // A key created with the policy gets an expiry on version 1.
     vault
         .create_key(&pmk, "fresh", KeyType::Oct, Some(policy), T0)
