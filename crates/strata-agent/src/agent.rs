@@ -205,6 +205,52 @@ impl crate::vms::ControlPlane for FabricClient {
         )?;
         Ok(())
     }
+
+    fn image_fetcher(&self) -> Option<Arc<dyn crate::images::ImageFetcher>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+impl crate::images::ImageFetcher for FabricClient {
+    /// `GET hosts/{host}/images/{sha256}` with the current certificate; the body gets a minute
+    /// plus a second per MiB (an image may be large), and at most `size_bytes` bytes are read.
+    fn fetch(
+        &self,
+        sha256: &str,
+        size_bytes: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), String> {
+        let Some(client) = self.client() else {
+            return Err(
+                "no client certificate yet (it comes with the first passing attestation round)"
+                    .into(),
+            );
+        };
+        let what = "the image";
+        let mut resp = client
+            .get(&format!("{}/images/{sha256}", self.base))
+            .config()
+            .timeout_global(None)
+            .timeout_recv_body(Some(std::time::Duration::from_secs(
+                60 + size_bytes / (1 << 20),
+            )))
+            .build()
+            .call()
+            .map_err(|source| chain(&AgentError::Transport { what, source }))?;
+        if !resp.status().is_success() {
+            return Err(read(&mut resp, what)
+                .err()
+                .map(|e| chain(&e))
+                .unwrap_or_else(|| format!("the control plane answered {}", resp.status())));
+        }
+        let mut body = resp
+            .body_mut()
+            .with_config()
+            .limit(size_bytes.saturating_add(1))
+            .reader();
+        std::io::copy(&mut body, out).map_err(|e| format!("receiving the image: {e}"))?;
+        Ok(())
+    }
 }
 
 fn http(ca_pem: &str, identity: Option<&Identity>) -> Result<ureq::Agent, AgentError> {
@@ -434,6 +480,13 @@ impl Agent {
 
     /// One attestation round.
     pub fn round(&mut self) -> Result<RoundResult, AgentError> {
+        let result = self.attest();
+        // The VM loop's client follows the round's outcome (a new certificate, or none).
+        self.publish_identity();
+        result
+    }
+
+    fn attest(&mut self) -> Result<RoundResult, AgentError> {
         let state = self.state.clone().ok_or_else(|| {
             AgentError::Invalid("not registered: run with --join-token first".into())
         })?;
@@ -662,7 +715,6 @@ impl Agent {
         let mut wait = 1;
         while !stop.load(Ordering::Relaxed) {
             let result = self.round();
-            self.publish_identity();
             if let Some(hook) = lock(&self.fabric.after_round).as_ref() {
                 hook();
             }

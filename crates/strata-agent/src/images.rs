@@ -1,10 +1,19 @@
-//! Base images on a host: image `NAME` is `<image-dir>/NAME/disk.qcow2`.
+//! Base images on a host: platform image `NAME` is `<image-dir>/NAME/disk.qcow2`; an imported
+//! image (a `Strata.Compute/images` resource) is `<image-dir>/sha256/<digest>.qcow2`, named by
+//! the SHA-256 of its bytes.
 //!
 //! VMs run as their own uids and read their base image through a copy-on-write overlay, so the
 //! image directory is 0755 and every `disk.qcow2` is world-readable (the QEMU driver checks
 //! both). `tiny` is built here on demand (`strata_compute::image::build_tiny_with_progress`),
 //! signed with the host's secure-boot signing key; any other missing image is the caller's
 //! problem ("image NAME not found on host").
+//!
+//! Imported images come from the control plane, by digest, over the agent door
+//! ([`ImageFetcher`]: the host's attestation-bound mTLS identity; the control plane hands a host
+//! only the images of VMs assigned to it). The bytes land in a private temporary file, their
+//! SHA-256 and length are checked against the assignment, and only then is the file made
+//! world-readable and renamed into place. A cached image is hashed again before every use: a
+//! file that no longer matches its name is removed and fetched again.
 //!
 //! The signing key: production hosts pass an unencrypted PEM key (readable by root only) and
 //! its certificate, which the host's OVMF variables template must trust. Development hosts
@@ -88,6 +97,8 @@ pub enum ImageProblem {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("cannot fetch image sha256:{sha256}: {reason}")]
+    Fetch { sha256: String, reason: String },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageProblem {
@@ -123,6 +134,70 @@ pub struct ImageInfo {
     pub kernel: Option<String>,
     /// Unix seconds.
     pub modified: i64,
+}
+
+/// Where imported images come from: the control plane's agent door (`FabricClient`), or a
+/// fake in tests.
+pub trait ImageFetcher: Send + Sync {
+    /// Writes the image content with this SHA-256 (at most `size_bytes` bytes) to `out`.
+    fn fetch(
+        &self,
+        sha256: &str,
+        size_bytes: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), String>;
+}
+
+/// Whether `s` is a SHA-256 digest as image files are named: 64 lowercase hex digits.
+pub fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The SHA-256 (lowercase hex) and length of a file.
+fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(path)?;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((strata_attest::hex(hash.finish().as_ref()), total))
+}
+
+/// Hashes what is written through it.
+struct Hashing<W> {
+    inner: W,
+    hash: ring::digest::Context,
+    written: u64,
+    limit: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written.saturating_add(buf.len() as u64) > self.limit {
+            return Err(std::io::Error::other(format!(
+                "the image is longer than the {} bytes assigned",
+                self.limit
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A host's image directory.
@@ -179,6 +254,82 @@ impl ImageStore {
             return Ok(disk);
         }
         Ok(self.build_tiny(progress)?.disk)
+    }
+
+    /// The imported image with this digest and size: the cached copy if it still hashes to its
+    /// name, else fetched through `fetcher` and verified first. Returns its path.
+    pub fn resolve_content(
+        &self,
+        sha256: &str,
+        size_bytes: u64,
+        fetcher: Option<&dyn ImageFetcher>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<PathBuf, ImageProblem> {
+        if !is_digest(sha256) {
+            return Err(ImageProblem::BadName(sha256.to_owned()));
+        }
+        let dir = self.dir.join("sha256");
+        let path = dir.join(format!("{sha256}.qcow2"));
+        // One fetch at a time (two VMs from one image share it).
+        let _one = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        if path.is_file() {
+            match sha256_file(&path) {
+                Ok((d, n)) if d == sha256 && n == size_bytes => return Ok(path),
+                Ok((d, n)) => {
+                    tracing::warn!(image = %path.display(), found = %d, bytes = n,
+                        "a cached image no longer matches its digest: removed, fetching it again");
+                    fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))?;
+                }
+                Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+            }
+        }
+        let fetcher = fetcher.ok_or_else(|| {
+            ImageProblem::Usage(format!(
+                "image sha256:{sha256} is not on this host and there is no control plane to fetch it from"
+            ))
+        })?;
+        public_dir(&self.dir)?;
+        public_dir(&dir)?;
+        progress(&format!(
+            "fetching image sha256:{sha256} ({size_bytes} bytes)"
+        ));
+        let tmp = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempfile_in(&dir)
+            .map_err(io(format!("create a file in {}", dir.display())))?;
+        let mut sink = Hashing {
+            inner: std::io::BufWriter::new(tmp.as_file()),
+            hash: ring::digest::Context::new(&ring::digest::SHA256),
+            written: 0,
+            limit: size_bytes,
+        };
+        fetcher
+            .fetch(sha256, size_bytes, &mut sink)
+            .map_err(|e| ImageProblem::Fetch {
+                sha256: sha256.to_owned(),
+                reason: e,
+            })?;
+        std::io::Write::flush(&mut sink).map_err(io("write the fetched image"))?;
+        let got = strata_attest::hex(sink.hash.clone().finish().as_ref());
+        let written = sink.written;
+        drop(sink);
+        if written != size_bytes || got != sha256 {
+            return Err(ImageProblem::Fetch {
+                sha256: sha256.to_owned(),
+                reason: format!(
+                    "the bytes received ({written} bytes, SHA-256 {got}) are not the image assigned ({size_bytes} bytes); not used"
+                ),
+            });
+        }
+        tmp.as_file()
+            .sync_all()
+            .map_err(io("write the fetched image"))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+            .map_err(io(format!("chmod {}", tmp.path().display())))?;
+        tmp.persist(&path)
+            .map_err(|e| io(format!("move the image to {}", path.display()))(e.error))?;
+        progress(&format!("image sha256:{sha256} verified"));
+        Ok(path)
     }
 
     /// Builds (or reuses) `tiny` in `<image-dir>/tiny`.

@@ -44,7 +44,7 @@ use strata_compute::{
 };
 use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::images::ImageStore;
+use crate::images::{ImageFetcher, ImageStore};
 use crate::network::{HostNetwork, NetDesired, SimNetwork, VmNic};
 
 /// How much of a VM's serial log a status report carries.
@@ -86,8 +86,13 @@ pub struct DesiredVm {
     pub state: DesiredState,
     pub vcpus: u32,
     pub memory_mib: u32,
-    /// An image name in the host's image directory.
+    /// A platform image's name in the host's image directory (`tiny`); empty when
+    /// `image_content` is given.
     pub image: String,
+    /// An imported image: the content to fetch from the control plane and verify.
+    pub image_content: Option<ImageContent>,
+    /// The OS disk's size, bytes (`None`: the image's own size).
+    pub disk_size_bytes: Option<u64>,
     pub secure_boot: bool,
     pub vtpm: bool,
     pub vtpm_key: Option<VtpmKey>,
@@ -95,6 +100,15 @@ pub struct DesiredVm {
     pub disk_key: Option<DiskKey>,
     /// Network interfaces, in order.
     pub nics: Vec<VmNic>,
+}
+
+/// An imported image as an assignment names it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageContent {
+    /// SHA-256 of the image's bytes (lowercase hex).
+    pub sha256: String,
+    pub size_bytes: u64,
 }
 
 /// An assignment entry the agent cannot act on (reported Failed with the reason; a VM it names
@@ -224,7 +238,12 @@ struct WireVm {
     desired_state: String,
     vcpus: u32,
     memory_mib: u32,
+    #[serde(default)]
     image: String,
+    #[serde(default)]
+    image_content: Option<ImageContent>,
+    #[serde(default)]
+    disk_size_bytes: Option<u64>,
     #[serde(default = "yes")]
     secure_boot: bool,
     #[serde(default, rename = "vTpm")]
@@ -292,7 +311,16 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         "Stopped" => DesiredState::Stopped,
         other => return Err(format!("unknown desiredState {other:?}")),
     };
-    crate::images::validate_name(&w.image).map_err(|e| e.to_string())?;
+    match &w.image_content {
+        Some(c) if !crate::images::is_digest(&c.sha256) => {
+            return Err(format!(
+                "imageContent.sha256 {:?} is not a SHA-256 digest",
+                c.sha256.chars().take(80).collect::<String>()
+            ));
+        }
+        Some(_) => {}
+        None => crate::images::validate_name(&w.image).map_err(|e| e.to_string())?,
+    }
     if w.vcpus == 0 || w.memory_mib == 0 {
         return Err("vcpus and memoryMib must be positive".into());
     }
@@ -324,6 +352,8 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         vcpus: w.vcpus,
         memory_mib: w.memory_mib,
         image: w.image,
+        image_content: w.image_content,
+        disk_size_bytes: w.disk_size_bytes,
         secure_boot: w.secure_boot,
         vtpm: w.vtpm,
         vtpm_key,
@@ -409,6 +439,10 @@ pub trait ControlPlane: Send + Sync {
     /// Sends the status of every VM ([`VmError::NoCertificate`] before a passing round: the
     /// report is kept for later).
     fn report(&self, vms: &[VmStatus]) -> Result<(), VmError>;
+    /// Where imported images come from (`None`: nowhere; VMs from imported images fail).
+    fn image_fetcher(&self) -> Option<Arc<dyn ImageFetcher>> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -620,6 +654,8 @@ pub struct VmHost {
     network: Arc<dyn HostNetwork>,
     cfg: VmHostConfig,
     shared: Arc<Shared>,
+    /// The control plane's image fetcher as of the last tick (handed to create workers).
+    fetcher: Mutex<Option<Arc<dyn ImageFetcher>>>,
 }
 
 impl VmHost {
@@ -632,6 +668,7 @@ impl VmHost {
             network: Arc::new(SimNetwork::new()),
             cfg,
             shared: Arc::new(Shared::default()),
+            fetcher: Mutex::new(None),
         };
         host.find_leftovers();
         host
@@ -709,6 +746,7 @@ impl VmHost {
     /// report when something changed or `report_every` passed.
     pub fn tick(&self, cp: &dyn ControlPlane) {
         self.observe();
+        *self.fetcher.lock().unwrap_or_else(PoisonError::into_inner) = cp.image_fetcher();
         match cp.assignments() {
             Ok(Some(a)) => self.apply(&a),
             Ok(None) => tracing::debug!("no client certificate yet: VM assignments wait"),
@@ -903,6 +941,11 @@ impl VmHost {
             images: self.images.clone(),
             network: self.network.clone(),
             nics,
+            fetcher: self
+                .fetcher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             shared: self.shared.clone(),
             vm_dir: self.cfg.vm_dir.clone(),
             id: id.clone(),
@@ -1180,6 +1223,8 @@ struct Work {
     network: Arc<dyn HostNetwork>,
     /// The VM's network interfaces.
     nics: Vec<VmNic>,
+    /// Where imported images come from.
+    fetcher: Option<Arc<dyn ImageFetcher>>,
     shared: Arc<Shared>,
     vm_dir: Option<PathBuf>,
     id: VmId,
@@ -1262,9 +1307,18 @@ impl Work {
             };
         };
         let id = self.id.clone();
-        let image = match self.images.resolve(&d.image, &mut |line| {
-            tracing::info!(vm = %id, image = %d.image, "{line}");
-        }) {
+        let resolved = match &d.image_content {
+            Some(c) => self.images.resolve_content(
+                &c.sha256,
+                c.size_bytes,
+                self.fetcher.as_deref(),
+                &mut |line| tracing::info!(vm = %id, "{line}"),
+            ),
+            None => self.images.resolve(&d.image, &mut |line| {
+                tracing::info!(vm = %id, image = %d.image, "{line}");
+            }),
+        };
+        let image = match resolved {
             Ok(path) => path,
             Err(crate::images::ImageProblem::NotFound(name)) => {
                 return Outcome::Failed {
@@ -1284,6 +1338,7 @@ impl Work {
             vtpm: d.vtpm,
             vtpm_key: d.vtpm_key,
             disk_key: d.disk_key,
+            disk_size_bytes: d.disk_size_bytes,
             nics: self.network.nic_specs(&d.nics),
         };
         match self.driver.create(spec) {

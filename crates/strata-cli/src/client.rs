@@ -160,6 +160,30 @@ impl Client {
         Ok(token)
     }
 
+    /// POSTs `len` bytes from `body` as `application/octet-stream` (an image upload): no overall
+    /// timeout, since the control plane checks and converts the image before it answers.
+    pub fn upload(
+        &self,
+        path: &str,
+        len: u64,
+        body: impl std::io::Read + Send + 'static,
+    ) -> Result<Value> {
+        let url = format!("{}{}", self.profile.endpoint, path);
+        let auth = format!("Bearer {}", self.token()?);
+        let resp = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(None)
+            .build()
+            .header("authorization", &auth)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", &len.to_string())
+            .send(ureq::SendBody::from_owned_reader(body))
+            .with_context(|| format!("cannot upload to {}", self.profile.endpoint))?;
+        Self::answer(resp)
+    }
+
     /// Sends a request; returns the JSON body (Null for empty) of a 2xx answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         self.call_with(method, path, body, &[])
@@ -206,7 +230,12 @@ impl Client {
                 )?)
             }
         };
-        let mut resp = resp.with_context(|| format!("cannot reach {}", self.profile.endpoint))?;
+        let resp = resp.with_context(|| format!("cannot reach {}", self.profile.endpoint))?;
+        Self::answer(resp)
+    }
+
+    /// The JSON body of a 2xx answer, or the API's error.
+    fn answer(mut resp: ureq::http::Response<ureq::Body>) -> Result<Value> {
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let value: Value = if text.is_empty() {

@@ -664,7 +664,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Up(a) => return serve(a, true),
         Command::Server(a) => return serve(a, false),
         Command::Agent(a) => return crate::host::agent(a),
-        Command::Image(i) => return crate::image::run(i, out),
+        Command::Image(i) if crate::image::is_offline(&i) => {
+            return crate::image::run_offline(i, out);
+        }
         Command::RootKey(r) => return crate::rootkey::run(r, out),
         Command::Host(crate::host::HostCmd::Policy(p))
             if let Some(r) = crate::host::offline(&p) =>
@@ -796,6 +798,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Host(h) => crate::host::run(c, out, h)?,
         Command::Vm(v) => crate::vm::run(c, out, &ctx.sub()?, v)?,
+        Command::Image(i) => crate::image::run(c, out, &ctx.sub()?, i)?,
         Command::Keyvault(k) => crate::keyvault::run(c, out, &ctx.sub()?, k)?,
         Command::Disk(d) => crate::disk::run(c, out, &ctx.sub()?, d)?,
         Command::Network(n) => crate::network::run(c, out, &ctx.sub()?, n)?,
@@ -803,7 +806,6 @@ pub fn run(cli: Cli) -> Result<()> {
         | Command::Server(_)
         | Command::Login(_)
         | Command::Agent(_)
-        | Command::Image(_)
         | Command::RootKey(_) => {}
     }
     Ok(())

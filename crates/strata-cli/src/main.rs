@@ -136,7 +136,8 @@ pub enum Command {
     /// Run the host agent: register with a join token, then attest every interval and run
     /// the VMs the control plane assigns to this host.
     Agent(host::AgentArgs),
-    /// Base images on this machine: build the tiny signed image, list the image directory.
+    /// Disk images: import a raw or qcow2 file as an image resource (list, show, delete);
+    /// build the tiny signed platform image on this machine (list --local).
     #[command(subcommand)]
     Image(image::ImageCmd),
     /// Virtual machines: create, list, show, start, stop, deallocate, delete, console log.

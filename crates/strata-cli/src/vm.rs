@@ -12,6 +12,10 @@ use crate::output::{Column, Format, print};
 const VM_COLS: &[Column<'static>] = &[
     ("Name", "/name"),
     ("Size", "/properties/hardwareProfile/vmSize"),
+    (
+        "OsDiskBytes",
+        "/properties/storageProfile/osDisk/diskSizeBytes",
+    ),
     ("Security", "/properties/securityProfile/securityType"),
     ("Host", "/properties/host"),
     ("Provisioning", "/properties/provisioningState"),
@@ -38,9 +42,13 @@ pub enum VmCmd {
         name: String,
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
-        /// Image to boot (`tiny`: the signed busybox image every host builds).
+        /// Image to boot: `tiny` (the signed busybox platform image every host builds), or an
+        /// imported image resource by name (in the VM's resource group) or id.
         #[arg(long)]
         image: String,
+        /// The OS disk's size in GiB (default: the image's size; never smaller).
+        #[arg(long = "os-disk-size-gb")]
+        os_disk_size_gb: Option<u64>,
         /// Strata_B1 (1 vCPU, 512 MiB), Strata_B2, Strata_D2, Strata_D4, Strata_D8.
         #[arg(long, default_value = "Strata_B1")]
         size: String,
@@ -249,6 +257,7 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
             name,
             resource_group,
             image,
+            os_disk_size_gb,
             size,
             security_type,
             no_secure_boot,
@@ -257,6 +266,20 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
             wait,
         } => {
             let path = vm_path(sub, &resource_group, &name)?;
+            // A platform image by name; anything else is an image resource.
+            let mut storage = if image == "tiny" {
+                json!({ "image": image })
+            } else if image.starts_with('/') {
+                json!({ "imageReference": { "id": image } })
+            } else {
+                strata_types::path::validate_name(&image)?;
+                json!({ "imageReference": { "id": format!(
+                    "/subscriptions/{sub}/resourceGroups/{resource_group}/providers/Strata.Compute/images/{image}"
+                ) } })
+            };
+            if let Some(gb) = os_disk_size_gb {
+                storage["osDisk"] = json!({ "diskSizeGB": gb });
+            }
             let nic_ids = if nics.is_empty() {
                 vec![default_nic(c, out, sub, &resource_group, &name)?]
             } else {
@@ -278,7 +301,7 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
             };
             let body = json!({ "properties": {
                 "hardwareProfile": { "vmSize": size },
-                "storageProfile": { "image": image },
+                "storageProfile": storage,
                 "securityProfile": security,
                 "networkProfile": {
                     "networkInterfaces": nic_ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),

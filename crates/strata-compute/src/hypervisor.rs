@@ -204,6 +204,9 @@ pub struct VmSpec {
     pub vtpm_key: Option<VtpmKey>,
     /// The OS disk's encryption key; required (every disk is encrypted).
     pub disk_key: Option<DiskKey>,
+    /// The OS disk's size the guest sees, bytes; `None`: the image's. Never smaller than the
+    /// image (a smaller size is refused at create).
+    pub disk_size_bytes: Option<u64>,
     /// Network interfaces, in order (`virtio-net-pci` on the named taps); none: no NIC.
     pub nics: Vec<NicSpec>,
 }
@@ -221,6 +224,7 @@ impl VmSpec {
             vtpm: true,
             vtpm_key: Some(vtpm_key),
             disk_key: Some(disk_key),
+            disk_size_bytes: None,
             nics: Vec::new(),
         }
     }

@@ -68,7 +68,8 @@ pub const CMDLINE: &str = "console=ttyS0 panic=-1";
 pub const ESP_START_SECTOR: u64 = 2048;
 /// Where the firmware's removable-media boot path finds the UKI on the ESP.
 pub const ESP_BOOT_PATH: &str = "::/EFI/BOOT/BOOTX64.EFI";
-const DISK_BYTES: u64 = 64 << 20;
+/// The tiny image's disk size (its virtual size: what a VM booted from it sees).
+pub const DISK_BYTES: u64 = 64 << 20;
 /// Where the guest writes its disk marker: sector 1024, between the primary GPT (sectors 0–33)
 /// and the ESP (from [`ESP_START_SECTOR`]).
 pub const MARKER_OFFSET: u64 = 1024 * 512;

@@ -2,6 +2,7 @@
 //!
 //! - [`image`] builds the tiny signed guest image (busybox initramfs + Debian cloud kernel in a
 //!   UKI on a GPT/ESP disk) offline from Debian packages.
+//! - [`import`] validates an uploaded raw or qcow2 image and converts it to a canonical qcow2.
 //! - [`hypervisor`] is the driver trait and the VM state machine shared by both drivers.
 //! - [`qemu`] is the real driver (QEMU + OVMF secure boot + swtpm, talked to over [`qmp`]).
 //! - [`sandbox`] is each VM's own uid/gid, private files and cgroup (the privilege drop).
@@ -9,6 +10,7 @@
 
 pub mod hypervisor;
 pub mod image;
+pub mod import;
 pub mod qemu;
 pub mod qmp;
 pub mod sandbox;

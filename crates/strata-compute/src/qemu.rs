@@ -703,14 +703,39 @@ fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox, key: &VtpmKey) -> Result<Child,
     Ok(child)
 }
 
+/// The virtual size of the qcow2 image `path` (a base image: host input, not uploaded bytes).
+fn virtual_size(path: &Path) -> Result<u64, HypervisorError> {
+    let out = cmd::stdout(
+        Command::new("qemu-img")
+            .args(["info", "--output=json", "-f", "qcow2"])
+            .arg(path),
+    )?;
+    crate::import::parse_info(&out)
+        .map(|i| i.virtual_size)
+        .map_err(HypervisorError::Start)
+}
+
 /// Creates `disk`: a LUKS-encrypted qcow2 overlay on the plaintext `base`, unlocked by `key`
-/// (read by `qemu-img` from an inherited pipe). Runs as root; the caller hands the file to
-/// the VM's uid.
+/// (read by `qemu-img` from an inherited pipe), `size` bytes large (default: the base's size;
+/// never smaller, checked). Runs as root; the caller hands the file to the VM's uid.
 fn create_encrypted_overlay(
     base: &Path,
     disk: &Path,
     key: &DiskKey,
+    size: Option<u64>,
 ) -> Result<(), HypervisorError> {
+    let size = match size {
+        Some(size) => {
+            let base_size = virtual_size(base)?;
+            if size < base_size {
+                return Err(HypervisorError::Start(format!(
+                    "the OS disk size {size} bytes is smaller than the image's {base_size} bytes"
+                )));
+            }
+            Some(size)
+        }
+        None => None,
+    };
     let mut cmd = Command::new("qemu-img");
     cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
@@ -724,6 +749,11 @@ fn create_encrypted_overlay(
              encrypt.iter-time={LUKS_ITER_TIME_MS}"
         ))
         .arg(disk);
+    // Larger than the base: the guest sees zeros past the base's end; what it writes there
+    // lands in the overlay, encrypted like the rest.
+    if let Some(size) = size {
+        cmd.arg(size.to_string());
+    }
     hand_secret(&mut cmd, key.passphrase().as_bytes(), None)?;
     cmd::run(&mut cmd)?;
     Ok(())
@@ -852,7 +882,7 @@ impl Hypervisor for QemuDriver {
                 .disk_key
                 .as_ref()
                 .ok_or_else(|| HypervisorError::MissingDiskKey(spec.id.clone()))?;
-            create_encrypted_overlay(&base, &files.disk, key)?;
+            create_encrypted_overlay(&base, &files.disk, key, spec.disk_size_bytes)?;
             let template = if spec.secure_boot {
                 self.config.vars_template.clone()
             } else {

@@ -165,6 +165,8 @@ pub struct App {
     pub audit_tree: Mutex<Option<strata_audit::CompactTree>>,
     /// Which host each VM is on (placement counts, assignment lists).
     pub vm_index: Mutex<crate::compute::index::VmIndex>,
+    /// Imported images' bytes, by digest (`compute::images`).
+    pub images: crate::compute::images::ImageStore,
     /// Network writes queue per subscription (`network::guard`).
     pub network_locks: crate::network::guard::Locks,
 }
@@ -187,6 +189,7 @@ impl App {
         settings: Settings,
         audit_signer: CheckpointSigner,
         fabric: crate::fabric::Fabric,
+        images: crate::compute::images::ImageStore,
     ) -> Result<App, AppError> {
         let tokens = TokenKeys::load_or_create(store.as_ref(), &root, &settings.issuer)
             .map_err(AppError::Keys)?;
@@ -212,6 +215,7 @@ impl App {
             fabric,
             audit_tree: Mutex::new(None),
             vm_index: Mutex::new(crate::compute::index::VmIndex::default()),
+            images,
             network_locks: crate::network::guard::Locks::default(),
         })
     }

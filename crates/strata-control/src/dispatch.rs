@@ -160,17 +160,22 @@ fn system_entry(
 pub fn handle(app: &App, req: Incoming<'_>, request_id: &str) -> Reply {
     match handle_inner(app, &req, request_id) {
         Ok(r) => r,
-        Err(Failure { err, retry_after }) => {
-            let mut r = Reply::error(&err);
-            r.retry_after = retry_after;
-            r
-        }
+        Err(f) => f.reply(),
     }
 }
 
-struct Failure {
-    err: ApiError,
-    retry_after: Option<u64>,
+/// A refusal, with the `Retry-After` a rate limit asks for.
+pub struct Failure {
+    pub err: ApiError,
+    pub retry_after: Option<u64>,
+}
+
+impl Failure {
+    pub fn reply(self) -> Reply {
+        let mut r = Reply::error(&self.err);
+        r.retry_after = self.retry_after;
+        r
+    }
 }
 
 impl From<ApiError> for Failure {
@@ -183,6 +188,42 @@ impl From<ApiError> for Failure {
 }
 
 fn handle_inner(app: &App, req: &Incoming<'_>, request_id: &str) -> Result<Reply, Failure> {
+    let admitted = admit(app, req, request_id)?;
+    // 5. Handle, with the context that audits writes.
+    let ctx = admitted.context(app, &req.client_ip, request_id);
+    let result = handlers::run(&ctx, &admitted.route, req);
+    audit_failure(&ctx, admitted.route.verb, &result);
+    Ok(result?)
+}
+
+/// A request that passed steps 1-4 (authenticated, within its rate limit, routed, authorized);
+/// the handler has not run.
+pub struct Admitted {
+    pub caller: Caller,
+    pub route: Route,
+    /// Why it was allowed.
+    pub reason: String,
+}
+
+impl Admitted {
+    /// The handler's context for this request.
+    pub fn context<'a>(&self, app: &'a App, client_ip: &str, request_id: &str) -> Ctx<'a> {
+        Ctx {
+            app,
+            caller: self.caller.clone(),
+            request_id: request_id.to_string(),
+            client_ip: client_ip.to_string(),
+            action: self.route.action.clone(),
+            scope: self.route.scope.to_string(),
+            reason: self.reason.clone(),
+            audited: std::cell::Cell::new(false),
+        }
+    }
+}
+
+/// Steps 1-4: authenticate, rate limit, route, authorize. Streamed requests (image uploads:
+/// [`is_upload`]) are admitted with an empty `body` before a byte of it is read.
+pub fn admit(app: &App, req: &Incoming<'_>, request_id: &str) -> Result<Admitted, Failure> {
     // 1. Authenticate. A missing or bad token is refused before anything else is looked at.
     let caller = match authenticate(app, req.authorization) {
         Ok(c) => c,
@@ -232,31 +273,39 @@ fn handle_inner(app: &App, req: &Incoming<'_>, request_id: &str) -> Result<Reply
 
     // 4. Authorize.
     let reason = authorize(app, &caller, &route, req, request_id)?;
-
-    // 5. Handle, with the context that audits writes.
-    let ctx = Ctx {
-        app,
+    Ok(Admitted {
         caller,
-        request_id: request_id.to_string(),
-        client_ip: req.client_ip.clone(),
-        action: route.action.clone(),
-        scope: route.scope.to_string(),
+        route,
         reason,
-        audited: std::cell::Cell::new(false),
-    };
-    let result = handlers::run(&ctx, &route, req);
-    if route.verb.mutating()
+    })
+}
+
+/// Audits a failed mutating request whose handler did not audit it itself.
+pub fn audit_failure<T>(ctx: &Ctx<'_>, verb: Verb, result: &Result<T, ApiError>) {
+    if verb.mutating()
         && !ctx.audited.get()
-        && let Err(e) = &result
+        && let Err(e) = result
     {
-        app.audit_only(vec![ctx.entry(
+        ctx.app.audit_only(vec![ctx.entry(
             "write",
             "failure",
             e.status,
             json!({ "error": e.code }),
         )]);
     }
-    Ok(result?)
+}
+
+/// Whether a request carries a streamed body rather than JSON: `POST …/Strata.Compute/images/
+/// NAME/upload` (the image's bytes). The server admits it with [`admit`] before reading the
+/// body, then streams the body to disk (`handlers::images`).
+pub fn is_upload(method: &str, path: &str) -> bool {
+    method == "POST"
+        && matches!(
+            ArmPath::parse(path),
+            Ok(ArmPath::Collection { parent, last, .. })
+                if last.eq_ignore_ascii_case("upload")
+                    && parent.resource_type().and_then(|t| Kind::from_type(&t)) == Some(Kind::Image)
+        )
 }
 
 fn truncate(s: &str, n: usize) -> String {

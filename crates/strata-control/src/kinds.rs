@@ -20,6 +20,7 @@ pub enum Kind {
     ReferencePolicy,
     VirtualMachine,
     Disk,
+    Image,
     Vault,
     VaultKey,
     VirtualNetwork,
@@ -29,7 +30,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -45,6 +46,7 @@ impl Kind {
         Kind::ReferencePolicy,
         Kind::VirtualMachine,
         Kind::Disk,
+        Kind::Image,
         Kind::Vault,
         Kind::VaultKey,
         Kind::VirtualNetwork,
@@ -71,6 +73,7 @@ impl Kind {
             Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
             Kind::VirtualMachine => "Strata.Compute/virtualMachines",
             Kind::Disk => "Strata.Compute/disks",
+            Kind::Image => "Strata.Compute/images",
             Kind::Vault => "Strata.KeyVault/vaults",
             Kind::VaultKey => "Strata.KeyVault/vaults/keys",
             Kind::VirtualNetwork => "Strata.Network/virtualNetworks",
@@ -105,6 +108,7 @@ impl Kind {
                 | Kind::ReferencePolicy
                 | Kind::VirtualMachine
                 | Kind::Disk
+                | Kind::Image
                 | Kind::Vault
                 | Kind::VaultKey
                 | Kind::VirtualNetwork
@@ -120,6 +124,7 @@ impl Kind {
             self,
             Kind::VirtualMachine
                 | Kind::Disk
+                | Kind::Image
                 | Kind::Vault
                 | Kind::VirtualNetwork
                 | Kind::NetworkSecurityGroup
@@ -150,7 +155,7 @@ impl Kind {
             | Kind::Host
             | Kind::JoinToken
             | Kind::ReferencePolicy => parent.is_tenant(),
-            Kind::VirtualMachine | Kind::Disk => {
+            Kind::VirtualMachine | Kind::Disk | Kind::Image => {
                 parent.scope() == strata_types::path::Scope::ResourceGroup
             }
             Kind::Vault => parent.scope() == strata_types::path::Scope::ResourceGroup,
@@ -208,6 +213,8 @@ impl Kind {
                 "retrieveBootDiagnosticsData",
             ],
             Kind::Disk => &["rewrapKey"],
+            // The image's bytes, streamed (`handlers::images`): not a JSON action.
+            Kind::Image => &["upload"],
             Kind::NetworkInterface => &[
                 "ipFlowVerify",
                 "effectiveNetworkSecurityGroups",

@@ -53,6 +53,8 @@ pub struct Config {
     pub key_rotation_secs: i64,
     /// Host attestation: interval, TPM vendor CAs, policy release keys.
     pub fabric: fabric::FabricConfig,
+    /// Image imports: upload and virtual size limits.
+    pub images: compute::images::ImageConfig,
     /// Where the root key comes from (default: `DATA_DIR/root.key`).
     pub root_key: setup::RootKeySource,
 }
@@ -69,6 +71,7 @@ impl Config {
             token_lifetime_secs: 600,
             key_rotation_secs: 30 * 86_400,
             fabric: fabric::FabricConfig::default(),
+            images: compute::images::ImageConfig::default(),
             root_key: setup::RootKeySource::default(),
         }
     }
@@ -408,6 +411,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         let store = store.clone();
         let dir = dir.clone();
         let endpoint = endpoint.clone();
+        let images = cfg.images;
         let settings = Settings {
             token_lifetime_secs: cfg.token_lifetime_secs,
             rate_limit_per_sec: cfg.rate_limit_per_sec,
@@ -445,7 +449,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                         setup::write_private(&profile_path, &text)?;
                     }
             }
-            let app = App::new(store, root, tenant, settings, signer, fabric)?;
+            let images = compute::images::ImageStore::open(&dir, images)
+                .map_err(|e| SetupError::io(&dir.join("images"), e))?;
+            let app = App::new(store, root, tenant, settings, signer, fabric, images)?;
+            // Bytes a crash left without a document that names them.
+            app.images.collect_garbage_logged(app.store.as_ref());
             Ok((app, profile_path))
         })
         .await

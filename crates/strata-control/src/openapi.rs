@@ -257,6 +257,9 @@ pub fn document() -> Value {
         if o.has_body {
             let content_type = if o.path == "/oauth2/token" {
                 "application/x-www-form-urlencoded"
+            } else if o.path.ends_with("/images/{name}/upload") {
+                // The image's bytes, streamed (Content-Length = source.uploadSizeBytes).
+                "application/octet-stream"
             } else {
                 "application/json"
             };

@@ -124,6 +124,9 @@ async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
         .map(|p| p.0.ip().to_string())
         .unwrap_or_default();
     let (parts, body) = req.into_parts();
+    if dispatch::is_upload(parts.method.as_str(), parts.uri.path()) {
+        return upload(s, parts, body, peer, request_id).await;
+    }
     let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -153,6 +156,100 @@ async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
             Err(_) => Reply::error(&strata_types::ApiError::internal()),
         }
     };
+    reply_response(reply, &request_id)
+}
+
+/// `POST …/Strata.Compute/images/NAME/upload`: the image's bytes, streamed. The request is
+/// admitted (authenticated, authorized, the declared length checked) before a byte of the body
+/// is read; the body then goes to disk through a bounded channel on a blocking thread that
+/// hashes it; then the image is validated and converted (`handlers::images`).
+async fn upload(
+    s: Shared,
+    parts: axum::http::request::Parts,
+    body: Body,
+    peer: String,
+    request_id: String,
+) -> Response {
+    let content_length = header_str(&parts.headers, header::CONTENT_LENGTH)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|_| !parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let head = {
+        let (s, parts, peer, rid) = (s.clone(), parts.clone(), peer.clone(), request_id.clone());
+        tokio::task::spawn_blocking(move || {
+            let incoming = Incoming {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                authorization: header_str(&parts.headers, header::AUTHORIZATION),
+                if_match: header_str(&parts.headers, header::IF_MATCH),
+                if_none_match: header_str(&parts.headers, header::IF_NONE_MATCH),
+                client_ip: peer,
+                body: &[],
+            };
+            crate::handlers::images::begin_upload(&s.app, &incoming, &rid, content_length)
+        })
+        .await
+    };
+    let ticket = match head {
+        Ok(Ok(t)) => t,
+        Ok(Err(reply)) => {
+            // Read (and drop) a little of the body first, so a client still sending a small
+            // refused upload reads the refusal rather than a reset; a large one is cut off.
+            let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
+            return reply_response(*reply, &request_id);
+        }
+        Err(_) => {
+            return reply_response(
+                Reply::error(&strata_types::ApiError::internal()),
+                &request_id,
+            );
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let writer = {
+        let (path, limit) = (ticket.path.clone(), ticket.length);
+        tokio::task::spawn_blocking(move || crate::compute::images::receive(&path, rx, limit))
+    };
+    let mut body = std::pin::pin!(body);
+    let mut broken = None;
+    loop {
+        let frame =
+            std::future::poll_fn(|cx| axum::body::HttpBody::poll_frame(body.as_mut(), cx)).await;
+        match frame {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data()
+                    && tx.send(data).await.is_err()
+                {
+                    // The writer stopped (too long, disk error): its error says why.
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                broken = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let received = match (writer.await, broken) {
+        (_, Some(why)) => Err(strata_types::ApiError::bad_request(
+            "UploadInterrupted",
+            format!("the upload broke off ({why}); upload again"),
+        )),
+        (Ok(Ok(r)), None) => Ok(r),
+        (Ok(Err(e)), None) => Err(strata_types::ApiError::bad_request(
+            "UploadFailed",
+            format!("the upload could not be stored: {e}"),
+        )),
+        (Err(_), None) => Err(strata_types::ApiError::internal()),
+    };
+    let app = s.app.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        crate::handlers::images::finish_upload(&app, ticket, received)
+    })
+    .await
+    .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
     reply_response(reply, &request_id)
 }
 
@@ -193,6 +290,11 @@ async fn agent(State(s): State<Shared>, req: Request<Body>) -> Response {
         .unwrap_or_default();
     let cert = req.extensions().get::<PeerCert>().and_then(|c| c.0.clone());
     let (parts, body) = req.into_parts();
+    if parts.method == axum::http::Method::GET
+        && crate::fabric::door::is_image_fetch(parts.uri.path())
+    {
+        return image_fetch(s, parts, cert, peer, request_id).await;
+    }
     let bytes = match read_body_limited(body, AGENT_MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -214,6 +316,91 @@ async fn agent(State(s): State<Shared>, req: Request<Body>) -> Response {
     .await
     .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
     reply_response(reply, &request_id)
+}
+
+/// `GET /fabric/v1/hosts/{host}/images/{sha256}`: an image's bytes for a host (the door decides
+/// whether this host may have them), streamed from the file on a blocking thread.
+async fn image_fetch(
+    s: Shared,
+    parts: axum::http::request::Parts,
+    cert: Option<Arc<Vec<u8>>>,
+    peer: String,
+    request_id: String,
+) -> Response {
+    let rid = request_id.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        crate::fabric::door::image_fetch(
+            &s.app,
+            crate::fabric::door::AgentCall {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                body: &[],
+                peer_certificate: cert.as_deref().map(Vec::as_slice),
+                client_ip: peer,
+                request_id: &rid,
+            },
+        )
+    })
+    .await;
+    let (file, len) = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(reply)) => return reply_response(*reply, &request_id),
+        Err(_) => {
+            return reply_response(
+                Reply::error(&strata_types::ApiError::internal()),
+                &request_id,
+            );
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut file = file;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::new(ChannelBody(rx)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-ms-request-id", v);
+    }
+    resp
+}
+
+/// A response body fed chunk by chunk from a channel (a file read on a blocking thread).
+struct ChannelBody(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl axum::body::HttpBody for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
+    }
 }
 
 async fn discovery(State(s): State<Shared>) -> Response {

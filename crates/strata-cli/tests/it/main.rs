@@ -505,6 +505,130 @@ fn root_key_moves_from_a_file_into_the_tpm_and_back_out_only_as_a_recovery_copy(
     );
 }
 
+/// `strata image import` uploads with progress and digest, the control plane keeps the
+/// canonical qcow2; `list`, `show`, `delete`; a qcow2 naming a backing file is refused with
+/// the reason; `vm create --image NAME` resolves an image resource in the group.
+#[test]
+fn image_import_list_show_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let up = Up::start(&dir);
+    up.cli_json(&["group", "create", "-n", "imgs"]);
+    let raw = tmp.path().join("disk.raw");
+    let bytes: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&raw, &bytes).unwrap();
+    let (ok, out, err) = up.cli(&[
+        "image",
+        "import",
+        "-n",
+        "base",
+        "-g",
+        "imgs",
+        "--file",
+        raw.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("uploading 100.0%"),
+        "progress on stderr: {err}"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let p = &v["properties"];
+    assert_eq!(p["provisioningState"], "Succeeded", "{v}");
+    assert_eq!(p["source"]["format"], "raw", "detected: {v}");
+    assert_eq!(p["virtualSizeBytes"], 3 << 20);
+    let local = strata_attest::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+    assert_eq!(p["source"]["sha256"], local.as_str());
+    let digest = p["sha256"].as_str().unwrap();
+    assert!(dir.join("images/sha256").join(digest).is_file());
+    let list = up.cli_json(&["image", "list", "-g", "imgs"]);
+    assert_eq!(list["value"].as_array().unwrap().len(), 1, "{list}");
+    let all = up.cli_json(&["image", "list"]);
+    assert_eq!(all["value"][0]["name"], "base", "{all}");
+    let shown = up.cli_json(&["image", "show", "-n", "base", "-g", "imgs"]);
+    assert_eq!(shown["properties"]["sha256"], digest);
+    let (ok, table, _) = up.cli(&["image", "list", "-g", "imgs"]);
+    assert!(
+        ok && table.contains("Succeeded") && table.contains(digest),
+        "{table}"
+    );
+
+    // The classic attack: a qcow2 whose backing file is a host file.
+    let evil = tmp.path().join("evil.qcow2");
+    let out = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/hostname",
+            "-F",
+            "raw",
+        ])
+        .arg(&evil)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (ok, _, err) = up.cli(&[
+        "image",
+        "import",
+        "-n",
+        "evil",
+        "-g",
+        "imgs",
+        "--file",
+        evil.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("InvalidImage") && err.contains("backing file"),
+        "{err}"
+    );
+
+    // A VM names the image by its name in the group (no host here: it cannot be placed, but
+    // the image was found and read).
+    let (ok, _, err) = up.cli(&[
+        "vm",
+        "create",
+        "-n",
+        "vm1",
+        "-g",
+        "imgs",
+        "--image",
+        "base",
+        "--nics",
+        "none",
+        "--no-wait",
+    ]);
+    assert!(!ok);
+    assert!(!err.contains("ImageNotFound"), "{err}");
+    let (ok, _, err) = up.cli(&[
+        "vm",
+        "create",
+        "-n",
+        "vm1",
+        "-g",
+        "imgs",
+        "--image",
+        "nope",
+        "--nics",
+        "none",
+        "--no-wait",
+    ]);
+    assert!(!ok && err.contains("ImageNotFound"), "{err}");
+
+    let (ok, _, err) = up.cli(&["image", "delete", "-n", "base", "-g", "imgs"]);
+    assert!(ok, "{err}");
+    assert!(
+        !dir.join("images/sha256").join(digest).exists(),
+        "its bytes went with it"
+    );
+    up.stop();
+}
+
 /// `strata keyvault key rotation-policy update|show`: a policy built from flags, replaced by
 /// one given as JSON, refused with the reason when wrong, removed with no flags.
 #[test]

@@ -73,10 +73,24 @@ pub fn assigned(
             "desiredState": desired,
             "vcpus": shape.vcpus,
             "memoryMib": shape.memory_mib,
-            "image": shape.image,
             "secureBoot": shape.secure_boot,
             "vTpm": shape.vtpm,
         });
+        // The image: a platform image by name (the host builds it), or an imported image's
+        // content by digest (the host fetches it: `image_for_host`, and verifies it).
+        match (&shape.image, &internal.image) {
+            (super::ImageName::Platform(name), _) => vm["image"] = json!(name),
+            (super::ImageName::Resource(_), Some(c)) => {
+                vm["imageContent"] = json!({ "sha256": c.sha256, "sizeBytes": c.size_bytes });
+            }
+            (super::ImageName::Resource(_), None) => {
+                tracing::error!(vm = %doc.id, "VM made from an image resource records no image content; not assigned");
+                continue;
+            }
+        }
+        if let Some(gb) = shape.os_disk_gb {
+            vm["diskSizeBytes"] = json!(gb << 30);
+        }
         // The OS disk's key, released only here: a disk resource's (platform or customer key,
         // `disks::release`), else the VM's own, unwrapped with the subscription's platform key.
         // A customer key that is disabled or deleted withholds it: the VM is held Stopped.
@@ -158,26 +172,43 @@ fn host_network(
     subs.sort_unstable();
     subs.dedup();
     let kinds: Vec<String> = crate::network::KINDS.iter().map(|k| k.type_key()).collect();
+    let index = || {
+        app.vm_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     let mut parts = Vec::new();
     let mut all_docs = Vec::new();
     for sub in subs {
-        let records = app.store.list_under(sub).map_err(|e| {
-            log_chain("store read failed", &e);
-            ApiError::internal()
-        })?;
-        let docs: Vec<Doc> = records
-            .into_iter()
-            .filter(|r| kinds.contains(&r.rtype))
-            .map(|r| Doc::parse(&r.body))
-            .collect::<Result<_, _>>()?;
-        match crate::network::topology(&docs) {
-            Ok(t) => parts.push(t),
-            Err(_) => {
-                tracing::error!(subscription = %sub, "the subscription's network does not load; its VMs' interfaces are withheld");
-                continue;
+        // `assigned` refreshed the index: a network change up to now has moved the revision.
+        let (revision, cached) = {
+            let index = index();
+            let revision = index.network_revision(sub);
+            (revision, index.network(sub, revision))
+        };
+        let net = match cached {
+            Some(net) => net,
+            None => {
+                let records = app.store.list_under(sub).map_err(|e| {
+                    log_chain("store read failed", &e);
+                    ApiError::internal()
+                })?;
+                let docs: Vec<Doc> = records
+                    .into_iter()
+                    .filter(|r| kinds.contains(&r.rtype))
+                    .map(|r| Doc::parse(&r.body))
+                    .collect::<Result<_, _>>()?;
+                let Ok(topology) = crate::network::topology(&docs) else {
+                    tracing::error!(subscription = %sub, "the subscription's network does not load; its VMs' interfaces are withheld");
+                    continue;
+                };
+                let net = std::sync::Arc::new(super::index::SubscriptionNetwork { topology, docs });
+                index().keep_network(sub, revision, net.clone());
+                net
             }
-        }
-        all_docs.extend(docs);
+        };
+        parts.push(net.topology.clone());
+        all_docs.extend(net.docs.iter().cloned());
     }
     let topology = nh::union(parts);
     for (index, _, nics) in with_nics {
@@ -477,4 +508,51 @@ fn refuse(
         false,
     )
     .map(|_| ())
+}
+
+/// Where the image content `sha256` is, for `host`: only when a VM assigned to that host was
+/// made from it (403 otherwise: a host gets the images of its own VMs, nothing else).
+pub fn image_for_host(app: &App, host: &str, sha256: &str) -> Result<std::path::PathBuf, ApiError> {
+    let Some(path) = app.images.blob(sha256) else {
+        return Err(ApiError::not_found(sha256));
+    };
+    let keys = {
+        let mut index = app
+            .vm_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        index.refresh(app.store.as_ref()).map_err(|e| {
+            log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+        index.on(host)
+    };
+    let mut assigned = false;
+    for key in keys {
+        let rec = match app.store.get(&key) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => continue,
+            Err(e) => {
+                log_chain("store read failed", &e);
+                return Err(ApiError::internal());
+            }
+        };
+        let doc = Doc::parse(&rec.body)?;
+        let internal: VmInternal = crate::docs::internal_of(&doc);
+        if doc.prop_str("host") == Some(host) && internal.image.is_some_and(|i| i.sha256 == sha256)
+        {
+            assigned = true;
+            break;
+        }
+    }
+    if !assigned {
+        return Err(ApiError::forbidden(format!(
+            "no VM assigned to host {host} is made from image content {sha256}"
+        )));
+    }
+    if !path.is_file() {
+        tracing::error!(%sha256, "a VM names image content the image store does not hold");
+        return Err(ApiError::not_found(sha256));
+    }
+    Ok(path)
 }

@@ -3,8 +3,13 @@
 //!
 //! INVARIANT: the change feed is gap-free and ordered (both stores serialise commits), so
 //! applying `changes_since(revision)` in order reproduces the table's current state.
+//!
+//! The same feed says when a subscription's network last changed (`network_revision`), so
+//! the hosts' assignments (`door::assigned`) reuse a subscription's topology until then
+//! instead of reading the subscription on every poll of every host.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use strata_store::{Store, StoreError};
 
@@ -20,6 +25,23 @@ pub struct VmIndex {
     revision: u64,
     host_of: HashMap<String, String>,
     on_host: HashMap<String, BTreeSet<String>>,
+    /// Subscription key → revision of the last network change seen (0: none since loading).
+    net_changed: HashMap<String, u64>,
+    /// Subscription key → its network as last read, with the `net_changed` it was read at.
+    networks: HashMap<String, (u64, Arc<SubscriptionNetwork>)>,
+}
+
+/// A subscription's network documents and their topology, as the assignments need them.
+#[derive(Debug)]
+pub struct SubscriptionNetwork {
+    pub topology: strata_netpol::Topology,
+    pub docs: Vec<crate::docs::Doc>,
+}
+
+/// `/subscriptions/{sub}` of a store key below a subscription.
+fn subscription_of(key: &str) -> Option<String> {
+    key.starts_with("/subscriptions/")
+        .then(|| key.split('/').take(3).collect::<Vec<_>>().join("/"))
 }
 
 /// The `host` property of a stored VM document, if it is placed.
@@ -70,10 +92,36 @@ impl VmIndex {
                 if change.rtype == vm_type {
                     let host = change.body.as_deref().and_then(host_in);
                     self.set(&change.key, host);
+                } else if crate::network::KINDS
+                    .iter()
+                    .any(|k| k.type_key() == change.rtype)
+                    && let Some(sub) = subscription_of(&change.key)
+                {
+                    self.net_changed.insert(sub, change.revision);
                 }
             }
             self.revision = last;
         }
+    }
+
+    /// The revision of the last change to the network of subscription `sub_key` since the
+    /// index loaded (0: none).
+    pub fn network_revision(&self, sub_key: &str) -> u64 {
+        self.net_changed.get(sub_key).copied().unwrap_or(0)
+    }
+
+    /// The subscription's network as cached, if it was read at `revision`.
+    pub fn network(&self, sub_key: &str, revision: u64) -> Option<Arc<SubscriptionNetwork>> {
+        self.networks
+            .get(sub_key)
+            .filter(|(at, _)| *at == revision)
+            .map(|(_, n)| n.clone())
+    }
+
+    /// Keeps the subscription's network, read at `revision` (read after the index was
+    /// refreshed to it: a later change moves the revision on and the entry is read again).
+    pub fn keep_network(&mut self, sub_key: &str, revision: u64, net: Arc<SubscriptionNetwork>) {
+        self.networks.insert(sub_key.to_owned(), (revision, net));
     }
 
     /// How many VMs are placed on `host`.
@@ -138,5 +186,40 @@ mod tests {
         index.refresh(&store).unwrap();
         assert_eq!(index.count("h2"), 0);
         assert!(index.on("h2").is_empty());
+    }
+
+    #[test]
+    fn a_network_change_moves_its_subscriptions_network_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let mut index = VmIndex::default();
+        index.refresh(&store).unwrap();
+        assert_eq!(index.network_revision("/subscriptions/s"), 0);
+        let net = Arc::new(SubscriptionNetwork {
+            topology: Default::default(),
+            docs: vec![],
+        });
+        index.keep_network("/subscriptions/s", 0, net);
+        assert!(index.network("/subscriptions/s", 0).is_some());
+        put(&store, "a", Some("h1")); // a VM: not a network change
+        index.refresh(&store).unwrap();
+        assert_eq!(index.network_revision("/subscriptions/s"), 0);
+        store
+            .commit(Batch {
+                ops: vec![Op::Put {
+                    key: format!("{RG}/providers/strata.network/networksecuritygroups/n"),
+                    rtype: Kind::NetworkSecurityGroup.type_key(),
+                    parent: RG.into(),
+                    body: "{}".into(),
+                    pre: Precondition::None,
+                }],
+                audit: vec![],
+            })
+            .unwrap();
+        index.refresh(&store).unwrap();
+        let revision = index.network_revision("/subscriptions/s");
+        assert!(revision > 0);
+        assert!(index.network("/subscriptions/s", revision).is_none());
+        assert_eq!(index.network_revision("/subscriptions/other"), 0);
     }
 }

@@ -29,6 +29,7 @@
 pub mod boot_integrity;
 pub mod disks;
 pub mod door;
+pub mod images;
 pub mod index;
 
 use serde::{Deserialize, Serialize};
@@ -46,8 +47,16 @@ pub const SIZES: &[(&str, u32, u32)] = &[
 pub const DEFAULT_SIZE: &str = "Strata_B1";
 
 /// Images every host can provide (built on the host from Debian's packages and signed with the
-/// host's secure-boot key).
+/// host's secure-boot key). Not resources: see `images` for how they relate to image resources.
 pub const PLATFORM_IMAGES: &[&str] = &["tiny"];
+
+/// The disk size a platform image gives a guest, bytes.
+pub fn platform_image_bytes(_name: &str) -> u64 {
+    strata_compute::image::DISK_BYTES
+}
+
+/// OS disk sizes accepted (`storageProfile.osDisk.diskSizeGB`), GiB: as for disks.
+pub const MAX_OS_DISK_GB: u64 = 32 * 1024;
 
 /// The longest serial-console tail kept per VM.
 pub const CONSOLE_TAIL_MAX: usize = 16 * 1024;
@@ -88,6 +97,10 @@ pub struct VmInternal {
     /// Unix seconds of the last status report.
     #[serde(default)]
     pub reported_at: i64,
+    /// The image resource's content the VM was made from (its host fetches and verifies it);
+    /// `None` for a platform image.
+    #[serde(default)]
+    pub image: Option<images::ImageContent>,
 }
 
 /// The resource a VM's OS-disk data key is bound to.
@@ -194,18 +207,40 @@ pub struct HardwareProfile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StorageProfile {
+    /// A platform image by name (`tiny`).
     #[serde(default)]
     pub image: Option<String>,
+    /// An image resource by id (`Strata.Compute/images`); the caller needs read on it.
+    #[serde(default)]
+    pub image_reference: Option<ImageReference>,
     /// An existing `Strata.Compute/disks` resource to use as the OS disk (its key, platform or
-    /// customer-managed, becomes the VM's disk key; see `compute::disks`).
+    /// customer-managed, becomes the VM's disk key; see `compute::disks`), and/or the OS disk's
+    /// size.
     #[serde(default)]
     pub os_disk: Option<OsDiskRef>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct OsDiskRef {
+pub struct ImageReference {
     pub id: String,
+    // Read-only (the digest the VM was made from).
+    #[serde(default)]
+    pub sha256: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OsDiskRef {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The OS disk's size, GiB: at least the image's virtual size. Default: the image's size
+    /// (or the size of the disk resource named by `id`).
+    #[serde(default, rename = "diskSizeGB")]
+    pub disk_size_gb: Option<u64>,
+    // Read-only (the size in effect, bytes).
+    #[serde(default)]
+    pub disk_size_bytes: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,13 +261,34 @@ pub struct UefiSettings {
     pub v_tpm_enabled: Option<bool>,
 }
 
+/// The image a VM boots.
+#[derive(Clone, Debug, Eq)]
+pub enum ImageName {
+    /// A platform image every host builds (`PLATFORM_IMAGES`).
+    Platform(String),
+    /// An image resource, by id.
+    Resource(String),
+}
+
+impl PartialEq for ImageName {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Platform(a), Self::Platform(b)) => a == b,
+            (Self::Resource(a), Self::Resource(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        }
+    }
+}
+
 /// A validated VM definition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmShape {
     pub size: &'static str,
     pub vcpus: u32,
     pub memory_mib: u32,
-    pub image: String,
+    pub image: ImageName,
+    /// The OS disk's size, GiB (`None`: the image's own size).
+    pub os_disk_gb: Option<u64>,
     pub trusted_launch: bool,
     pub secure_boot: bool,
     pub vtpm: bool,
@@ -259,23 +315,61 @@ impl VmShape {
                     ),
                 )
             })?;
-        let image = input
-            .storage_profile
-            .as_ref()
-            .and_then(|s| s.image.clone())
-            .ok_or_else(|| {
-                ApiError::bad_request(
+        let storage = input.storage_profile.as_ref();
+        let image = match (
+            storage.and_then(|s| s.image.clone()),
+            storage.and_then(|s| s.image_reference.as_ref()),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "InvalidImage",
+                    "give properties.storageProfile.image (a platform image) or storageProfile.imageReference.id (an image resource), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::bad_request(
                     "ImageRequired",
-                    "properties.storageProfile.image is required (e.g. \"tiny\")",
-                )
-            })?;
-        if !PLATFORM_IMAGES.contains(&image.as_str()) {
+                    "properties.storageProfile.image (e.g. \"tiny\") or storageProfile.imageReference.id (an image resource) is required",
+                ));
+            }
+            (Some(image), None) => {
+                if !PLATFORM_IMAGES.contains(&image.as_str()) {
+                    return Err(ApiError::bad_request(
+                        "ImageNotFound",
+                        format!(
+                            "image '{image}' not found: the platform images are {}; an imported image is named by its id in storageProfile.imageReference.id",
+                            PLATFORM_IMAGES.join(", ")
+                        ),
+                    ));
+                }
+                ImageName::Platform(image)
+            }
+            (None, Some(r)) => {
+                let id = strata_types::ResourceId::parse(&r.id)
+                    .ok()
+                    .filter(|id| {
+                        id.resource_type().is_some_and(|t| {
+                            t.as_str().eq_ignore_ascii_case("Strata.Compute/images")
+                        })
+                    })
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "InvalidImageReference",
+                            "storageProfile.imageReference.id must be an image's id: /subscriptions/SUB/resourceGroups/RG/providers/Strata.Compute/images/NAME",
+                        )
+                    })?;
+                ImageName::Resource(id.to_string())
+            }
+        };
+        let os_disk_gb = storage
+            .and_then(|s| s.os_disk.as_ref())
+            .and_then(|d| d.disk_size_gb);
+        if let Some(gb) = os_disk_gb
+            && !(1..=MAX_OS_DISK_GB).contains(&gb)
+        {
             return Err(ApiError::bad_request(
-                "ImageNotFound",
-                format!(
-                    "image '{image}' not found: available images are {}",
-                    PLATFORM_IMAGES.join(", ")
-                ),
+                "InvalidDiskSize",
+                format!("storageProfile.osDisk.diskSizeGB must be 1 to {MAX_OS_DISK_GB}, got {gb}"),
             ));
         }
         let security = input.security_profile.as_ref();
@@ -310,6 +404,7 @@ impl VmShape {
             vcpus,
             memory_mib,
             image,
+            os_disk_gb,
             trusted_launch,
             secure_boot,
             vtpm,
@@ -318,13 +413,20 @@ impl VmShape {
 
     /// The shape's part of the resource's properties.
     pub fn properties(&self) -> Value {
+        let mut storage = match &self.image {
+            ImageName::Platform(name) => json!({ "image": name }),
+            ImageName::Resource(id) => json!({ "imageReference": { "id": id } }),
+        };
+        if let Some(gb) = self.os_disk_gb {
+            storage["osDisk"] = json!({ "diskSizeGB": gb });
+        }
         json!({
             "hardwareProfile": {
                 "vmSize": self.size,
                 "vCpus": self.vcpus,
                 "memoryMiB": self.memory_mib,
             },
-            "storageProfile": { "image": self.image },
+            "storageProfile": storage,
             "securityProfile": {
                 "securityType": if self.trusted_launch { "TrustedLaunch" } else { "Standard" },
                 "uefiSettings": {
@@ -339,11 +441,26 @@ impl VmShape {
     pub fn of_properties(props: &Value) -> Option<VmShape> {
         let size_name = props.pointer("/hardwareProfile/vmSize")?.as_str()?;
         let &(size, vcpus, memory_mib) = SIZES.iter().find(|(n, _, _)| *n == size_name)?;
+        let image = match props
+            .pointer("/storageProfile/image")
+            .and_then(Value::as_str)
+        {
+            Some(name) => ImageName::Platform(name.to_owned()),
+            None => ImageName::Resource(
+                props
+                    .pointer("/storageProfile/imageReference/id")?
+                    .as_str()?
+                    .to_owned(),
+            ),
+        };
         Some(VmShape {
             size,
             vcpus,
             memory_mib,
-            image: props.pointer("/storageProfile/image")?.as_str()?.to_owned(),
+            image,
+            os_disk_gb: props
+                .pointer("/storageProfile/osDisk/diskSizeGB")
+                .and_then(Value::as_u64),
             trusted_launch: props.pointer("/securityProfile/securityType")?.as_str()?
                 == "TrustedLaunch",
             secure_boot: props

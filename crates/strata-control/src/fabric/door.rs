@@ -120,41 +120,107 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
     };
     match result {
         Ok(r) => r,
-        Err(e) => {
-            // Refusals are audited, at most a bounded number per client address so that a
-            // flood cannot fill the log (evidence provably from a host's TPM is audited by the
-            // handler itself, always).
-            if e.status != 404
-                && e.status != 429
-                && app
-                    .fabric
-                    .audit_gate
-                    .check(&format!("ip:{}", call.client_ip))
-                    .is_ok()
-            {
-                let scope = match segments.as_slice() {
-                    ["hosts", host, ..] => host_id(host)
-                        .map(|h| h.to_string())
-                        .unwrap_or_else(|_| "/providers/Strata.Fabric".into()),
-                    _ => "/providers/Strata.Fabric".into(),
-                };
-                app.audit_only(vec![entry(
-                    &call,
-                    "unknown",
-                    &format!(
-                        "{} {}",
-                        call.method,
-                        call.path.chars().take(200).collect::<String>()
-                    ),
-                    &scope,
-                    ("denied", e.status),
-                    &e.message,
-                    Value::Null,
-                )]);
-            }
-            Reply::error(&e)
-        }
+        Err(e) => refused(app, &call, &segments, &e),
     }
+}
+
+/// Audits a refused call and answers it. Refusals are audited, at most a bounded number per
+/// client address so that a flood cannot fill the log (evidence provably from a host's TPM is
+/// audited by the handler itself, always).
+fn refused(app: &App, call: &AgentCall<'_>, segments: &[&str], e: &ApiError) -> Reply {
+    if e.status != 404
+        && e.status != 429
+        && app
+            .fabric
+            .audit_gate
+            .check(&format!("ip:{}", call.client_ip))
+            .is_ok()
+    {
+        let scope = match segments {
+            ["hosts", host, ..] => host_id(host)
+                .map(|h| h.to_string())
+                .unwrap_or_else(|_| "/providers/Strata.Fabric".into()),
+            _ => "/providers/Strata.Fabric".into(),
+        };
+        app.audit_only(vec![entry(
+            call,
+            "unknown",
+            &format!(
+                "{} {}",
+                call.method,
+                call.path.chars().take(200).collect::<String>()
+            ),
+            &scope,
+            ("denied", e.status),
+            &e.message,
+            Value::Null,
+        )]);
+    }
+    Reply::error(e)
+}
+
+/// Whether an agent call is `GET hosts/{host}/images/{sha256}`, whose answer is a stream of
+/// bytes rather than JSON ([`image_fetch`]).
+pub fn is_image_fetch(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/fabric/v1/").split('/').collect();
+    matches!(segments.as_slice(), ["hosts", _, "images", _])
+}
+
+/// `GET hosts/{host}/images/{sha256}`: an imported image's bytes for a host, opened. Only with
+/// the host's current attestation-bound certificate (so only while it is Trusted), and only
+/// for content a VM assigned to that host was made from (`compute::door::image_for_host`).
+/// Every fetch and every refusal is audited.
+pub fn image_fetch(app: &App, call: AgentCall<'_>) -> Result<(std::fs::File, u64), Box<Reply>> {
+    let segments: Vec<&str> = call
+        .path
+        .trim_start_matches("/fabric/v1/")
+        .split('/')
+        .collect();
+    let result = (|| {
+        if call.peer_certificate.is_none()
+            && let Err(wait) = app.fabric.limiter.check(&format!("ip:{}", call.client_ip))
+        {
+            return Err(ApiError::new(
+                429,
+                "TooManyRequests",
+                format!("too many agent requests from this address; retry after {wait} s"),
+            ));
+        }
+        let ["hosts", host, "images", digest] = segments.as_slice() else {
+            return Err(ApiError::not_found(call.path));
+        };
+        let hid = host_id(host)?;
+        let (_, doc) = load(app, &hid)?
+            .ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
+        if !current_certificate(&doc, call.peer_certificate) {
+            return Err(ApiError::unauthenticated(
+                "this call needs the host's current client certificate, which is issued after a passing attestation round",
+            ));
+        }
+        let path = crate::compute::door::image_for_host(app, host, digest)?;
+        let file = std::fs::File::open(&path).map_err(|e| {
+            log_chain("cannot open image bytes", &e);
+            ApiError::internal()
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|e| {
+                log_chain("cannot stat image bytes", &e);
+                ApiError::internal()
+            })?
+            .len();
+        app.audit_only(vec![entry(
+            &call,
+            host,
+            "Strata.Compute/images/download/action",
+            hid.as_str(),
+            ("success", 200),
+            "the image content of a VM assigned to this host",
+            json!({ "sha256": digest, "bytes": len }),
+        )]);
+        Ok((file, len))
+    })();
+    result.map_err(|e| Box::new(refused(app, &call, &segments, &e)))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {

@@ -7,8 +7,8 @@ use strata_types::{ApiError, ResourceBody, ResourceId};
 
 use super::{Built, new_doc, parse_props};
 use crate::compute::{
-    Desired, NetworkProfile, SubscriptionKeys, VmInput, VmInternal, VmShape, open_platform_key,
-    os_disk_id, vtpm_key_aad,
+    Desired, ImageName, NetworkProfile, SubscriptionKeys, VmInput, VmInternal, VmShape,
+    open_platform_key, os_disk_id, platform_image_bytes, vtpm_key_aad,
 };
 use crate::context::Ctx;
 use crate::dispatch::Reply;
@@ -54,9 +54,13 @@ pub fn build_vm(
     body: ResourceBody,
 ) -> Result<Built, ApiError> {
     let input: VmInput = parse_props(body.properties)?;
-    let shape = VmShape::from_input(&input)?;
+    let mut shape = VmShape::from_input(&input)?;
     if let Some(doc) = existing {
         // Tags may change; the machine itself may not (no resize, re-image or NIC change yet).
+        // An OS disk size left out means the one in effect.
+        if shape.os_disk_gb.is_none() {
+            shape.os_disk_gb = VmShape::of_properties(&doc.properties).and_then(|s| s.os_disk_gb);
+        }
         let stored_nics = doc.properties.get("networkProfile").cloned();
         let nics_changed = input
             .network_profile
@@ -77,7 +81,35 @@ pub fn build_vm(
             reveal: None,
         });
     }
+    // The image: a platform image, or an image resource the caller may read (kept unchanged
+    // until this VM commits).
+    let (image_content, image_keep) = match &shape.image {
+        ImageName::Platform(_) => (None, None),
+        ImageName::Resource(image) => {
+            let (content, keep) = super::images::resolve_for_vm(ctx, image)?;
+            (Some(content), Some(keep))
+        }
+    };
+    // An existing disk as the OS disk: its key (platform or customer) is the VM's disk key, and
+    // its size the OS disk's.
+    let os_disk_attach = match input
+        .storage_profile
+        .as_ref()
+        .and_then(|s| s.os_disk.as_ref())
+        .and_then(|d| d.id.as_deref())
+    {
+        Some(disk) => Some(super::disks::attach_os_disk(ctx, id, disk)?),
+        None => None,
+    };
+    let image_bytes = match (&shape.image, &image_content) {
+        (_, Some(c)) => c.virtual_size_bytes,
+        (ImageName::Platform(name), None) => platform_image_bytes(name),
+        (ImageName::Resource(_), None) => return Err(ApiError::internal()),
+    };
+    shape.os_disk_gb = os_disk_size(ctx, &shape, os_disk_attach.as_ref(), image_bytes)?;
+    let disk_size_bytes = shape.os_disk_gb.map_or(image_bytes, |gb| gb << 30);
     let mut extra_ops = attach_nics(ctx, id, input.network_profile.as_ref())?;
+    extra_ops.extend(image_keep);
     let host = place(ctx)?;
     // Encryption at rest by default: the OS disk gets a data key under the subscription's
     // platform key (created with the first disk of the subscription).
@@ -162,16 +194,16 @@ pub fn build_vm(
         console_tail: String::new(),
         boot_evidence: None,
         reported_at: 0,
+        image: image_content.clone(),
     })
     .map_err(|_| ApiError::internal())?;
-    // An existing disk as the OS disk: its key (platform or customer) is the VM's disk key.
-    if let Some(os_disk) = input
-        .storage_profile
-        .as_ref()
-        .and_then(|s| s.os_disk.as_ref())
-    {
-        let (disk_id, op) = super::disks::attach_os_disk(ctx, id, &os_disk.id)?;
-        doc.properties["storageProfile"]["osDisk"] = json!({ "id": disk_id.to_string() });
+    let storage = &mut doc.properties["storageProfile"];
+    if let Some(c) = &image_content {
+        storage["imageReference"]["sha256"] = json!(c.sha256);
+    }
+    storage["osDisk"]["diskSizeBytes"] = json!(disk_size_bytes);
+    if let Some((disk_id, op)) = os_disk_attach {
+        storage["osDisk"]["id"] = json!(disk_id.to_string());
         doc.internal["diskKey"] = Value::Null;
         extra_ops.push(op);
     }
@@ -180,6 +212,45 @@ pub fn build_vm(
         extra_ops,
         reveal: None,
     })
+}
+
+/// The OS disk's size, GiB: `storageProfile.osDisk.diskSizeGB`, or the attached disk
+/// resource's size (they must agree when both are given), or `None` for the image's own size.
+/// Never smaller than the image (`image_bytes`): a 400 says so.
+fn os_disk_size(
+    ctx: &Ctx<'_>,
+    shape: &VmShape,
+    attached: Option<&(ResourceId, Op)>,
+    image_bytes: u64,
+) -> Result<Option<u64>, ApiError> {
+    let disk_gb = match attached {
+        Some((disk, _)) => super::load(ctx, disk)?
+            .and_then(|(_, d)| d.properties.get("diskSizeGB").and_then(Value::as_u64)),
+        None => None,
+    };
+    let gb = match (shape.os_disk_gb, disk_gb) {
+        (Some(asked), Some(disk)) if asked != disk => {
+            return Err(ApiError::bad_request(
+                "InvalidDiskSize",
+                format!(
+                    "storageProfile.osDisk.diskSizeGB is {asked} but the disk is {disk} GB; leave diskSizeGB out, or grow the disk first"
+                ),
+            ));
+        }
+        (asked, disk) => asked.or(disk),
+    };
+    if let Some(gb) = gb
+        && gb.saturating_mul(1 << 30) < image_bytes
+    {
+        return Err(ApiError::bad_request(
+            "DiskSizeTooSmall",
+            format!(
+                "the OS disk ({gb} GB) would be smaller than the image ({image_bytes} bytes, {} GB rounded up); give storageProfile.osDisk.diskSizeGB of at least that",
+                image_bytes.div_ceil(1 << 30)
+            ),
+        ));
+    }
+    Ok(gb)
 }
 
 /// Checks each named interface (exists in the VM's subscription, attached to no other VM) and

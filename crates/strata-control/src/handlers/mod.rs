@@ -7,6 +7,7 @@ pub mod compute;
 pub mod disks;
 pub mod fabric;
 pub mod identity;
+pub mod images;
 pub mod keyvault;
 pub mod network;
 
@@ -385,6 +386,7 @@ fn put_item(
         Kind::ActivationRequest => authz::build_activation(ctx, id, existing_doc, body)?,
         Kind::JoinToken => fabric::build_join_token(ctx, id, existing_doc, body)?,
         Kind::VirtualMachine => compute::build_vm(ctx, id, existing_doc, body)?,
+        Kind::Image => images::build_image(ctx, id, existing_doc, body)?,
         Kind::Vault => keyvault::build_vault(ctx, id, existing_doc, body)?,
         // Keys audit their key operations with the write: their own handler.
         Kind::VaultKey => return keyvault::put_key(ctx, id, req, patch),
@@ -529,6 +531,15 @@ fn delete_item(
         json!({ "id": id.to_string() }),
         kind.is_directory(),
     )?;
+    // Image bytes go once no image or VM names them (`compute::images`).
+    if matches!(
+        kind,
+        Kind::Image | Kind::VirtualMachine | Kind::ResourceGroup
+    ) {
+        ctx.app
+            .images
+            .collect_garbage_logged(ctx.app.store.as_ref());
+    }
     Ok(Reply::empty(200))
 }
 

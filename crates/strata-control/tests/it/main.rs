@@ -15,6 +15,7 @@ mod compute;
 mod disks;
 mod fabric;
 mod hostnet;
+mod images;
 mod keysweep;
 mod keyvault;
 mod network;
