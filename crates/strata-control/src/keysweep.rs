@@ -21,7 +21,8 @@
 //!
 //! Old versions are not disabled when no disk uses them any more: callers of the data plane
 //! may hold ciphertexts under them (Azure keeps them enabled too). Disabling one is an explicit
-//! `PATCH` of the version's `enabled`, which is safe once no disk shows it as `keyVersion`.
+//! `PATCH` of the key's `versions[].enabled`, refused (`VersionInUse`) while a disk is still
+//! wrapped under that version.
 //!
 //! `now` is an argument, so tests drive the sweep with a clock of their choosing.
 

@@ -35,8 +35,8 @@
 //!    between disks leaves each under the old or the new version, both openable, and running
 //!    it again finishes the job. The key sweep (`crate::keysweep`) runs this step for every
 //!    disk after a scheduled rotation, and again on its next pass after one made with
-//!    `POST …/rotate`. Old versions are disabled only by an explicit version disable once no
-//!    disk uses them.
+//!    `POST …/rotate`. Old versions are disabled only explicitly (`PATCH` of the key's
+//!    `versions[].enabled`), which is refused while any disk is still wrapped under them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

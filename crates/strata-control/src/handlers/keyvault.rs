@@ -179,8 +179,10 @@ struct KeyInput {
     key_uri: Option<IgnoredAny>,
     #[serde(default)]
     key_uri_with_version: Option<IgnoredAny>,
+    /// `[{"version": N, "enabled": false}]`: enables or disables versions (other fields of a
+    /// GET's entries are accepted and ignored).
     #[serde(default)]
-    versions: Option<IgnoredAny>,
+    versions: Option<Vec<VersionInput>>,
     #[serde(default)]
     deleted_date: Option<IgnoredAny>,
     #[serde(default)]
@@ -247,6 +249,59 @@ struct PolicyAttributes {
     created: Option<IgnoredAny>,
     #[serde(default)]
     updated: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "read-only fields are accepted and ignored so GET-modify-PUT works"
+)]
+struct VersionInput {
+    version: u32,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    kid: Option<IgnoredAny>,
+    #[serde(default)]
+    created: Option<IgnoredAny>,
+    #[serde(default)]
+    expires: Option<IgnoredAny>,
+}
+
+/// Refuses to disable a version some disk's data key is still wrapped under: that disk would
+/// be locked. Rewrap it first (`POST …/disks/D/rewrapKey`, or let the key sweep do it).
+fn check_version_unused(ctx: &Ctx<'_>, id: &ResourceId, version: u32) -> Result<(), ApiError> {
+    let disks = ctx
+        .app
+        .store
+        .list_type(&Kind::Disk.type_key())
+        .map_err(|e| {
+            crate::app::log_chain("store read failed", &e);
+            ApiError::internal()
+        })?;
+    for rec in disks {
+        let doc = Doc::parse(&rec.body)?;
+        if crate::compute::disks::customer_key_of(&doc).is_none_or(|k| k.key() != id.key()) {
+            continue;
+        }
+        let internal: crate::compute::disks::DiskInternal = crate::docs::internal_of(&doc);
+        let uses = internal
+            .data_key
+            .as_deref()
+            .and_then(|t| Envelope::decode(t).ok())
+            .is_some_and(|e| e.key().version == version);
+        if uses {
+            return Err(ApiError::conflict(
+                "VersionInUse",
+                format!(
+                    "disk '{}' is still wrapped under version {version}; rewrap it (POST {}/rewrapKey) before disabling that version",
+                    doc.id, doc.id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn bad_policy(message: impl Into<String>) -> ApiError {
@@ -755,6 +810,25 @@ pub fn put_key(
             }
             if policy != old_policy {
                 trail.take(vault.set_rotation_policy(&name, policy))?;
+            }
+            // Version cleanup after a rotation: disabling an old version is allowed once no
+            // disk is wrapped under it.
+            for v in input.versions.unwrap_or_default() {
+                let Some(want) = v.enabled else { continue };
+                let current = vault
+                    .key(&name)
+                    .and_then(|k| k.version(v.version))
+                    .map(|kv| kv.enabled());
+                if current == Some(want) {
+                    continue;
+                }
+                let is_current = vault
+                    .key(&name)
+                    .is_some_and(|k| k.current_version() == v.version);
+                if !want && !is_current {
+                    check_version_unused(ctx, id, v.version).map_err(|e| trail.refuse(&e))?;
+                }
+                trail.take(vault.set_version_enabled(&name, v.version, want))?;
             }
             vault
         }

@@ -1,8 +1,9 @@
 //! Scheduled key rotation and purge: a key's rotation policy (Azure's shape) through the API,
 //! the key sweep driven with an injected clock rotating a due key and moving its disks to the
 //! new version (the disk key itself unchanged), a crash between the two phases losing nothing,
-//! a disabled key left alone, soft-deleted keys purged only once their retention has elapsed,
-//! and every action audited as `strata-system`.
+//! old versions disabled only once no disk uses them, a disabled key left alone, soft-deleted
+//! keys purged only once their retention has elapsed, and every action audited as
+//! `strata-system`.
 
 use crate::harness::Server;
 use serde_json::{Value, json};
@@ -173,6 +174,50 @@ fn the_key_sweep_rotates_due_keys_rewraps_their_disks_and_purges_expired_keys() 
         assert_eq!(dek(&server, &disk(name).to_ascii_lowercase()), deks[i]);
     }
 
+    // Cleanup after rotation: an old version no disk uses can be disabled; one a disk is still
+    // wrapped under cannot (VersionInUse names the disk) until the disk is rewrapped; the
+    // current version never.
+    let patch_version = |version: u64, enabled: bool| {
+        server.admin(
+            "PATCH",
+            &key,
+            Some(json!({ "properties": { "versions": [{ "version": version, "enabled": enabled }] } })),
+        )
+    };
+    let (s, v) = patch_version(1, false);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["versions"][0]["enabled"], false, "{v}");
+    let (s, v) = patch_version(3, false);
+    assert_eq!(s, 400, "the current version: {v}");
+    let (s, v) = server.admin("POST", &format!("{key}/rotate"), Some(json!({})));
+    assert_eq!(
+        (s, v["properties"]["currentVersion"].as_u64()),
+        (200, Some(4)),
+        "{v}"
+    );
+    assert_eq!(
+        v["properties"]["versions"][0]["enabled"], false,
+        "stays disabled: {v}"
+    );
+    let (s, v) = patch_version(3, false);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("VersionInUse")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("/disks/d"),
+        "{v}"
+    );
+    let report = sweep(&app(), t0 + 29 * DAY);
+    assert_eq!(report.rewrapped.len(), 2, "{report:?}");
+    let (s, v) = patch_version(3, false);
+    assert_eq!(s, 200, "{v}");
+    for (i, name) in ["d1", "d2"].iter().enumerate() {
+        assert_eq!(key_version(name), 4);
+        assert_eq!(dek(&server, &disk(name).to_ascii_lowercase()), deks[i]);
+    }
+
     // A disabled key is locked on purpose: not rotated, even long past due.
     let (s, v) = server.admin(
         "PATCH",
@@ -220,7 +265,7 @@ fn the_key_sweep_rotates_due_keys_rewraps_their_disks_and_purges_expired_keys() 
             .count()
     };
     assert_eq!(count("keys/rotate/action"), 1, "{audit:?}");
-    assert_eq!(count("disks/rewrapKey/action"), 4, "{audit:?}");
+    assert_eq!(count("disks/rewrapKey/action"), 6, "{audit:?}");
     assert_eq!(count("keys/purge/action"), 1, "{audit:?}");
     let text =
         serde_json::to_string(&audit.iter().map(|e| &e.details).collect::<Vec<_>>()).unwrap();
