@@ -15,6 +15,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod sandbox;
 pub mod sim;
+pub mod snapshot;
 
 mod cmd;
 

@@ -65,11 +65,11 @@ pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
 const QEMU: &str = "qemu-system-x86_64";
 /// The id of the disk key's `secret` object, for `qemu-img` and QEMU alike.
-const DISK_SECRET_ID: &str = "disk0-key";
+pub(crate) const DISK_SECRET_ID: &str = "disk0-key";
 /// LUKS key-slot PBKDF2 time, ms. The passphrase is a full-entropy 256-bit key, so stretching
 /// adds nothing against guessing; a short time keeps every QEMU start's unlock cheap (QEMU's
 /// default, 2000 ms, would add about 2 s to each start).
-const LUKS_ITER_TIME_MS: u32 = 10;
+pub(crate) const LUKS_ITER_TIME_MS: u32 = 10;
 /// TCG's translation cache size (`tb-size`), MiB.
 const TCG_CACHE_MIB: u64 = 128;
 
@@ -609,7 +609,7 @@ pub fn secure_boot_refusal(serial: &str) -> Option<String> {
 }
 
 /// The descriptor number a child reads its secret (vTPM key, disk key) from.
-const SECRET_FD: i32 = 3;
+pub(crate) const SECRET_FD: i32 = 3;
 const SECRET_FD_ARG: &str = "3";
 
 /// Gives `cmd` `secret` on descriptor [`SECRET_FD`]: the read end of a pipe that holds the
@@ -618,7 +618,7 @@ const SECRET_FD_ARG: &str = "3";
 /// (`/dev/fd/3`, as QEMU's `secret` object does) needs to own it: pass its sandbox as
 /// `reopened_by` and the pipe is handed to the VM's uid (a descriptor read directly, as swtpm
 /// does, needs no owner).
-fn hand_secret(
+pub(crate) fn hand_secret(
     cmd: &mut Command,
     secret: &[u8],
     reopened_by: Option<&VmSandbox>,
@@ -718,7 +718,7 @@ fn virtual_size(path: &Path) -> Result<u64, HypervisorError> {
 /// Creates `disk`: a LUKS-encrypted qcow2 overlay on the plaintext `base`, unlocked by `key`
 /// (read by `qemu-img` from an inherited pipe), `size` bytes large (default: the base's size;
 /// never smaller, checked). Runs as root; the caller hands the file to the VM's uid.
-fn create_encrypted_overlay(
+pub(crate) fn create_encrypted_overlay(
     base: &Path,
     disk: &Path,
     key: &DiskKey,

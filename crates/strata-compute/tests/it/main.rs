@@ -8,4 +8,5 @@
 mod support;
 
 mod boot;
+mod export;
 mod sim;
