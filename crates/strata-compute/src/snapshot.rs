@@ -37,7 +37,7 @@ fn image_opts(image: &Path) -> String {
 /// Creates `disk`: a LUKS-encrypted qcow2 overlay on the plaintext qcow2 `base`, unlocked by
 /// `key` (what the QEMU driver creates for every VM).
 pub fn create_overlay(base: &Path, disk: &Path, key: &DiskKey) -> Result<(), HypervisorError> {
-    crate::qemu::create_encrypted_overlay(base, disk, key)
+    crate::qemu::create_encrypted_overlay(base, disk, key, None)
 }
 
 /// Writes `overlay` (a LUKS qcow2 unlocked by `key`, with its backing chain) to `out` as a
