@@ -173,17 +173,6 @@ pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> 
     let mut vm_args = local_vm_args();
     let vms = match crate::host::vm_host(&vm_args, true) {
         Ok(v) => v,
-        Err(e)
-            if vm_args.hypervisor == crate::host::HypervisorArg::Qemu
-                && vm_args.network.is_none()
-                && !strata_agent::network::NetdpNetwork::missing().is_empty() =>
-        {
-            eprintln!(
-                "strata: WARNING: the VM network cannot run here ({e:#}): the local host's VMs get no network interface"
-            );
-            vm_args.network = Some(crate::host::NetworkArg::Sim);
-            crate::host::vm_host(&vm_args, true)?
-        }
         Err(e) if vm_args.hypervisor == crate::host::HypervisorArg::Qemu => {
             eprintln!(
                 "strata: WARNING: the QEMU driver cannot run here ({e:#}): the local host SIMULATES its VMs (nothing boots)"
@@ -205,6 +194,21 @@ pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> 
         stop,
         _tpm: tpm,
     })
+}
+
+/// The local host's VM network: the real one (strata-netdp) unless its commands are missing,
+/// then none (with a warning).
+fn local_network(hypervisor: crate::host::HypervisorArg) -> Option<crate::host::NetworkArg> {
+    let missing = strata_agent::network::NetdpNetwork::missing();
+    if hypervisor == crate::host::HypervisorArg::Qemu && !missing.is_empty() {
+        eprintln!(
+            "strata: WARNING: this machine lacks {} for the VM network: the local host's VMs get no \
+             network interface. Install the Debian packages iproute2 nftables conntrack.",
+            missing.join(", ")
+        );
+        return Some(crate::host::NetworkArg::Sim);
+    }
+    None
 }
 
 /// The local host's VM settings: QEMU when this machine can run it, else the simulator.
@@ -234,6 +238,6 @@ fn local_vm_args() -> crate::host::VmArgs {
         secure_boot_key: None,
         secure_boot_cert: None,
         ovmf_vars: vars,
-        network: None,
+        network: local_network(hypervisor),
     }
 }
