@@ -78,6 +78,8 @@ impl Driver {
             powerdown_grace: Duration::from_secs(20),
             sandbox: SandboxConfig::detect()?,
             netns: None,
+            // An agent restart leaves its VMs running; the next driver adopts them.
+            keep_running_on_drop: true,
         };
         Self::from_qemu(config)
     }

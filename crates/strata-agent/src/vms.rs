@@ -670,6 +670,7 @@ impl VmHost {
             shared: Arc::new(Shared::default()),
             fetcher: Mutex::new(None),
         };
+        host.adopt();
         host.find_leftovers();
         host
     }
@@ -678,6 +679,23 @@ impl VmHost {
     pub fn with_network(mut self, network: Arc<dyn HostNetwork>) -> Self {
         self.network = network;
         self
+    }
+
+    /// Takes in the VMs the driver adopted from an earlier agent run (still running, or
+    /// stopped with their files): known by the driver, named by the control plane with the
+    /// next assignments.
+    fn adopt(&self) {
+        let mut t = self.shared.lock();
+        for id in self.driver.list() {
+            let Ok(state) = self.driver.state(&id) else {
+                continue;
+            };
+            tracing::info!(vm = %id, ?state, "VM from an earlier agent run adopted");
+            let mut entry = Entry::new(None, 0);
+            let (have, power) = settled(&state);
+            entry.set(have, power, None);
+            t.vms.insert(id, entry);
+        }
     }
 
     fn find_leftovers(&self) {
@@ -1069,7 +1087,8 @@ impl VmHost {
 
 /// Runs the attestation loop on this thread and `vms`' loop on its own until `stop`, each
 /// round waking the VM loop; then waits up to `drain` for VM work in flight. The driver is
-/// dropped with the last reference to it (the QEMU driver then stops its VMs).
+/// dropped with the last reference to it; the QEMU driver of a host agent leaves its VMs
+/// running, and the next agent's driver adopts them (`strata_compute::adopt`).
 pub fn run_with_vms(
     agent: &mut crate::agent::Agent,
     vms: VmHost,
@@ -1246,7 +1265,7 @@ impl Work {
     fn run(self, action: Action, desired: Option<DesiredVm>, leftover: bool) {
         let outcome = match action {
             Action::Create(_) => self.create(desired),
-            Action::Start(_) => self.start(),
+            Action::Start(_) => self.start(desired.as_ref()),
             Action::Stop(_) => self.stop(),
             Action::Delete(_) => self.delete(leftover),
         };
@@ -1359,7 +1378,16 @@ impl Work {
 
     /// Plugs the VM's taps (owned by its uid), then boots it; a boot that does not end
     /// Running unplugs them again.
-    fn start(&self) -> Outcome {
+    fn start(&self, desired: Option<&DesiredVm>) -> Outcome {
+        // A VM adopted from an earlier agent run has no keys yet: they come with its
+        // assignment (never from disk).
+        if let Some(d) = desired
+            && let Err(e) =
+                self.driver
+                    .supply_keys(&self.id, d.vtpm_key.clone(), d.disk_key.clone())
+        {
+            return self.failed(true, &e);
+        }
         let owner = match self.driver.owner(&self.id) {
             Ok(o) => o,
             Err(e) => return self.failed(true, &e),

@@ -341,6 +341,21 @@ pub trait Hypervisor: Send + Sync {
         let _ = id;
         Ok(None)
     }
+    /// Every VM the driver holds, including those it adopted from an earlier driver.
+    fn list(&self) -> Vec<VmId> {
+        Vec::new()
+    }
+    /// Gives an adopted VM the keys no driver keeps on disk (a VM that has them ignores this);
+    /// it cannot be started again without them.
+    fn supply_keys(
+        &self,
+        id: &VmId,
+        vtpm_key: Option<VtpmKey>,
+        disk_key: Option<DiskKey>,
+    ) -> Result<(), HypervisorError> {
+        let _ = (id, vtpm_key, disk_key);
+        Ok(())
+    }
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HypervisorError {

@@ -5,9 +5,11 @@
 //! - [`import`] validates an uploaded raw or qcow2 image and converts it to a canonical qcow2.
 //! - [`hypervisor`] is the driver trait and the VM state machine shared by both drivers.
 //! - [`qemu`] is the real driver (QEMU + OVMF secure boot + swtpm, talked to over [`qmp`]).
+//! - [`adopt`] lets a new QEMU driver take over the VMs an earlier one left running.
 //! - [`sandbox`] is each VM's own uid/gid, private files and cgroup (the privilege drop).
 //! - [`sim`] is the in-process driver for control-plane scale tests.
 
+pub mod adopt;
 pub mod hypervisor;
 pub mod image;
 pub mod import;

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::READY_MARKER;
+use crate::adopt::{self, Proc};
 use crate::cmd::{self, describe, spawn_error};
 use crate::hypervisor::{
     DiskKey, FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState, VtpmKey, io,
@@ -164,6 +165,9 @@ pub struct QemuConfig {
     /// The network namespace QEMU runs in (`/run/netns/NAME`), where the VMs' taps are; `None`:
     /// the driver's own (a host agent's). Tests run a whole host's networking in a namespace.
     pub netns: Option<PathBuf>,
+    /// Leave running VMs running when the driver is dropped (a host agent's restart: the next
+    /// driver adopts them, see [`adopt`](crate::adopt)); `false` stops them (tests).
+    pub keep_running_on_drop: bool,
 }
 
 impl QemuConfig {
@@ -179,6 +183,7 @@ impl QemuConfig {
             powerdown_grace: Duration::from_secs(20),
             sandbox: SandboxConfig::detect()?,
             netns: None,
+            keep_running_on_drop: false,
         })
     }
 }
@@ -210,11 +215,11 @@ impl VmFiles {
     }
 }
 
-/// The processes of a started VM.
+/// The processes of a started VM (children of this driver, or adopted: `adopt`).
 #[derive(Debug)]
 struct Procs {
-    qemu: Child,
-    swtpm: Option<Child>,
+    qemu: Proc,
+    swtpm: Option<Proc>,
     qmp: QmpClient,
 }
 
@@ -248,10 +253,95 @@ impl QemuDriver {
         fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
             .map_err(io(format!("chmod {}", config.root.display())))?;
         sandbox::check_searchable(&config.root, "the VM directory")?;
-        Ok(Self {
+        let driver = Self {
             config,
             vms: Mutex::new(BTreeMap::new()),
-        })
+        };
+        driver.adopt();
+        Ok(driver)
+    }
+
+    /// Takes over the VMs an earlier driver left (module `adopt`): a QEMU that is still the
+    /// VM's (pid, start time, executable, uid) and answers QMP is adopted Running; the rest is
+    /// cleaned up (its swtpm, sockets and cgroup) and adopted Stopped. A record without its VM
+    /// directory is dropped.
+    fn adopt(&self) {
+        let root = &self.config.root;
+        let qemu_exe = adopt::program_path(QEMU);
+        let swtpm_exe = adopt::program_path("swtpm");
+        for record in adopt::load_all(root) {
+            let id = record.spec.id.clone();
+            let files = VmFiles::new(root, &id);
+            if !files.dir.is_dir() {
+                adopt::remove(root, &id);
+                continue;
+            }
+            let sandbox = match self.config.sandbox.for_vm(&id, &files.dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(vm = %id, error = %e, "not adopting the VM");
+                    continue;
+                }
+            };
+            let qemu = record
+                .qemu
+                .and_then(|(pid, t)| adopt::verify(pid, t, qemu_exe.as_deref(), sandbox.uid));
+            let swtpm = record
+                .swtpm
+                .and_then(|(pid, t)| adopt::verify(pid, t, swtpm_exe.as_deref(), sandbox.uid));
+            let qmp = qemu.as_ref().and_then(|_| {
+                QmpClient::connect(&files.qmp_sock, Duration::from_secs(5))
+                    .and_then(|mut q| q.query_status().map(|s| (q, s)))
+                    .ok()
+                    .filter(|(_, status)| status == "running")
+                    .map(|(q, _)| q)
+            });
+            let (state, procs) = match (qemu, qmp) {
+                (Some(qemu), Some(qmp)) => {
+                    tracing::info!(vm = %id, pid = qemu.id(), "adopted a running VM");
+                    (VmState::Running, Some(Procs { qemu, swtpm, qmp }))
+                }
+                (qemu, _) => {
+                    if record.qemu.is_some() {
+                        tracing::warn!(vm = %id, "the VM's QEMU is gone (or no longer the VM's): cleaned up, adopted Stopped");
+                    }
+                    kill(qemu);
+                    kill(swtpm);
+                    for sock in [&files.tpm_sock, &files.qmp_sock] {
+                        let _ = fs::remove_file(sock);
+                    }
+                    sandbox.remove_cgroup();
+                    (VmState::Stopped, None)
+                }
+            };
+            let vm = Vm {
+                spec: record.spec,
+                files,
+                sandbox,
+                state,
+                procs,
+                command_line: record.command_line,
+            };
+            self.save(&vm);
+            lock(&self.vms).insert(id, Arc::new(Mutex::new(vm)));
+        }
+    }
+
+    /// Records the VM for a later driver (module `adopt`); a failure is logged (the VM would
+    /// then not be adopted, only reported as files of an earlier run).
+    fn save(&self, vm: &Vm) {
+        let procs = vm
+            .procs
+            .as_ref()
+            .map(|p| (p.qemu.id(), p.swtpm.as_ref().map(Proc::id)));
+        if let Err(e) = adopt::save(
+            &self.config.root,
+            &vm.spec,
+            procs,
+            vm.command_line.as_deref(),
+        ) {
+            tracing::warn!(vm = %vm.spec.id, error = %e, "cannot record the VM for adoption");
+        }
     }
 
     pub fn config(&self) -> &QemuConfig {
@@ -316,7 +406,7 @@ impl QemuDriver {
             .as_ref()
             .map(|p| {
                 std::iter::once(p.qemu.id())
-                    .chain(p.swtpm.as_ref().map(Child::id))
+                    .chain(p.swtpm.as_ref().map(Proc::id))
                     .collect()
             })
             .unwrap_or_default())
@@ -439,7 +529,7 @@ impl QemuDriver {
         vm.spec.check_keys()?;
         let swtpm = match (vm.spec.vtpm, &vm.spec.vtpm_key) {
             (false, _) => None,
-            (true, Some(key)) => Some(start_swtpm(&f, &vm.sandbox, key)?),
+            (true, Some(key)) => Some(Proc::Child(start_swtpm(&f, &vm.sandbox, key)?)),
             (true, None) => return Err(HypervisorError::MissingVtpmKey(vm.spec.id.clone())),
         };
 
@@ -465,7 +555,7 @@ impl QemuDriver {
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let spawned = spawn_in(self.config.netns.as_deref(), &mut cmd);
         let mut qemu = match spawned {
-            Ok(q) => q,
+            Ok(q) => Proc::Child(q),
             Err(e) => {
                 kill(swtpm);
                 return Err(e);
@@ -476,15 +566,15 @@ impl QemuDriver {
         let qmp = match QmpClient::connect(&f.qmp_sock, Duration::from_secs(15)) {
             Ok(q) => q,
             Err(source) => {
-                let exited = qemu.try_wait().ok().flatten();
-                let _ = qemu.kill();
-                let _ = qemu.wait();
+                let exited = qemu.exited();
+                qemu.kill();
+                qemu.wait();
                 kill(swtpm);
-                if let Some(status) = exited {
+                if let Some(exit) = exited {
                     let tail = read_lossy(&f.dir.join("qemu.log"));
                     return Ok(VmState::Failed {
                         reason: FailureReason::ProcessExited {
-                            status: format!("{status}: {}", tail.trim()),
+                            status: format!("{}: {}", exit.text, tail.trim()),
                         },
                     });
                 }
@@ -503,16 +593,14 @@ impl QemuDriver {
             if serial.lines().any(|l| l.trim_end() == READY_MARKER) {
                 let status = match procs.qmp.query_status() {
                     Ok(s) => s,
-                    Err(source) => match procs.qemu.try_wait() {
-                        Ok(Some(status)) => {
+                    Err(source) => match procs.qemu.exited() {
+                        Some(exit) => {
                             kill(procs.swtpm);
                             return Ok(VmState::Failed {
-                                reason: FailureReason::ProcessExited {
-                                    status: status.to_string(),
-                                },
+                                reason: FailureReason::ProcessExited { status: exit.text },
                             });
                         }
-                        _ => {
+                        None => {
                             teardown(procs, Duration::ZERO);
                             return Err(HypervisorError::Qmp {
                                 id: vm.spec.id.clone(),
@@ -538,12 +626,10 @@ impl QemuDriver {
                     },
                 });
             }
-            if let Ok(Some(status)) = procs.qemu.try_wait() {
+            if let Some(exit) = procs.qemu.exited() {
                 kill(procs.swtpm);
                 return Ok(VmState::Failed {
-                    reason: FailureReason::ProcessExited {
-                        status: status.to_string(),
-                    },
+                    reason: FailureReason::ProcessExited { status: exit.text },
                 });
             }
             if started.elapsed() > self.config.boot_timeout {
@@ -692,7 +778,7 @@ fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox, key: &VtpmKey) -> Result<Child,
             )));
         }
         if Instant::now() > deadline {
-            kill(Some(child));
+            kill(Some(Proc::Child(child)));
             return Err(HypervisorError::Start(format!(
                 "swtpm did not create {} within 10 s",
                 f.tpm_sock.display()
@@ -794,40 +880,26 @@ fn manufacture_vtpm(
 /// Powers the VM down: ACPI power button, `grace` to comply, then `quit`, then SIGKILL.
 /// swtpm exits when QEMU closes its control connection; it is killed if it lingers.
 fn teardown(mut p: Procs, grace: Duration) {
-    let clean =
-        !grace.is_zero() && p.qmp.system_powerdown().is_ok() && wait_exit(&mut p.qemu, grace);
+    let clean = !grace.is_zero() && p.qmp.system_powerdown().is_ok() && p.qemu.wait_exit(grace);
     if !clean {
         let _ = p.qmp.quit();
-        if !wait_exit(&mut p.qemu, Duration::from_secs(5)) {
-            let _ = p.qemu.kill();
-            let _ = p.qemu.wait();
+        if !p.qemu.wait_exit(Duration::from_secs(5)) {
+            p.qemu.kill();
+            p.qemu.wait();
         }
     }
     if let Some(mut s) = p.swtpm
-        && !wait_exit(&mut s, Duration::from_secs(2))
+        && !s.wait_exit(Duration::from_secs(2))
     {
-        let _ = s.kill();
-        let _ = s.wait();
+        s.kill();
+        s.wait();
     }
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kill(child: Option<Child>) {
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
+fn kill(proc: Option<Proc>) {
+    if let Some(mut p) = proc {
+        p.kill();
+        p.wait();
     }
 }
 
@@ -908,17 +980,16 @@ impl Hypervisor for QemuDriver {
                 return Err(e);
             }
         };
-        vms.insert(
-            spec.id.clone(),
-            Arc::new(Mutex::new(Vm {
-                spec,
-                files,
-                sandbox,
-                state: VmState::Created,
-                procs: None,
-                command_line: None,
-            })),
-        );
+        let vm = Vm {
+            spec,
+            files,
+            sandbox,
+            state: VmState::Created,
+            procs: None,
+            command_line: None,
+        };
+        self.save(&vm);
+        vms.insert(vm.spec.id.clone(), Arc::new(Mutex::new(vm)));
         Ok(())
     }
 
@@ -953,6 +1024,7 @@ impl Hypervisor for QemuDriver {
             vm.sandbox.remove_cgroup();
         }
         vm.state = state.clone();
+        self.save(&vm);
         Ok(state)
     }
 
@@ -973,6 +1045,7 @@ impl Hypervisor for QemuDriver {
         }
         vm.sandbox.remove_cgroup();
         vm.state = VmState::Stopped;
+        self.save(&vm);
         Ok(())
     }
 
@@ -980,21 +1053,23 @@ impl Hypervisor for QemuDriver {
         let vm = self.vm(id)?;
         let mut vm = lock(&vm);
         let exited = match vm.procs.as_mut() {
-            Some(p) => p.qemu.try_wait().ok().flatten(),
+            Some(p) => p.qemu.exited(),
             None => None,
         };
-        if let Some(status) = exited {
+        if let Some(exit) = exited {
             if let Some(p) = vm.procs.take() {
                 kill(p.swtpm);
             }
+            for sock in [&vm.files.tpm_sock, &vm.files.qmp_sock] {
+                let _ = fs::remove_file(sock);
+            }
             vm.sandbox.remove_cgroup();
-            vm.state = if status.success() {
+            self.save(&vm);
+            vm.state = if exit.success {
                 VmState::Stopped
             } else {
                 VmState::Failed {
-                    reason: FailureReason::ProcessExited {
-                        status: status.to_string(),
-                    },
+                    reason: FailureReason::ProcessExited { status: exit.text },
                 }
             };
         }
@@ -1007,6 +1082,27 @@ impl Hypervisor for QemuDriver {
         Ok(Some((vm.sandbox.uid, vm.sandbox.gid)))
     }
 
+    fn list(&self) -> Vec<VmId> {
+        lock(&self.vms).keys().cloned().collect()
+    }
+
+    fn supply_keys(
+        &self,
+        id: &VmId,
+        vtpm_key: Option<VtpmKey>,
+        disk_key: Option<DiskKey>,
+    ) -> Result<(), HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut vm = lock(&vm);
+        if vm.spec.vtpm_key.is_none() {
+            vm.spec.vtpm_key = vtpm_key;
+        }
+        if vm.spec.disk_key.is_none() {
+            vm.spec.disk_key = disk_key;
+        }
+        Ok(())
+    }
+
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
         let vm = self.vm(id)?;
         let mut guard = lock(&vm);
@@ -1016,6 +1112,7 @@ impl Hypervisor for QemuDriver {
         guard.sandbox.remove_cgroup();
         fs::remove_dir_all(&guard.files.dir)
             .map_err(io(format!("remove {}", guard.files.dir.display())))?;
+        adopt::remove(&self.config.root, id);
         drop(guard);
         lock(&self.vms).remove(id);
         Ok(())
@@ -1023,13 +1120,19 @@ impl Hypervisor for QemuDriver {
 }
 
 impl Drop for QemuDriver {
+    /// Stops the VMs it holds, unless `keep_running_on_drop` (a host agent's restart): then
+    /// they run on, and the next driver adopts them.
     fn drop(&mut self) {
+        if self.config.keep_running_on_drop {
+            return;
+        }
         for vm in lock(&self.vms).values() {
             let mut vm = lock(vm);
             if let Some(procs) = vm.procs.take() {
                 teardown(procs, Duration::ZERO);
             }
             vm.sandbox.remove_cgroup();
+            self.save(&vm);
         }
     }
 }

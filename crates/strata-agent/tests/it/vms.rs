@@ -20,6 +20,20 @@ use strata_compute::{Hypervisor, VmId, VmState};
 struct FakeControlPlane {
     assignments: Mutex<Option<Value>>,
     reports: Mutex<Vec<Vec<VmStatus>>>,
+    /// Imported images it serves: SHA-256 → file.
+    images: Arc<FileImages>,
+}
+
+/// Image content served from local files, as the control plane serves it by digest.
+#[derive(Default)]
+struct FileImages(Mutex<std::collections::BTreeMap<String, PathBuf>>);
+
+impl strata_agent::images::ImageFetcher for FileImages {
+    fn fetch(&self, sha256: &str, _size: u64, out: &mut dyn std::io::Write) -> Result<(), String> {
+        let path = self.0.lock().unwrap().get(sha256).cloned().ok_or("404")?;
+        std::io::copy(&mut std::fs::File::open(path).unwrap(), out).map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 impl FakeControlPlane {
@@ -71,6 +85,10 @@ impl ControlPlane for FakeControlPlane {
     fn report(&self, vms: &[VmStatus]) -> Result<(), VmError> {
         self.reports.lock().unwrap().push(vms.to_vec());
         Ok(())
+    }
+
+    fn image_fetcher(&self) -> Option<Arc<dyn strata_agent::images::ImageFetcher>> {
+        Some(self.images.clone())
     }
 }
 
@@ -369,31 +387,59 @@ fn qemu_boot_through_the_vm_loop() {
     // A uid block of its own, far from the compute tests' blocks.
     config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * 500;
     config.sandbox.uid_count = 16;
-    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
+    // As a host agent runs it: its VMs outlive it, the next one adopts them.
+    config.keep_running_on_drop = true;
+    let host_config = VmHostConfig {
+        poll_every: Duration::from_millis(200),
+        report_every: Duration::from_secs(10),
+        vm_dir: Some(config.root.clone()),
+    };
+    let driver = strata_agent::drivers::Driver::from_qemu(config.clone()).unwrap();
     let host = VmHost::new(
         driver.hypervisor.clone(),
-        images,
-        VmHostConfig {
-            poll_every: Duration::from_millis(200),
-            report_every: Duration::from_secs(10),
-            vm_dir: driver.vm_dir.clone(),
-        },
+        images.clone(),
+        host_config.clone(),
     );
     let cp = FakeControlPlane::default();
-    cp.set("Trusted", json!([vm("q", 1, "Running", "tiny")]));
+    // An imported image that is not signed for secure boot: the tiny disk with its UKI's
+    // signature removed, served by digest like the control plane serves imported images.
+    let unsigned = unsigned_tiny(&cache.join("tiny/disk.raw"), tmp.path());
+    let unsigned_bytes = std::fs::read(&unsigned).unwrap();
+    let digest =
+        strata_attest::hex(ring::digest::digest(&ring::digest::SHA256, &unsigned_bytes).as_ref());
+    cp.images.0.lock().unwrap().insert(digest.clone(), unsigned);
+    let mut q = vm("q", 1, "Running", "tiny");
+    q["diskSizeBytes"] = json!(1u64 << 30);
+    let mut u = vm("u", 1, "Running", "");
+    u["imageContent"] = json!({ "sha256": digest, "sizeBytes": unsigned_bytes.len() });
+    cp.set("Trusted", json!([q, u]));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(240);
     loop {
         host.tick(&cp);
         let s = cp.status(&arm("q"));
+        let us = cp.status(&arm("u")).map(|s| s.power_state);
         match s.as_ref().map(|s| s.power_state) {
-            Some(PowerState::Running) => break,
+            Some(PowerState::Running) if us == Some(PowerState::Failed) => break,
             Some(PowerState::Failed) => panic!("the VM failed: {s:?}"),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "not Running in time: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not Running in time: {s:?} {us:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The imported unsigned image was fetched, verified, and refused by the firmware.
+    let u = cp.status(&arm("u")).unwrap();
+    assert_eq!(u.reason.as_deref(), Some("secure boot violation"), "{u:?}");
+    assert!(
+        cache
+            .join("sha256")
+            .join(format!("{digest}.qcow2"))
+            .is_file(),
+        "the fetched image is kept under its digest"
+    );
     eprintln!("Running after {:.1} s", started.elapsed().as_secs_f64());
     let q = cp.status(&arm("q")).unwrap();
     assert!(
@@ -431,7 +477,70 @@ fn qemu_boot_through_the_vm_loop() {
         );
     }
 
-    // Unassigned: stopped and deleted, nothing left behind.
+    // The OS disk has the size assigned (the encrypted overlay's virtual size).
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(dir.join("disk.qcow2"))
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 1u64 << 30, "{info}");
+
+    // The failed VM is unassigned and deleted first (a failed VM would be tried again once by
+    // the next agent, which does not know its generation).
+    let mut q = vm("q", 1, "Running", "tiny");
+    q["diskSizeBytes"] = json!(1u64 << 30);
+    cp.set("Trusted", json!([q]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cp.history(&arm("u")).ends_with(&[PowerState::Deleted]) {
+        host.tick(&cp);
+        assert!(Instant::now() < deadline, "{:?}", cp.history(&arm("u")));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The agent goes away (driver and VM loop dropped): the VM keeps running, and the next
+    // agent's driver adopts it — same QEMU, no new boot — and reports it Running.
+    let (uid, _) = driver.hypervisor.owner(&id("q")).unwrap().unwrap();
+    let pids = processes_of(uid);
+    assert_eq!(pids.len(), 2, "QEMU and swtpm: {pids:?}");
+    let serial = std::fs::read(dir.join("serial.log")).unwrap();
+    assert!(host.wait_idle(Duration::from_secs(30)));
+    drop(host);
+    drop(driver);
+    assert_eq!(processes_of(uid), pids, "the VM outlives its agent");
+    let driver = strata_agent::drivers::Driver::from_qemu(config.clone()).unwrap();
+    assert_eq!(driver.hypervisor.state(&id("q")).unwrap(), VmState::Running);
+    let host = VmHost::new(driver.hypervisor.clone(), images, host_config);
+    let before = cp.report_count();
+    host.tick(&cp);
+    assert!(host.wait_idle(Duration::from_secs(30)));
+    host.tick(&cp);
+    assert!(cp.report_count() > before);
+    let q = cp.status(&arm("q")).unwrap();
+    assert_eq!(
+        (q.power_state, q.generation),
+        (PowerState::Running, 1),
+        "{q:?}"
+    );
+    assert_eq!(processes_of(uid), pids, "adopted, not booted again");
+    assert_eq!(std::fs::read(dir.join("serial.log")).unwrap(), serial);
+
+    // The adopted VM stops over its re-attached QMP connection.
+    let mut q = vm("q", 2, "Stopped", "tiny");
+    q["diskSizeBytes"] = json!(1u64 << 30);
+    cp.set("Trusted", json!([q]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cp.status(&arm("q")).map(|s| s.power_state) != Some(PowerState::Stopped) {
+        host.tick(&cp);
+        assert!(Instant::now() < deadline, "{:?}", cp.history(&arm("q")));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(processes_of(uid), Vec::<u32>::new(), "stray VM processes");
+    for sock in ["qmp.sock", "swtpm.sock"] {
+        assert!(!dir.join(sock).exists(), "{sock} left behind");
+    }
+
+    // Unassigned: deleted, nothing left behind (the driver's record included).
     cp.set("Trusted", json!([]));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cp.history(&arm("q")).ends_with(&[PowerState::Deleted]) {
@@ -441,6 +550,64 @@ fn qemu_boot_through_the_vm_loop() {
     }
     assert!(!dir.exists(), "{} left behind", dir.display());
     assert!(driver.hypervisor.state(&id("q")).is_err());
+    let vms = driver.vm_dir.clone().unwrap();
+    assert!(
+        !vms.join(".state/vm-q.json").exists(),
+        "the driver's record left behind"
+    );
+    assert!(!vms.join("vm-u").exists());
+}
+
+/// Every process on the host running as `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|v| v.split_whitespace().next().map(|u| u == uid.to_string()))
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A qcow2 copy of the tiny raw disk whose UKI has no signature (sbattach --remove).
+fn unsigned_tiny(raw: &Path, dir: &Path) -> PathBuf {
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let copy = dir.join("unsigned.raw");
+    std::fs::copy(raw, &copy).unwrap();
+    let esp = strata_compute::image::esp_spec(&copy);
+    let efi = dir.join("BOOTX64.EFI");
+    run(std::process::Command::new("mcopy")
+        .args(["-n", "-i", &esp, strata_compute::image::ESP_BOOT_PATH])
+        .arg(&efi));
+    run(std::process::Command::new("sbattach")
+        .arg("--remove")
+        .arg(&efi));
+    run(std::process::Command::new("mcopy")
+        .args(["-o", "-i", &esp])
+        .arg(&efi)
+        .arg(strata_compute::image::ESP_BOOT_PATH));
+    let qcow = dir.join("unsigned.qcow2");
+    run(std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&copy)
+        .arg(&qcow));
+    qcow
 }
 
 /// A network namespace standing in for the host's networking, deleted on drop.
