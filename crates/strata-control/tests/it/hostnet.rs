@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use strata_agent::agent::Agent;
 use strata_agent::bootplan::BootImages;
 use strata_agent::images::{ImageStore, SigningKey};
-use strata_agent::network::NetdpNetwork;
+use strata_agent::network::{HostNetwork as _, NetDesired, NetdpNetwork};
 use strata_agent::release::ReleaseSigner;
 use strata_agent::testhost::{SwtpmHost, TestCa};
-use strata_agent::vms::{PowerState, VmHost, VmHostConfig};
+use strata_agent::vms::{ControlPlane as _, PowerState, VmHost, VmHostConfig};
 use strata_compute::sim::SimDriver;
 use strata_compute::{Hypervisor as _, VmId};
 use strata_netdp::{Host, names};
@@ -367,6 +367,30 @@ fn the_agent_drives_the_dataplane_from_the_control_planes_network() {
     // The same plan again changes nothing (the agent applies only on change).
     let report = network.host().apply(&network.plan().unwrap()).unwrap();
     assert!(!report.changed(), "{report:?}");
+
+    // A restarted agent: a new network over the same host reconciles the same assignments to
+    // the same plan and leaves the ruleset and every link as they were.
+    let links = || {
+        let out = Command::new("ip")
+            .args(["-n", &host_ns.0, "-br", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (digest, before) = (network.host().live_digest().unwrap(), links());
+    let restarted = NetdpNetwork::new(Host::netns(&host_ns.0));
+    let a = fabric.assignments().unwrap().unwrap();
+    let (etag, topology) = a.network.clone().unwrap();
+    let desired = NetDesired {
+        etag,
+        topology,
+        nics: a.vms.iter().flat_map(|v| v.nics.clone()).collect(),
+    };
+    let keep = desired.nics.iter().map(|n| n.id.clone()).collect();
+    restarted.reconcile(&desired, &keep).unwrap();
+    assert_eq!(restarted.plan(), network.plan());
+    assert_eq!(restarted.host().live_digest().unwrap(), digest);
+    assert_eq!(links(), before);
     drop(vms);
     stop.store(true, Ordering::Relaxed);
     rounds.join().unwrap();
