@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use crate::classify::{Classifier, ExpandedRule};
+use crate::classify::{Classifier, ExpandedRule, Specialized};
 use crate::model::{Direction, NetworkSecurityGroup, Protocol, SubResource, Topology, name_of};
 use crate::network::{
     AZURE_LOAD_BALANCER, Compiled, DEFAULT_RULES, Level, Network, NicInfo, NsgRef, Policy,
@@ -426,22 +426,29 @@ impl Network {
                 .nsg
                 .map(|n| compile(n, nic.vnet));
         }
+        // NICs whose address matches the same rules of a policy share its specialized table.
+        let mut tables: HashMap<(usize, usize, Vec<u64>), Specialized> = HashMap::new();
         for nic in &mut nics {
             for (d, direction) in [Direction::Inbound, Direction::Outbound]
                 .into_iter()
                 .enumerate()
             {
+                let local_is_dst = direction == Direction::Inbound;
                 for (i, level) in evaluation_order(direction).into_iter().enumerate() {
                     let c = match level {
                         Level::Subnet => nic.subnet_policy,
                         Level::NetworkInterface => nic.nic_policy,
                     };
                     nic.specialized[d][i] = c.map(|c| {
-                        let classifier = &compiled[c].policy(direction).classifier;
-                        (
-                            c,
-                            classifier.specialize(nic.ip, direction == Direction::Inbound),
-                        )
+                        let policy = compiled[c].policy(direction);
+                        let row = policy.classifier.local_row(nic.ip, local_is_dst);
+                        let table = tables
+                            .entry((c, d, row))
+                            .or_insert_with_key(|(_, _, row)| {
+                                Classifier::specialize(row.clone(), local_is_dst)
+                            })
+                            .clone();
+                        (c, table)
                     });
                 }
             }

@@ -16,6 +16,15 @@
 //! Exactness: within an elementary interval every rule's membership is constant, so the row of
 //! the interval containing a value is that value's match set; the proptest in
 //! `tests/it/props.rs` checks classifier == scan on random NSGs and flows.
+//!
+//! The hot path — a flow at a NIC's own address, what the dataplane decides — does not
+//! intersect bitsets: a [`Specialized`] table per distinct local-address row (shared by the NICs
+//! whose address matches the same rules, built on first use) maps the protocol and destination
+//! port straight to a *class* (the set of rules matching them and the local address; a 16-port
+//! block table), and each class stores, per remote-address interval of its own rules, the first
+//! matching rule (a bucket index on the address's top bits that answers outright when no
+//! interval starts inside the bucket). A decision is a handful of dependent loads; source ports
+//! are checked only on the rare intervals whose first rule restricts them. See [`LocalTable`].
 
 use crate::model::{Access, FlowProtocol, Protocol};
 use crate::ranges::{PORTLESS, Ranges};
@@ -253,18 +262,160 @@ impl Layout {
     }
 }
 
-/// A classifier's row for one local address (the NIC's), looked up once.
+/// Marks an answer that is an offset into [`LocalTable::lists`] rather than a rule.
+const LIST: u32 = 1 << 30;
+/// Marks the last rule of a list in [`LocalTable::lists`].
+const LAST: u32 = 1 << 31;
+/// The answer "no rule matches" (answers fit in 30 bits: rules and list offsets are fewer).
+const NONE: u32 = (1 << 30) - 1;
+/// Marks a bucket-index entry that is the answer itself (no interval starts inside the
+/// bucket); otherwise the entry is the first interval at or after the bucket's start (low 24
+/// bits) and how many start in it (bits 24–30, 127 meaning "up to the class's end").
+const DIRECT: u32 = 1 << 31;
+const COUNT_SHIFT: u32 = 24;
+const COUNT_MAX: u32 = 127;
+
+/// One policy direction specialized to one local address (a NIC's): with the local address
+/// fixed, only the remote address and the two ports are left, and the protocol and destination
+/// port narrow the rules to a *class* before the remote address is looked at.
+///
+/// - `class_of[p * intervals + k]`: the class of protocol `FlowProtocol::ALL[p]` and
+///   destination-port interval `k` (the classifier's `dport` intervals). A class is a distinct
+///   set of rules matching the protocol, the port interval and the local address; equal sets
+///   share one class.
+/// - A class cuts the remote address into intervals at its own rules' boundaries only (adjacent
+///   intervals with the same answer merged), and each interval stores its answer directly: the
+///   first rule of the class whose remote set holds the interval. So a decision is one
+///   destination-port lookup, one index, one binary search in a short array, one load.
+/// - Source ports: rules rarely restrict them. An answer whose first rule takes every source
+///   port is that rule; otherwise it points to the list, in priority order, of the interval's
+///   rules up to the first one that takes every source port, checked in turn.
+///
+/// Exactness: the class holds exactly the rules matching protocol, destination port and local
+/// address; within a remote interval each of its rules matches everywhere or nowhere; the list
+/// is that interval's matching rules in order, cut after the first that cannot fail on the
+/// source port. The proptest (classifier == scan) covers it through [`Network::classify`].
+///
+/// [`Network::classify`]: crate::Network::classify
+#[derive(Debug, Default)]
+pub(crate) struct LocalTable {
+    /// TCP and UDP ports → class, two levels: `port_l1[p << 12 | port >> 4]` is the class of
+    /// all 16 ports of that block, or [`L2`] | the offset of the block's 16 classes in
+    /// `port_l2`.
+    port_l1: Vec<u32>,
+    port_l2: Vec<u32>,
+    /// The class of each protocol's port-less key (ICMP, ESP, AH; for TCP and UDP the empty
+    /// class, which a real flow never meets).
+    portless: [u32; 5],
+    classes: Vec<ClassInfo>,
+    /// Remote intervals of every class: `[start, answer]` (each class's first starts at 0);
+    /// the answer sits next to its bound, on the same cache line.
+    entries: Vec<[u32; 2]>,
+    /// Per large class, bucket `b` of the remote address's top bits: the answer itself
+    /// ([`DIRECT`]) when no interval starts inside the bucket, else where its intervals are.
+    index: Vec<u32>,
+    /// Rule lists (rule indexes, the last one flagged [`LAST`]).
+    lists: Vec<u32>,
+}
+
+/// Where a class's intervals are, and its bucket index when it has many.
+#[derive(Clone, Copy, Debug, Default)]
+struct ClassInfo {
+    start: u32,
+    len: u32,
+    /// Offset of its bucket index in `LocalTable::index` (unused when `shift == 32`).
+    index: u32,
+    /// Bucket of an address: `remote >> shift`; 32 for "no index".
+    shift: u32,
+}
+
+/// Marks a `port_l1` entry pointing into `port_l2`.
+const L2: u32 = 1 << 31;
+/// Classes with more intervals than this get a bucket index.
+const INDEXED: usize = 16;
+
+impl LocalTable {
+    fn memory_bytes(&self) -> usize {
+        4 * (self.port_l1.len() + self.port_l2.len() + self.index.len() + self.lists.len())
+            + 8 * self.entries.len()
+            + 16 * self.classes.len()
+    }
+
+    /// The answer of class `c` for remote address `x`.
+    #[inline]
+    fn answer(&self, c: &ClassInfo, x: u32) -> u32 {
+        let (start, len) = (c.start as usize, c.len as usize);
+        let (lo, hi) = if c.shift >= 32 {
+            (0, len)
+        } else {
+            let e = self
+                .index
+                .get(c.index as usize + (x >> c.shift) as usize)
+                .copied()
+                .unwrap_or(NONE | DIRECT);
+            if e & DIRECT != 0 {
+                return e & !DIRECT;
+            }
+            let lo = (e & ((1 << COUNT_SHIFT) - 1)) as usize;
+            let count = e >> COUNT_SHIFT;
+            (
+                lo,
+                if count >= COUNT_MAX {
+                    len
+                } else {
+                    lo + count as usize
+                },
+            )
+        };
+        let i = match self.entries.get(start + lo..start + hi) {
+            Some(slice) => start + (lo + slice.partition_point(|e| e[0] <= x)).saturating_sub(1),
+            None => start,
+        };
+        self.entries.get(i).map_or(NONE, |e| e[1])
+    }
+}
+
+/// A classifier specialized to one local address (the NIC's): one per distinct set of rules
+/// that local addresses match (NICs that match the same rules share it), its table built on
+/// first use so that compiling a network (every control-plane write) does not pay for it.
 #[derive(Clone, Debug)]
 pub(crate) struct Specialized {
-    /// The dense row of the local address.
-    local_row: Vec<u64>,
+    table: std::sync::Arc<std::sync::OnceLock<LocalTable>>,
+    local_row: std::sync::Arc<[u64]>,
     local_is_dst: bool,
+}
+
+impl Specialized {
+    /// Bytes held by the table (0 before first use), and its identity (tables are shared).
+    pub fn memory(&self) -> (usize, usize) {
+        (
+            self.table.get().map_or(0, LocalTable::memory_bytes),
+            std::sync::Arc::as_ptr(&self.table) as usize,
+        )
+    }
+}
+
+/// Union-find "next interval still open", so that painting skips closed intervals.
+fn next_open(next: &mut [usize], mut i: usize) -> usize {
+    let mut root = i;
+    while next[root] != root {
+        root = next[root];
+    }
+    while next[i] != root {
+        let up = next[i];
+        next[i] = root;
+        i = up;
+    }
+    root
 }
 
 /// The compiled form of one NSG direction.
 #[derive(Clone, Debug)]
 pub(crate) struct Classifier {
     layout: Layout,
+    /// Each rule's source ports, and whether they are every port (for specialized tables).
+    sports: Vec<Ranges>,
+    sport_any: Vec<bool>,
     /// Protocol × destination-port rows, pre-intersected: row `p * intervals + k` for protocol
     /// `FlowProtocol::ALL[p]` and destination-port interval `k`. Port-less protocols only ever
     /// meet the port-less interval; their other rows are stored empty.
@@ -309,8 +460,11 @@ impl Classifier {
             }
         }
         layout.summarize(&mut combined);
+        let every_port = crate::ranges::all_ports();
         Self {
             layout,
+            sports: rules.iter().map(|r| r.sports.clone()).collect(),
+            sport_any: rules.iter().map(|r| r.sports == every_port).collect(),
             protocol_port: Packed::pack(&combined, layout),
             src: dim(|r| &r.src, 32),
             sport: dim(|r| &r.sports, 17),
@@ -341,36 +495,258 @@ impl Classifier {
         )
     }
 
-    /// Looks up the row of one local address (the NIC's) once: a NIC-specialized classifier
-    /// searches two address/port dimensions per decision instead of three. `local_is_dst` for
-    /// inbound policies (the local address is the destination).
-    pub fn specialize(&self, local: u32, local_is_dst: bool) -> Specialized {
-        let stride = self.layout.stride;
+    /// The rule indexes set in a dense row.
+    fn row_rules(&self, row: &[u64]) -> Vec<usize> {
+        let words = row.get(self.layout.summary..).unwrap_or(&[]);
+        let mut out = Vec::new();
+        for (w, &word) in words.iter().enumerate() {
+            let mut m = word;
+            while m != 0 {
+                out.push(w * 64 + m.trailing_zeros() as usize);
+                m &= m - 1;
+            }
+        }
+        out
+    }
+
+    /// The dense row of the local address `local` (its dimension's row): which rules it
+    /// matches. NICs with equal rows share a [`Specialized`] table.
+    pub fn local_row(&self, local: u32, local_is_dst: bool) -> Vec<u64> {
         let local_dim = if local_is_dst { &self.dst } else { &self.src };
+        local_dim.row(local, self.layout.stride).to_vec()
+    }
+
+    /// The specialization for a local address whose row is `local_row` (its table is built on
+    /// first use). `local_is_dst` for inbound policies (the local address is the destination).
+    pub fn specialize(local_row: Vec<u64>, local_is_dst: bool) -> Specialized {
         Specialized {
-            local_row: local_dim.row(local, stride).to_vec(),
+            table: std::sync::Arc::default(),
+            local_row: local_row.into(),
             local_is_dst,
         }
     }
 
+    /// Builds the table of a specialization (see [`LocalTable`]).
+    fn build_table(
+        &self,
+        rules: &[ExpandedRule],
+        local_row: &[u64],
+        local_is_dst: bool,
+    ) -> LocalTable {
+        let (summary, stride) = (self.layout.summary, self.layout.stride);
+        let intervals = self.dport.bounds.len();
+        let mut table = LocalTable::default();
+        let mut class_of: Vec<u32> = Vec::with_capacity(FlowProtocol::ALL.len() * intervals);
+        let mut classes: std::collections::HashMap<Vec<u64>, u32> =
+            std::collections::HashMap::new();
+        let mut dense = vec![0u64; stride];
+        for p in 0..FlowProtocol::ALL.len() {
+            for k in 0..intervals {
+                // The packed protocol × port row, unpacked, and the local row.
+                let packed = self.protocol_port.row(p * intervals + k);
+                dense.fill(0);
+                let words = &mut dense[summary..];
+                for (w, slot) in words.iter_mut().enumerate() {
+                    let set = packed
+                        .get(w / 64)
+                        .is_some_and(|s| s & (1u64 << (w % 64)) != 0);
+                    if set {
+                        *slot = word(packed, summary, w)
+                            & local_row.get(summary + w).copied().unwrap_or(0);
+                    }
+                }
+                let key = dense[summary..].to_vec();
+                let next = u32::try_from(classes.len()).unwrap_or(u32::MAX);
+                let class = *classes.entry(key).or_insert_with(|| {
+                    self.add_class(&mut table, rules, &dense, local_is_dst);
+                    next
+                });
+                class_of.push(class);
+            }
+        }
+        let class_at = |p: usize, k: usize| class_of.get(p * intervals + k).copied().unwrap_or(0);
+        let bounds = &self.dport.bounds;
+        for (p, fp) in FlowProtocol::ALL.iter().enumerate() {
+            table.portless[p] = class_at(p, self.dport.interval(PORTLESS));
+            if !fp.has_ports() {
+                continue;
+            }
+            // Ports in order, walking the port intervals alongside.
+            let mut k = 0;
+            let mut block = [0u32; 16];
+            for port in 0..PORTLESS {
+                while bounds.get(k + 1).is_some_and(|&b| b <= port) {
+                    k += 1;
+                }
+                block[(port & 15) as usize] = class_at(p, k);
+                if port & 15 == 15 {
+                    if block.iter().all(|&c| c == block[0]) {
+                        table.port_l1.push(block[0]);
+                    } else {
+                        table.port_l1.push(L2 | table.port_l2.len() as u32);
+                        table.port_l2.extend_from_slice(&block);
+                    }
+                }
+            }
+        }
+        table
+    }
+
+    /// Appends one class (the rules set in `row`) to `table`.
+    fn add_class(
+        &self,
+        table: &mut LocalTable,
+        rules: &[ExpandedRule],
+        row: &[u64],
+        local_is_dst: bool,
+    ) {
+        let members = self.row_rules(row);
+        let remote = |r: usize| {
+            let rule = &rules[r];
+            if local_is_dst { &rule.src } else { &rule.dst }
+        };
+        let mut bounds: Vec<u32> = members
+            .iter()
+            .flat_map(|&r| remote(r).boundaries().collect::<Vec<_>>())
+            .collect();
+        bounds.push(0);
+        bounds.sort_unstable();
+        bounds.dedup();
+        // Paint: each interval gets its rules in order until one takes every source port.
+        let n = bounds.len();
+        let mut found: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut next: Vec<usize> = (0..=n).collect();
+        for &r in &members {
+            let closes = self.sport_any.get(r).copied().unwrap_or(false);
+            for &(a, b) in remote(r).intervals() {
+                let first = bounds.partition_point(|&x| x < a);
+                let last = bounds.partition_point(|&x| x <= b);
+                let mut i = next_open(&mut next, first);
+                while i < last {
+                    found[i].push(r as u32);
+                    if closes {
+                        next[i] = i + 1;
+                    }
+                    i = next_open(&mut next, i + 1);
+                }
+            }
+        }
+        let mut last_answer: Option<&[u32]> = None;
+        for (i, list) in found.iter().enumerate() {
+            if last_answer == Some(list.as_slice()) {
+                continue;
+            }
+            last_answer = Some(list.as_slice());
+            let answer = match list.as_slice() {
+                [] => NONE,
+                [r] if self.sport_any.get(*r as usize).copied().unwrap_or(false) => *r,
+                _ => {
+                    let at = table.lists.len() as u32 | LIST;
+                    table.lists.extend_from_slice(list);
+                    if let Some(end) = table.lists.last_mut() {
+                        *end |= LAST;
+                    }
+                    at
+                }
+            };
+            table.entries.push([bounds[i], answer]);
+        }
+        let start = table.classes.last().map_or(0, |c| c.start + c.len);
+        let len = table.entries.len() as u32 - start;
+        let mut info = ClassInfo {
+            start,
+            len,
+            index: table.index.len() as u32,
+            shift: 32,
+        };
+        if len as usize > INDEXED && len < 1 << COUNT_SHIFT {
+            // About two buckets per interval: most buckets then hold no interval start and
+            // answer directly.
+            let bits = (u32::BITS - len.leading_zeros()).min(20);
+            info.shift = 32 - bits;
+            let mine = &table.entries[start as usize..];
+            let mut k = 0usize;
+            for b in 0..(1u64 << bits) {
+                let (first, last) = (b << info.shift, ((b + 1) << info.shift) - 1);
+                // k: first interval starting at or after the bucket's start.
+                while mine.get(k).is_some_and(|e| u64::from(e[0]) < first) {
+                    k += 1;
+                }
+                let mut end = k;
+                while mine.get(end).is_some_and(|e| u64::from(e[0]) <= last) {
+                    end += 1;
+                }
+                let inside = mine[k..end]
+                    .iter()
+                    .filter(|e| u64::from(e[0]) > first)
+                    .count();
+                table.index.push(if inside == 0 {
+                    // One interval covers the bucket: the one holding its start.
+                    let holding = if mine.get(k).is_some_and(|e| u64::from(e[0]) == first) {
+                        k
+                    } else {
+                        k.saturating_sub(1)
+                    };
+                    DIRECT | mine.get(holding).map_or(NONE, |e| e[1])
+                } else {
+                    let count = ((end - k) as u32).min(COUNT_MAX);
+                    k as u32 | count << COUNT_SHIFT
+                });
+            }
+        }
+        table.classes.push(info);
+    }
+
     /// [`Classifier::classify`] for a key whose local address is the specialization's.
     #[inline]
-    pub fn classify_specialized(&self, s: &Specialized, k: &Key) -> Option<usize> {
-        let stride = self.layout.stride;
-        let (remote, remote_addr) = if s.local_is_dst {
-            (&self.src, k.src)
+    pub fn classify_specialized(
+        &self,
+        rules: &[ExpandedRule],
+        s: &Specialized,
+        k: &Key,
+    ) -> Option<usize> {
+        let t = s
+            .table
+            .get_or_init(|| self.build_table(rules, &s.local_row, s.local_is_dst));
+        let p = k.protocol as usize;
+        let class = if k.protocol.has_ports() && k.dport < PORTLESS {
+            let l1 = t
+                .port_l1
+                .get(p << 12 | (k.dport as usize >> 4))
+                .copied()
+                .unwrap_or(0);
+            if l1 & L2 == 0 {
+                l1
+            } else {
+                t.port_l2
+                    .get((l1 & !L2) as usize + (k.dport as usize & 15))
+                    .copied()
+                    .unwrap_or(0)
+            }
         } else {
-            (&self.dst, k.dst)
+            t.portless.get(p).copied().unwrap_or(0)
         };
-        first_common(
-            self.protocol_port_row(k),
-            [
-                &s.local_row,
-                remote.row(remote_addr, stride),
-                self.sport.row(k.sport, stride),
-            ],
-            self.layout.summary,
-        )
+        let c = t.classes.get(class as usize)?;
+        let remote = if s.local_is_dst { k.src } else { k.dst };
+        let answer = t.answer(c, remote);
+        if answer == NONE {
+            return None;
+        }
+        if answer & LIST == 0 {
+            return Some(answer as usize);
+        }
+        let mut at = (answer & !LIST) as usize;
+        loop {
+            let entry = *t.lists.get(at)?;
+            let r = (entry & !LAST) as usize;
+            if self.sports.get(r).is_some_and(|p| p.contains(k.sport)) {
+                return Some(r);
+            }
+            if entry & LAST != 0 {
+                return None;
+            }
+            at += 1;
+        }
     }
 
     /// Bytes held by the tables (for the benchmark's report).

@@ -420,7 +420,9 @@ impl Network {
             }
             if let Some((c, spec)) = spec {
                 let policy = self.compiled[*c].policy(flow.direction);
-                let hit = policy.classifier.classify_specialized(spec, &key);
+                let hit = policy
+                    .classifier
+                    .classify_specialized(&policy.expanded, spec, &key);
                 *hit_slot = Hit::Rule(hit.map_or(u16::MAX, |h| h as u16));
                 access = policy.access(hit);
             }
@@ -571,6 +573,19 @@ impl Network {
             .flat_map(|c| [&c.inbound, &c.outbound])
             .map(|p| (p.rules.len(), p.classifier.memory_bytes()))
             .collect()
+    }
+
+    /// Bytes of the NIC-specialized tables [`Network::classify`] uses (each shared table
+    /// once), for the benchmark's report.
+    pub fn specialized_bytes(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.nics
+            .iter()
+            .flat_map(|n| n.specialized.iter().flatten().flatten())
+            .map(|(_, s)| s.memory())
+            .filter(|(_, id)| seen.insert(*id))
+            .map(|(bytes, _)| bytes)
+            .sum()
     }
 }
 
