@@ -415,3 +415,117 @@ fn return_traffic_of_an_allowed_outbound_flow_passes() {
         Access::Allow
     );
 }
+
+/// "Reachability lists exactly the sources the packets prove": `sources_reaching` for db1 on
+/// TCP 22 is computed, then every candidate source — internet addresses and NICs of the same
+/// virtual network — sends a real SYN; exactly the listed ones get through. The rules make the
+/// levels disagree: the subnet allows 81.2.69.0/24 and denies web's lower half, the NIC allows
+/// only 81.2.69.0/25 and denies the rest of that /24.
+#[test]
+fn reachability_lists_exactly_the_sources_the_packets_prove() {
+    let mut t = fixture();
+    t["networkInterfaces"].as_array_mut().unwrap().push(json!({
+        "id": "web2", "subnet": { "id": "vnet1/subnets/web" }, "privateIpAddress": "10.0.1.200",
+        "networkSecurityGroup": { "id": "nsg-web2" } }));
+    t["networkSecurityGroups"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "id": "nsg-web2", "securityRules": [] }));
+    set_rules(
+        &mut t,
+        "nsg-db",
+        vec![
+            rule(
+                "admins",
+                100,
+                "Inbound",
+                "Allow",
+                "Tcp",
+                "81.2.69.0/24",
+                "22",
+            ),
+            rule(
+                "no-web-low",
+                110,
+                "Inbound",
+                "Deny",
+                "Tcp",
+                "10.0.1.0/25",
+                "22",
+            ),
+        ],
+    );
+    set_rules(
+        &mut t,
+        "nsg-db1",
+        vec![
+            rule(
+                "admins-low",
+                100,
+                "Inbound",
+                "Allow",
+                "Tcp",
+                "81.2.69.0/25",
+                "22",
+            ),
+            rule(
+                "admins-rest",
+                200,
+                "Inbound",
+                "Deny",
+                "Tcp",
+                "81.2.69.0/24",
+                "22",
+            ),
+        ],
+    );
+    let internet_sources = [
+        std::net::Ipv4Addr::new(81, 2, 69, 10),
+        std::net::Ipv4Addr::new(81, 2, 69, 127),
+        std::net::Ipv4Addr::new(81, 2, 69, 128),
+        std::net::Ipv4Addr::new(81, 2, 69, 200),
+        std::net::Ipv4Addr::new(81, 2, 70, 10),
+        std::net::Ipv4Addr::new(203, 0, 113, 5),
+    ];
+    let mut lab = Lab::new(topology(t.clone()));
+    let internet = lab.add_internet(&internet_sources);
+    lab.update(topology(t));
+    let network = Network::new(&lab.topology).unwrap();
+    let reach = network
+        .sources_reaching("db1", FlowProtocol::Tcp, 22)
+        .unwrap();
+    let listed = |ip: std::net::Ipv4Addr| {
+        reach.sources.iter().any(|cidr| {
+            strata_netpol::ranges::parse_prefix(cidr)
+                .unwrap()
+                .contains(u32::from(ip))
+        })
+    };
+    let db1 = lab.ip("db1");
+    let mut candidates: Vec<(String, std::net::Ipv4Addr)> = internet_sources
+        .iter()
+        .map(|&ip| (internet.clone(), ip))
+        .collect();
+    for nic in ["web1", "web2"] {
+        candidates.push((lab.vm(nic).to_owned(), lab.ip(nic)));
+    }
+    let mut through = Vec::new();
+    for (i, (ns, ip)) in candidates.iter().enumerate() {
+        let delivered = tcp(ns, sa(*ip, 50200 + i as u16), lab.vm("db1"), sa(db1, 22), T);
+        assert_eq!(
+            delivered == Outcome::Delivered,
+            listed(*ip),
+            "{ip}: packets say {delivered:?}, reachability lists {:?}",
+            reach.sources
+        );
+        if delivered == Outcome::Delivered {
+            through.push(ip.to_string());
+        }
+    }
+    // Both kinds of source are represented on each side of the line.
+    assert_eq!(
+        through,
+        ["81.2.69.10", "81.2.69.127", "10.0.1.200"],
+        "{reach:?}"
+    );
+}
