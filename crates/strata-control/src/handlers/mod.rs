@@ -531,11 +531,16 @@ fn delete_item(
         json!({ "id": id.to_string() }),
         kind.is_directory(),
     )?;
-    // Image bytes go once no image or VM names them (`compute::images`).
-    if matches!(
-        kind,
-        Kind::Image | Kind::VirtualMachine | Kind::ResourceGroup
-    ) {
+    // Image bytes go once no image or VM names them (`compute::images`); the collection scans
+    // every image and VM, so only deletes that can free bytes run it.
+    let frees_image_bytes = match kind {
+        Kind::Image | Kind::ResourceGroup => true,
+        Kind::VirtualMachine => crate::docs::internal_of::<crate::compute::VmInternal>(&doc)
+            .image
+            .is_some(),
+        _ => false,
+    };
+    if frees_image_bytes {
         ctx.app
             .images
             .collect_garbage_logged(ctx.app.store.as_ref());
