@@ -253,7 +253,8 @@ pub(crate) fn save(
         "secureBoot": spec.secure_boot,
         "vtpm": spec.vtpm,
         "diskSizeBytes": spec.disk_size_bytes,
-        "nics": spec.nics.iter().map(|n| json!({ "tap": n.tap, "mac": n.mac_text() })).collect::<Vec<_>>(),
+        "nics": spec.nics.iter().map(|n| json!({ "tap": n.tap, "mac": n.mac_text(),
+            "address": n.address.map(|a| json!({ "ip": a.ip.to_string(), "prefixLen": a.prefix_len, "gateway": a.gateway.to_string() })) })).collect::<Vec<_>>(),
         "qemu": procs.and_then(|(q, _)| with_start(q)),
         "swtpm": procs.and_then(|(_, s)| s).and_then(with_start),
         "commandLine": command_line,
@@ -325,7 +326,16 @@ fn parse(id: VmId, v: &Value) -> Option<Record> {
             .split(':')
             .map(|b| u8::from_str_radix(b, 16).ok())
             .collect::<Option<_>>()?;
-        nics.push(NicSpec::new(n.get("tap")?.as_str()?, mac.try_into().ok()?).ok()?);
+        let mut nic = NicSpec::new(n.get("tap")?.as_str()?, mac.try_into().ok()?).ok()?;
+        // The guest's address (SMBIOS OEM string) for the adopted VM's next start.
+        if let Some(a) = n.get("address").filter(|a| !a.is_null()) {
+            nic = nic.with_address(crate::hypervisor::GuestAddress {
+                ip: a.get("ip")?.as_str()?.parse().ok()?,
+                prefix_len: u8::try_from(a.get("prefixLen")?.as_u64()?).ok()?,
+                gateway: a.get("gateway")?.as_str()?.parse().ok()?,
+            });
+        }
+        nics.push(nic);
     }
     Some(Record {
         spec: VmSpec {
@@ -384,7 +394,15 @@ mod tests {
             crate::DiskKey::from_bytes([8; 32]),
         );
         spec.disk_size_bytes = Some(1 << 30);
-        spec.nics = vec![NicSpec::new("tap0", [2, 0, 0, 0, 0, 1]).unwrap()];
+        spec.nics = vec![
+            NicSpec::new("tap0", [2, 0, 0, 0, 0, 1])
+                .unwrap()
+                .with_address(crate::hypervisor::GuestAddress {
+                    ip: "10.0.0.4".parse().unwrap(),
+                    prefix_len: 24,
+                    gateway: "10.0.0.1".parse().unwrap(),
+                }),
+        ];
         save(
             tmp.path(),
             &spec,
