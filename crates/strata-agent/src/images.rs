@@ -373,6 +373,29 @@ impl ImageStore {
                 modified,
             });
         }
+        // Imported images fetched from the control plane, by digest.
+        if let Ok(entries) = fs::read_dir(self.dir.join("sha256")) {
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let Some(digest) = file.strip_suffix(".qcow2").filter(|d| is_digest(d)) else {
+                    continue;
+                };
+                let Ok(meta) = entry.metadata() else { continue };
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                out.push(ImageInfo {
+                    name: format!("sha256:{digest}"),
+                    disk: entry.path(),
+                    size_bytes: meta.len(),
+                    kernel: None,
+                    modified,
+                });
+            }
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -473,6 +496,20 @@ mod tests {
         let list = store.list().unwrap();
         let names: Vec<_> = list.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["imported", "tiny"]);
+        // Fetched images show by digest; anything else in sha256/ does not.
+        fs::create_dir_all(tmp.path().join("sha256")).unwrap();
+        let digest = "ab".repeat(32);
+        fs::write(tmp.path().join(format!("sha256/{digest}.qcow2")), b"q").unwrap();
+        fs::write(tmp.path().join("sha256/.fetch-x"), b"partial").unwrap();
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|i| i.name).collect();
+        assert_eq!(
+            names,
+            [
+                "imported".to_string(),
+                format!("sha256:{digest}"),
+                "tiny".into()
+            ]
+        );
         assert_eq!(list[1].kernel.as_deref(), Some("linux-image-x 1"));
     }
 }
