@@ -63,7 +63,7 @@ pub enum VmCmd {
         /// Existing network interfaces (names in the resource group). Without any, like
         /// `az vm create`, the VM gets `NAME-nic` in the resource group's `default-vnet`
         /// (10.0.0.0/16, subnet `default` 10.0.0.0/24; created if missing), with its own
-        /// deny-by-default network security group.
+        /// deny-by-default network security group; both are deleted with the VM.
         #[arg(long = "nics", value_delimiter = ',')]
         nics: Vec<String>,
         #[command(flatten)]
@@ -280,11 +280,13 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
             if let Some(gb) = os_disk_size_gb {
                 storage["osDisk"] = json!({ "diskSizeGB": gb });
             }
-            let nic_ids = if nics.is_empty() {
-                vec![default_nic(c, out, sub, &resource_group, &name)?]
+            // The interface made here goes with the VM (deleteOption Delete); named ones stay.
+            let nic_refs: Vec<Value> = if nics.is_empty() {
+                let id = default_nic(c, out, sub, &resource_group, &name)?;
+                vec![json!({ "id": id, "properties": { "deleteOption": "Delete" } })]
             } else {
                 nics.iter()
-                    .map(|n| nic_path(sub, &resource_group, n))
+                    .map(|n| nic_path(sub, &resource_group, n).map(|id| json!({ "id": id })))
                     .collect::<Result<_>>()?
             };
             let security = match security_type {
@@ -304,7 +306,7 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
                 "storageProfile": storage,
                 "securityProfile": security,
                 "networkProfile": {
-                    "networkInterfaces": nic_ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+                    "networkInterfaces": nic_refs,
                 },
             }});
             // Create only: an existing VM of that name is an error, not an update.

@@ -183,7 +183,32 @@ pub struct VmInput {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NetworkProfile {
     #[serde(default)]
-    pub network_interfaces: Vec<SubResource>,
+    pub network_interfaces: Vec<NicReference>,
+}
+
+/// A VM's network interface, as in ARM: `properties.deleteOption` `Delete` makes the interface
+/// (and the NSG strata created for it) go with the VM; `Detach`, the default, keeps it.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NicReference {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<NicReferenceProperties>,
+}
+
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NicReferenceProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_option: Option<DeleteOption>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone, Copy)]
+pub enum DeleteOption {
+    Delete,
+    Detach,
 }
 
 #[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone)]

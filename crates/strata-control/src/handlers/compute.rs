@@ -328,9 +328,11 @@ fn attach_nics(
     Ok(ops)
 }
 
-/// The writes that detach a VM's interfaces when the VM is deleted.
+/// The writes that detach a VM's interfaces when the VM is deleted, or delete those it names
+/// with `deleteOption: Delete` (with the NSG strata created for each, when unused).
 pub fn detach_nics(ctx: &Ctx<'_>, vm: &Doc) -> Result<Vec<Op>, ApiError> {
     let mut ops = Vec::new();
+    let mut deleted = Vec::new();
     let nics = vm
         .properties
         .pointer("/networkProfile/networkInterfaces")
@@ -349,7 +351,13 @@ pub fn detach_nics(ctx: &Ctx<'_>, vm: &Doc) -> Result<Vec<Op>, ApiError> {
             .pointer("/virtualMachine/id")
             .and_then(Value::as_str)
             .is_some_and(|v| v.eq_ignore_ascii_case(&vm.id));
-        if attached_here {
+        let delete = nic
+            .pointer("/properties/deleteOption")
+            .and_then(Value::as_str)
+            == Some("Delete");
+        if attached_here && delete {
+            deleted.push((rec, doc));
+        } else if attached_here {
             if let Some(o) = doc.properties.as_object_mut() {
                 o.remove("virtualMachine");
             }
@@ -361,6 +369,10 @@ pub fn detach_nics(ctx: &Ctx<'_>, vm: &Doc) -> Result<Vec<Op>, ApiError> {
                 pre: Precondition::Revision(rec.revision),
             });
         }
+    }
+    if !deleted.is_empty() {
+        let vm_id = ResourceId::parse(&vm.id).map_err(|_| ApiError::internal())?;
+        ops.extend(super::network::delete_with_vm(ctx, &vm_id, &deleted)?);
     }
     Ok(ops)
 }

@@ -86,13 +86,15 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, Ap
             },
             _,
         ) => disks::disk_action(ctx, id, action, req),
-        // Network writes (and resource group deletes, which take network resources with them)
+        // Network writes (and resource group and VM deletes, which may take network resources
+        // with them)
         // validate against the whole subscription's network: one at a time per subscription,
         // again from the start when another replica's network write won the race.
         (Target::Item { id, kind }, verb)
             if matches!(verb, Verb::Put | Verb::Patch | Verb::Delete)
                 && (crate::network::KINDS.contains(kind)
-                    || (*kind == Kind::ResourceGroup && verb == Verb::Delete)) =>
+                    || (matches!(kind, Kind::ResourceGroup | Kind::VirtualMachine)
+                        && verb == Verb::Delete)) =>
         {
             let sub = crate::network::guard::subscription_key(id)?;
             crate::network::guard::with_retries(&ctx.app.network_locks, &sub, || match verb {

@@ -486,6 +486,26 @@ pub fn resource_group_delete_ops(ctx: &Ctx<'_>, rg: &ResourceId) -> Result<Vec<O
     Ok(ops)
 }
 
+/// The interfaces a VM's delete takes with it (`deleteOption: Delete`), each with the NSG
+/// strata created for it when nothing else uses that; the topology revision moves on.
+pub fn delete_with_vm(
+    ctx: &Ctx<'_>,
+    vm: &ResourceId,
+    nics: &[(strata_store::Record, Doc)],
+) -> Result<Vec<Op>, ApiError> {
+    let (docs, seen) = snapshot(ctx, vm)?;
+    let mut ops = vec![seen.bump()];
+    for (rec, doc) in nics {
+        ops.push(Op::Delete {
+            key: rec.key.clone(),
+            pre: Precondition::Revision(rec.revision),
+        });
+        let nic = ResourceId::parse(&doc.id).map_err(|_| ApiError::internal())?;
+        ops.extend(own_nsg_delete(ctx, &nic, doc, &docs)?);
+    }
+    Ok(ops)
+}
+
 /// The network security group strata created for interface `nic` (marked
 /// `internal.createdFor`), deleted with it unless a subnet or another interface uses it.
 fn own_nsg_delete(

@@ -422,6 +422,34 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
     let (_, n) = server.admin("GET", &nic, None);
     assert!(n["properties"]["virtualMachine"].is_null(), "{n}");
     assert_eq!(server.admin("DELETE", &nic, None).0, 200);
+    // The NSG strata made for the interface went with it.
+    let own_nsg = format!("{rg}/providers/Strata.Network/networkSecurityGroups/app-nic-nsg");
+    assert_eq!(server.admin("GET", &own_nsg, None).0, 404);
+
+    // deleteOption Delete (what `strata vm create` sets for the interface it makes): the VM's
+    // delete takes the interface and its own NSG with it.
+    let nic2 = format!("{rg}/providers/Strata.Network/networkInterfaces/app5-nic");
+    let (s, v) = server.admin(
+        "PUT",
+        &nic2,
+        Some(json!({ "properties": { "subnet": { "id": format!("{vnet}/subnets/default") } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let app5 = vm_path(&server, "apps", "app5");
+    let (s, v) = server.admin(
+        "PUT",
+        &app5,
+        Some(json!({ "properties": {
+            "storageProfile": { "image": "tiny" },
+            "networkProfile": { "networkInterfaces": [
+                { "id": nic2, "properties": { "deleteOption": "Delete" } }] },
+        }})),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(server.admin("DELETE", &app5, None).0, 200);
+    assert_eq!(server.admin("GET", &nic2, None).0, 404);
+    let nsg2 = format!("{rg}/providers/Strata.Network/networkSecurityGroups/app5-nic-nsg");
+    assert_eq!(server.admin("GET", &nsg2, None).0, 404);
 
     // A report about someone else's VM changes nothing (and is audited).
     let (s, other) = server.admin("PUT", &vm_path(&server, "apps", "db"), Some(tiny()));
