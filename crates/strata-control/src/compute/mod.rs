@@ -598,6 +598,41 @@ mod tests {
     }
 
     #[test]
+    fn image_references_and_os_disk_sizes() {
+        let id = "/subscriptions/s1/resourceGroups/golden/providers/Strata.Compute/images/ubuntu";
+        let s = shape(json!({ "storageProfile": {
+            "imageReference": { "id": id }, "osDisk": { "diskSizeGB": 20 } } }))
+        .unwrap();
+        assert_eq!(s.image, ImageName::Resource(id.into()));
+        assert_eq!(s.os_disk_gb, Some(20));
+        assert_eq!(VmShape::of_properties(&s.properties()), Some(s.clone()));
+        // The same image named with other casing is the same image.
+        assert_eq!(ImageName::Resource(id.to_uppercase()), s.image);
+        assert_ne!(ImageName::Platform("tiny".into()), s.image);
+        for (props, expect) in [
+            (
+                json!({ "storageProfile": { "image": "tiny", "imageReference": { "id": id } } }),
+                "InvalidImage",
+            ),
+            (
+                json!({ "storageProfile": { "imageReference": { "id": "/subscriptions/s1/resourceGroups/g/providers/Strata.Compute/disks/d" } } }),
+                "InvalidImageReference",
+            ),
+            (
+                json!({ "storageProfile": { "image": "tiny", "osDisk": { "diskSizeGB": 0 } } }),
+                "InvalidDiskSize",
+            ),
+            (
+                json!({ "storageProfile": { "image": "tiny", "osDisk": { "diskSizeGB": MAX_OS_DISK_GB + 1 } } }),
+                "InvalidDiskSize",
+            ),
+        ] {
+            let err = shape(props.clone()).unwrap_err();
+            assert!(err.starts_with(expect), "{props}: {err}");
+        }
+    }
+
+    #[test]
     fn reports_fold_into_states() {
         use Desired::*;
         use Reported as R;
