@@ -206,6 +206,19 @@ impl crate::vms::ControlPlane for FabricClient {
         Ok(())
     }
 
+    fn report_nics(&self, body: &Value) -> Result<(), crate::vms::VmError> {
+        let Some(client) = self.client() else {
+            return Err(crate::vms::VmError::NoCertificate);
+        };
+        post(
+            &client,
+            &format!("{}/nicstatus", self.base),
+            body,
+            "the NIC status report",
+        )?;
+        Ok(())
+    }
+
     fn image_fetcher(&self) -> Option<Arc<dyn crate::images::ImageFetcher>> {
         Some(Arc::new(self.clone()))
     }

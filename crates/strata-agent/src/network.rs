@@ -16,6 +16,14 @@
 //!             stop/delete ─▶ driver ─▶ unplug(vm): its taps deleted
 //! ```
 //!
+//! DDoS basics: every interface gets netdp's [`DdosPolicy::default`] (the control plane may
+//! raise or lower its limits per interface with `properties.ddosSettings`, carried in the
+//! assignment as [`DdosSettings`]; the limits cannot be turned off). On every poll the VM loop
+//! reads each local interface's drop counters from the live ruleset
+//! ([`HostNetwork::ddos_sample`]: netdp's `Host::ddos_counters`), feeds them to a
+//! [`MitigationMonitor`] and reports counters and mitigation events to the control plane
+//! (`POST /fabric/v1/hosts/{host}/nicstatus`).
+//!
 //! [`HostNetwork`] has two implementations with the same API: [`NetdpNetwork`] (real: `ip`,
 //! `nft`, `bridge`; in the agent's network namespace or a named one) and [`SimNetwork`]
 //! (nothing happens: `--hypervisor sim` hosts, scale tests). Tap names are
@@ -27,8 +35,10 @@ use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strata_compute::{GuestAddress, NicSpec, VmId};
+use strata_netdp::ddos::{DdosPolicy, MitigationEvent, MitigationMonitor, NicDdosCounters, Rate};
 use strata_netdp::{Host, HostError, HostPlan, PlanError, names};
 use strata_netpol::Topology;
 
@@ -44,6 +54,67 @@ pub struct VmNic {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// The control plane's overrides of the default DDoS limits (`None`: the defaults).
+    pub ddos: Option<DdosSettings>,
+}
+
+/// A token-bucket rate as the control plane sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WireRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl WireRate {
+    fn rate(self) -> Rate {
+        // The control plane validated both (≥ 1); a zero would mean "drop everything".
+        let per_second = self.per_second.max(1);
+        Rate::new(per_second, self.burst.max(per_second))
+    }
+}
+
+/// An interface's overrides of [`DdosPolicy::default`] (`properties.ddosSettings`, validated by
+/// the control plane). Absent fields keep their default; nothing turns a limit off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DdosSettings {
+    #[serde(default)]
+    pub syn_per_source: Option<WireRate>,
+    #[serde(default)]
+    pub syn_total: Option<WireRate>,
+    #[serde(default)]
+    pub new_flows_per_source: Option<WireRate>,
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+impl DdosSettings {
+    /// The default policy with these overrides.
+    pub fn policy(&self) -> DdosPolicy {
+        let mut p = DdosPolicy::default();
+        if let Some(r) = self.syn_per_source {
+            p.syn_per_source = Some(r.rate());
+        }
+        if let Some(r) = self.syn_total {
+            p.syn_total = Some(r.rate());
+        }
+        if let Some(r) = self.new_flows_per_source {
+            p.per_source = Some(r.rate());
+        }
+        if let Some(c) = self.max_connections {
+            p.max_connections = Some(c.max(1));
+        }
+        p
+    }
+}
+
+/// One poll's DDoS view of the host: every local interface's counters and the mitigations
+/// that started or ended since the previous poll.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DdosReport {
+    pub nics: BTreeMap<String, NicDdosCounters>,
+    pub events: Vec<MitigationEvent>,
 }
 
 impl VmNic {
@@ -68,11 +139,48 @@ impl NetDesired {
         let mut nics: Vec<String> = self
             .nics
             .iter()
-            .map(|n| format!("{}={}", n.id, names::mac_string(n.mac)))
+            .map(|n| format!("{}={}{:?}", n.id, names::mac_string(n.mac), n.ddos))
             .collect();
         nics.sort();
         format!("{}|{}", self.etag, nics.join(","))
     }
+}
+
+/// The body of `POST /fabric/v1/hosts/{host}/nicstatus`:
+///
+/// ```text
+/// { "networkInterfaces": [ { "id": NIC, "counters": { "synFlood": {"packets","bytes"},
+///                            "perSourceRate": {…}, "conntrackCap": {…} } } ],
+///   "events": [ { "nic": NIC, "event": "MitigationStarted"|"MitigationEnded",
+///                 "mechanism": "SynFlood"|"PerSourceRate"|"ConntrackCap",
+///                 "dropsPerSecond": F (started only) } ] }
+/// ```
+pub fn nic_status_body(
+    nics: &BTreeMap<String, NicDdosCounters>,
+    events: &[MitigationEvent],
+) -> Value {
+    use strata_netdp::ddos::{Dropped, Mechanism};
+    let dropped = |d: Dropped| serde_json::json!({ "packets": d.packets, "bytes": d.bytes });
+    let mechanism = |m: &Mechanism| format!("{m:?}");
+    serde_json::json!({
+        "networkInterfaces": nics.iter().map(|(id, c)| serde_json::json!({
+            "id": id,
+            "counters": {
+                "synFlood": dropped(c.syn_flood),
+                "perSourceRate": dropped(c.per_source_rate),
+                "conntrackCap": dropped(c.conntrack_cap),
+            },
+        })).collect::<Vec<_>>(),
+        "events": events.iter().map(|e| match e {
+            MitigationEvent::Started { nic, mechanism: m, rate } => serde_json::json!({
+                "nic": nic, "event": "MitigationStarted", "mechanism": mechanism(m),
+                "dropsPerSecond": rate,
+            }),
+            MitigationEvent::Ended { nic, mechanism: m } => serde_json::json!({
+                "nic": nic, "event": "MitigationEnded", "mechanism": mechanism(m),
+            }),
+        }).collect::<Vec<_>>(),
+    })
 }
 
 /// Why the host's networking could not be made as asked.
@@ -102,6 +210,11 @@ pub trait HostNetwork: Send + Sync {
     fn plug(&self, vm: &VmId, nics: &[VmNic], owner: Option<(u32, u32)>) -> Result<(), NetError>;
     /// Removes the VM's taps (nothing when it has none).
     fn unplug(&self, vm: &VmId, nics: &[VmNic]) -> Result<(), NetError>;
+    /// Reads every local interface's DDoS counters and runs the mitigation monitor over them
+    /// (`None`: no dataplane, nothing to report — the simulation).
+    fn ddos_sample(&self) -> Result<Option<DdosReport>, NetError> {
+        Ok(None)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +282,7 @@ struct Applied {
 pub struct NetdpNetwork {
     host: Host,
     applied: Mutex<Applied>,
+    monitor: Mutex<MitigationMonitor>,
 }
 
 impl NetdpNetwork {
@@ -177,6 +291,7 @@ impl NetdpNetwork {
         Self {
             host,
             applied: Mutex::new(Applied::default()),
+            monitor: Mutex::new(MitigationMonitor::new()),
         }
     }
 
@@ -275,6 +390,12 @@ impl HostNetwork for NetdpNetwork {
                     n.mac = l.mac;
                 }
             }
+            // Every interface keeps netdp's default limits unless the control plane set others.
+            for l in &local {
+                if let Some(s) = &l.ddos {
+                    plan.set_ddos(&l.id, s.policy()).map_err(NetError::Plan)?;
+                }
+            }
             let report = self.host.apply(&plan)?;
             if report.changed() {
                 tracing::info!(ruleset = report.ruleset, changes = report.changes.len(), etag = %desired.etag, "host network applied");
@@ -350,6 +471,30 @@ impl HostNetwork for NetdpNetwork {
         Ok(())
     }
 
+    fn ddos_sample(&self) -> Result<Option<DdosReport>, NetError> {
+        let Some(plan) = lock(&self.applied).plan.clone() else {
+            return Ok(None);
+        };
+        let sample = self.host.ddos_counters(&plan)?;
+        let nics = sample.nics.clone();
+        let events = lock(&self.monitor).observe(sample);
+        for e in &events {
+            match e {
+                MitigationEvent::Started {
+                    nic,
+                    mechanism,
+                    rate,
+                } => {
+                    tracing::warn!(%nic, ?mechanism, drops_per_second = rate, "DDoS mitigation started")
+                }
+                MitigationEvent::Ended { nic, mechanism } => {
+                    tracing::info!(%nic, ?mechanism, "DDoS mitigation ended")
+                }
+            }
+        }
+        Ok(Some(DdosReport { nics, events }))
+    }
+
     fn unplug(&self, vm: &VmId, nics: &[VmNic]) -> Result<(), NetError> {
         let _serial = lock(&self.applied);
         let taps = self.taps()?;
@@ -361,5 +506,69 @@ impl HostNetwork for NetdpNetwork {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_netdp::ddos::{Dropped, Mechanism};
+
+    use super::*;
+
+    #[test]
+    fn ddos_settings_override_only_what_they_name_and_report_as_the_door_reads_them() {
+        let s: DdosSettings = serde_json::from_value(serde_json::json!({
+            "synPerSource": { "perSecond": 5, "burst": 10 }, "maxConnections": 1000 }))
+        .unwrap();
+        let p = s.policy();
+        assert_eq!(p.syn_per_source, Some(Rate::new(5, 10)));
+        assert_eq!(p.max_connections, Some(1000));
+        let d = DdosPolicy::default();
+        assert_eq!((p.syn_total, p.per_source), (d.syn_total, d.per_source));
+        assert_eq!(DdosSettings::default().policy(), d);
+        // Nothing a control plane sends turns a limit off.
+        let zero: DdosSettings = serde_json::from_value(serde_json::json!({
+            "synTotal": { "perSecond": 0, "burst": 0 }, "maxConnections": 0 }))
+        .unwrap();
+        assert_eq!(zero.policy().syn_total, Some(Rate::new(1, 1)));
+        assert_eq!(zero.policy().max_connections, Some(1));
+        assert!(
+            serde_json::from_value::<DdosSettings>(serde_json::json!({ "off": true })).is_err()
+        );
+
+        let c = NicDdosCounters {
+            syn_flood: Dropped {
+                packets: 7,
+                bytes: 420,
+            },
+            ..NicDdosCounters::default()
+        };
+        let body = nic_status_body(
+            &BTreeMap::from([("/nic1".to_owned(), c)]),
+            &[
+                MitigationEvent::Started {
+                    nic: "/nic1".into(),
+                    mechanism: Mechanism::SynFlood,
+                    rate: 3.5,
+                },
+                MitigationEvent::Ended {
+                    nic: "/nic1".into(),
+                    mechanism: Mechanism::ConntrackCap,
+                },
+            ],
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "networkInterfaces": [ { "id": "/nic1", "counters": {
+                    "synFlood": { "packets": 7, "bytes": 420 },
+                    "perSourceRate": { "packets": 0, "bytes": 0 },
+                    "conntrackCap": { "packets": 0, "bytes": 0 } } } ],
+                "events": [
+                    { "nic": "/nic1", "event": "MitigationStarted", "mechanism": "SynFlood",
+                      "dropsPerSecond": 3.5 },
+                    { "nic": "/nic1", "event": "MitigationEnded", "mechanism": "ConntrackCap" } ],
+            })
+        );
     }
 }

@@ -223,6 +223,8 @@ struct WireNic {
     prefix_length: Option<u8>,
     #[serde(default)]
     gateway: Option<String>,
+    #[serde(default)]
+    ddos: Option<crate::network::DdosSettings>,
 }
 
 fn yes() -> bool {
@@ -398,6 +400,7 @@ fn vm_nic(n: WireNic) -> Result<VmNic, String> {
         gateway: ip(n.gateway.as_ref(), "gateway")?,
         prefix_len,
         mac,
+        ddos: n.ddos,
         id: n.id,
     })
 }
@@ -439,6 +442,12 @@ pub trait ControlPlane: Send + Sync {
     /// Sends the status of every VM ([`VmError::NoCertificate`] before a passing round: the
     /// report is kept for later).
     fn report(&self, vms: &[VmStatus]) -> Result<(), VmError>;
+    /// Sends the interfaces' DDoS counters and mitigation events
+    /// (`POST /fabric/v1/hosts/{host}/nicstatus`, body from
+    /// [`crate::network::nic_status_body`]); fakes take nothing.
+    fn report_nics(&self, _body: &serde_json::Value) -> Result<(), VmError> {
+        Ok(())
+    }
     /// Where imported images come from (`None`: nowhere; VMs from imported images fail).
     fn image_fetcher(&self) -> Option<Arc<dyn ImageFetcher>> {
         None
@@ -656,7 +665,23 @@ pub struct VmHost {
     shared: Arc<Shared>,
     /// The control plane's image fetcher as of the last tick (handed to create workers).
     fetcher: Mutex<Option<Arc<dyn ImageFetcher>>>,
+    /// What the last NIC status report carried, and mitigation events not delivered yet.
+    ddos: Mutex<DdosOutbox>,
 }
+
+/// The DDoS half of the VM loop's reporting: counters are sent when they change (or every
+/// `report_every`), mitigation events until the control plane has taken them.
+#[derive(Default)]
+struct DdosOutbox {
+    pending: Vec<strata_netdp::MitigationEvent>,
+    sent: Option<(
+        Instant,
+        std::collections::BTreeMap<String, strata_netdp::NicDdosCounters>,
+    )>,
+}
+
+/// Most undelivered mitigation events kept (the oldest go first).
+const MAX_PENDING_EVENTS: usize = 1024;
 
 impl VmHost {
     /// A VM host over `driver`; with a `vm_dir`, directories there from an earlier run are
@@ -669,6 +694,7 @@ impl VmHost {
             cfg,
             shared: Arc::new(Shared::default()),
             fetcher: Mutex::new(None),
+            ddos: Mutex::new(DdosOutbox::default()),
         };
         host.adopt();
         host.find_leftovers();
@@ -773,6 +799,45 @@ impl VmHost {
             }
         }
         self.report_if_due(cp);
+        self.report_ddos(cp);
+    }
+
+    /// Samples every local interface's DDoS counters (the mitigation monitor runs on each
+    /// sample) and sends them with any mitigation events when something changed or
+    /// `report_every` passed. Events stay queued until a report reaches the control plane.
+    fn report_ddos(&self, cp: &dyn ControlPlane) {
+        let report = match self.network.ddos_sample() {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %crate::agent::chain(&e), "cannot read the interfaces' DDoS counters");
+                return;
+            }
+        };
+        let mut out = self.ddos.lock().unwrap_or_else(PoisonError::into_inner);
+        out.pending.extend(report.events);
+        let excess = out.pending.len().saturating_sub(MAX_PENDING_EVENTS);
+        out.pending.drain(..excess);
+        let due = !out.pending.is_empty()
+            || out.sent.as_ref().is_none_or(|(at, nics)| {
+                *nics != report.nics || at.elapsed() >= self.cfg.report_every
+            });
+        if !due {
+            return;
+        }
+        let body = crate::network::nic_status_body(&report.nics, &out.pending);
+        match cp.report_nics(&body) {
+            Ok(()) => {
+                out.pending.clear();
+                out.sent = Some((Instant::now(), report.nics));
+            }
+            Err(VmError::NoCertificate) => {
+                tracing::debug!("no client certificate yet: NIC status waits")
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::agent::chain(&e), "cannot report NIC status")
+            }
+        }
     }
 
     /// Asks the driver about every VM no worker is busy with (a QEMU that died is noticed

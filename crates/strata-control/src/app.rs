@@ -169,6 +169,8 @@ pub struct App {
     pub images: crate::compute::images::ImageStore,
     /// Network writes queue per subscription (`network::guard`).
     pub network_locks: crate::network::guard::Locks,
+    /// The latest DDoS counters each host reported per network interface (`network::ddos`).
+    pub nic_ddos: crate::network::ddos::Board,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +219,7 @@ impl App {
             vm_index: Mutex::new(crate::compute::index::VmIndex::default()),
             images,
             network_locks: crate::network::guard::Locks::default(),
+            nic_ddos: crate::network::ddos::Board::default(),
         })
     }
 

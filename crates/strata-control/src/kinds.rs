@@ -219,6 +219,7 @@ impl Kind {
                 "ipFlowVerify",
                 "effectiveNetworkSecurityGroups",
                 "reachability",
+                "ddosCounters",
             ],
             Kind::VaultKey => &[
                 "rotate",

@@ -116,6 +116,7 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
         ("POST", ["hosts", host, "evidence"]) => evidence(app, &call, host),
         ("GET", ["hosts", host, "assignments"]) => assignments(app, &call, host),
         ("POST", ["hosts", host, "vmstatus"]) => vm_status(app, &call, host),
+        ("POST", ["hosts", host, "nicstatus"]) => nic_status(app, &call, host),
         _ => Err(ApiError::not_found(call.path)),
     };
     match result {
@@ -979,6 +980,27 @@ fn vm_status(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiEr
     };
     let accepted = crate::compute::door::apply_reports(app, host, call.body, &audit)?;
     Ok(Reply::json(200, json!({ "accepted": accepted })))
+}
+
+/// `POST hosts/{host}/nicstatus`: the host's agent reports its interfaces' DDoS counters and
+/// mitigation events (`network::ddos`).
+fn nic_status(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
+    let hid = host_id(host)?;
+    let (_, doc) =
+        load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
+    if !current_certificate(&doc, call.peer_certificate) {
+        return Err(ApiError::unauthenticated(
+            "this call needs the host's current client certificate, which is issued after a passing attestation round",
+        ));
+    }
+    let audit = |action: &str, scope: &str, reason: &str, details: Value| {
+        entry(call, host, action, scope, ("success", 200), reason, details)
+    };
+    let (nics, events) = crate::network::ddos::apply_report(app, host, call.body, &audit)?;
+    Ok(Reply::json(
+        200,
+        json!({ "acceptedInterfaces": nics, "acceptedEvents": events }),
+    ))
 }
 
 /// Demotes Trusted hosts whose last passing round is older than the staleness window.

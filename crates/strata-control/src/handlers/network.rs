@@ -1,8 +1,8 @@
 //! ARM handlers for `Strata.Network`: virtual networks, network security groups, network
 //! interfaces and application security groups (create/replace validated against the whole
 //! subscription's topology by `strata-netpol`, deletes refused while referenced), and the
-//! read-only queries on a network interface: `ipFlowVerify`, `effectiveNetworkSecurityGroups`
-//! and `reachability`. The stored shapes and the bridge to the engine live in `crate::network`.
+//! read-only queries on a network interface: `ipFlowVerify`, `effectiveNetworkSecurityGroups`,
+//! `reachability` and `ddosCounters` (`network::ddos`). The stored shapes and the bridge to the engine live in `crate::network`.
 //!
 //! Strata's secure default: a network interface created without a network security group gets
 //! its own, `<nic>-nsg`, with only the default rules (inbound from outside the virtual network
@@ -620,6 +620,9 @@ pub fn nic_query(
     action: &str,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
+    if action == "ddosCounters" {
+        return Ok(Reply::json(200, net::ddos::counters_view(ctx.app, doc)));
+    }
     let docs = subscription_docs(ctx, id)?;
     let network = net::compile(&docs)?;
     let nic = doc.id.as_str();
@@ -672,7 +675,7 @@ pub fn nic_query(
             return Err(ApiError::bad_request(
                 "InvalidAction",
                 format!(
-                    "unknown action '{action}': use ipFlowVerify, effectiveNetworkSecurityGroups or reachability"
+                    "unknown action '{action}': use ipFlowVerify, effectiveNetworkSecurityGroups, reachability or ddosCounters"
                 ),
             ));
         }

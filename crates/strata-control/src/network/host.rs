@@ -129,13 +129,18 @@ pub fn host_nic(topology: &np::Topology, docs: &[Doc], nic_id: &str) -> Option<V
         .find(|s| s.name == subnet)
         .and_then(|s| np::ranges::parse_prefix(&s.address_prefix).ok())?;
     let (low, _) = prefix.bounds();
-    Some(json!({
+    let mut out = json!({
         "id": doc.id,
         "macAddress": mac_linux(mac_of(doc)),
         "privateIpAddress": nic.private_ip_address,
         "prefixLength": prefix.len,
         "gateway": Ipv4Addr::from(low.saturating_add(1)).to_string(),
-    }))
+    });
+    // Overrides of the default DDoS limits; without them the host applies the defaults.
+    if let Some(s) = super::ddos::stored(doc) {
+        out["ddos"] = json!(s);
+    }
+    Some(out)
 }
 
 /// The union of several subscriptions' topologies (their ids never clash; peerings stay

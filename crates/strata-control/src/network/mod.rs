@@ -13,6 +13,7 @@
 //! stored resource it names (ARM ids are case-insensitive); a reference to nothing stays as
 //! written and the engine refuses it (`UnknownReference`).
 
+pub mod ddos;
 pub mod guard;
 pub mod host;
 
@@ -164,6 +165,9 @@ pub struct NicProps {
     pub network_security_group: Option<np::SubResource>,
     #[serde(default)]
     pub application_security_groups: Vec<np::SubResource>,
+    /// Overrides of the default DDoS limits (`network::ddos`), checked by `ddos::settings`.
+    #[serde(default)]
+    pub ddos_settings: Option<Value>,
     #[serde(default, rename = "privateIPAllocationMethod")]
     _allocation: Option<IgnoredAny>,
     #[serde(default, rename = "provisioningState")]
@@ -236,7 +240,9 @@ pub fn asg_properties(props: Option<Value>) -> Result<Value, ApiError> {
 }
 
 pub fn parse_nic(props: Option<Value>) -> Result<NicProps, ApiError> {
-    parse_props(props)
+    let p: NicProps = parse_props(props)?;
+    ddos::settings(p.ddos_settings.as_ref())?;
+    Ok(p)
 }
 
 /// The stored properties of a network interface, once its address and NSG are settled.
@@ -257,6 +263,10 @@ pub fn nic_properties(
     });
     if let Some(n) = note {
         v["secureDefaults"] = json!(n);
+    }
+    // `parse_nic` checked the settings; only overrides are stored.
+    if let Ok(Some(s)) = ddos::settings(p.ddos_settings.as_ref()) {
+        v["ddosSettings"] = json!(s);
     }
     v
 }

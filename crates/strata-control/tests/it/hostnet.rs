@@ -5,7 +5,11 @@
 //! VM's uid. The simulated VMs have no guest, so namespaces stand in for them: each VM's tap is
 //! swapped for a veth into a namespace configured as the guest would be (netdp's
 //! `create_veth`), and real TCP SYNs show the NSG at work — 22 dropped by a deny rule, then let
-//! through once an allow rule is added through the API and the agent's next poll.
+//! through once an allow rule is added through the API and the agent's next poll. Then DDoS
+//! basics: a per-NIC override of the default limits through the API reaches the host, a SYN
+//! flood from one guest is cut by the per-source limit, the drops reach the control plane's
+//! view of the NIC (`ddosCounters`) with a MitigationStarted audit entry, and another source
+//! still connects; a host's report about an interface it does not hold is refused.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -25,7 +29,7 @@ use strata_agent::testhost::{SwtpmHost, TestCa};
 use strata_agent::vms::{ControlPlane as _, PowerState, VmHost, VmHostConfig};
 use strata_compute::sim::SimDriver;
 use strata_compute::{Hypervisor as _, VmId};
-use strata_netdp::{Host, names};
+use strata_netdp::{DdosPolicy, Host, Rate, names};
 
 use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
 use crate::harness::Server;
@@ -391,6 +395,184 @@ fn the_agent_drives_the_dataplane_from_the_control_planes_network() {
     assert_eq!(restarted.plan(), network.plan());
     assert_eq!(restarted.host().live_digest().unwrap(), digest);
     assert_eq!(links(), before);
+
+    // DDoS basics per NIC. Every NIC has the default limits (the control plane's view of them
+    // agrees with netdp's); nonsense overrides are refused.
+    let ddos_view = |i: usize| {
+        let (s, v) = server.admin("POST", &format!("{}/ddosCounters", nic_id(i)), None);
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let d = DdosPolicy::default();
+    let rate = |r: Option<Rate>| {
+        let r = r.unwrap();
+        json!({ "perSecond": r.per_second, "burst": r.burst })
+    };
+    assert_eq!(
+        ddos_view(1)["policy"],
+        json!({ "synPerSource": rate(d.syn_per_source), "synTotal": rate(d.syn_total),
+            "newFlowsPerSource": rate(d.per_source), "maxConnections": d.max_connections }),
+    );
+    assert!(plan.nics.iter().all(|n| n.ddos == d), "{plan:?}");
+    let web_props = server
+        .admin("GET", &nic_id(0), None)
+        .1
+        .get("properties")
+        .cloned()
+        .unwrap();
+    for bad in [
+        json!({ "synPerSource": { "perSecond": 0, "burst": 10 } }),
+        json!({ "synPerSource": { "perSecond": 5, "burst": 1 } }),
+        json!({ "maxConnections": 0 }),
+        json!({ "synCookies": "off" }),
+    ] {
+        let mut props = web_props.clone();
+        props["ddosSettings"] = bad.clone();
+        let (s, v) = server.admin("PUT", &nic_id(0), Some(json!({ "properties": props })));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("InvalidDdosSettings")),
+            "{bad}: {v}"
+        );
+    }
+    // web-nic's per-source SYN limit lowered to 5/s (burst 10) through the API: the next poll
+    // programs it.
+    let mut props = web_props.clone();
+    props["ddosSettings"] = json!({ "synPerSource": { "perSecond": 5, "burst": 10 } });
+    let v = put(&server, &nic_id(0), json!({ "properties": props }));
+    assert_eq!(
+        v["properties"]["ddosSettings"]["synPerSource"]["burst"], 10,
+        "{v}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while network
+        .plan()
+        .unwrap()
+        .nic(&nic_id(0))
+        .unwrap()
+        .ddos
+        .syn_per_source
+        != Some(Rate::new(5, 10))
+    {
+        step();
+        assert!(
+            Instant::now() < deadline,
+            "the DDoS settings did not reach the host"
+        );
+    }
+
+    // A third guest in the app subnet: a legitimate client from another source.
+    let client_nic = put(
+        &server,
+        &net("networkInterfaces", "client-nic"),
+        json!({ "properties": { "subnet": { "id": format!("{vnet_id}/subnets/app") } } }),
+    );
+    let client_nic_id = client_nic["id"].as_str().unwrap().to_string();
+    put(
+        &server,
+        &format!("{rg}/providers/Strata.Compute/virtualMachines/client"),
+        json!({ "properties": { "storageProfile": { "image": "tiny" },
+            "networkProfile": { "networkInterfaces": [ { "id": client_nic_id } ] } } }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while power(&vms, "client") != Some(PowerState::Running) {
+        step();
+        assert!(Instant::now() < deadline, "{:?}", vms.statuses());
+    }
+    let client_ns = Ns::new("client");
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &host_ns.0,
+            "link",
+            "del",
+            "dev",
+            &names::port_name(&client_nic_id),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    network
+        .host()
+        .create_veth(&network.plan().unwrap(), &client_nic_id, &client_ns.0)
+        .unwrap();
+
+    // A SYN flood from app to web (port 8080: nothing listens, the guest answers RST; the NSG
+    // allows it within the virtual network): far past 5/s. The VM loop samples the counters
+    // on its polls, and the control plane's view of web-nic shows the drops, with an audit
+    // entry for the mitigation.
+    let flood = || {
+        in_netns(app_ns, || {
+            for _ in 0..300 {
+                let _ = TcpStream::connect_timeout(
+                    &SocketAddr::V4(SocketAddrV4::new(ip(0), 8080)),
+                    Duration::from_millis(2),
+                );
+            }
+        });
+    };
+    let started = |audit: &Value| {
+        audit["value"].as_array().unwrap().iter().any(|e| {
+            let e = &e["entry"];
+            e["action"] == "Strata.Network/networkInterfaces/ddosMitigation/action"
+                && e["scope"]
+                    .as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&nic_id(0)))
+                && e["details"]["event"] == "MitigationStarted"
+                && e["details"]["mechanism"] == "SynFlood"
+                && e["outcome"] == "success"
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        flood();
+        step();
+        let view = ddos_view(0);
+        let dropped = view["counters"]["synFlood"]["packets"]
+            .as_u64()
+            .unwrap_or(0);
+        let (_, audit) = server.admin("GET", "/providers/Strata.Audit/entries?limit=2000", None);
+        if dropped > 0 && started(&audit) {
+            assert_eq!(view["host"], "net-host", "{view}");
+            assert_eq!(
+                view["policy"]["synPerSource"],
+                json!({ "perSecond": 5, "burst": 10 })
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SYN-flood drops or MitigationStarted reached the control plane: {view}"
+        );
+    }
+    // Legitimate traffic from another source still gets through to web.
+    assert!(
+        tcp_passes(&client_ns.0, web_ns, ip(0), 80),
+        "client -> web:80 during the flood"
+    );
+
+    // A host cannot report about interfaces it does not hold (extra-nic's VM is gone): the
+    // report is taken, those entries are refused and audited, nothing is shown for them.
+    let foreign = json!({ "networkInterfaces": [ { "id": nic_id(2), "counters": {
+            "synFlood": { "packets": 99, "bytes": 1 }, "perSourceRate": { "packets": 0, "bytes": 0 },
+            "conntrackCap": { "packets": 0, "bytes": 0 } } } ],
+        "events": [ { "nic": nic_id(2), "event": "MitigationStarted", "mechanism": "SynFlood",
+            "dropsPerSecond": 1.0 } ] });
+    fabric.report_nics(&foreign).unwrap();
+    assert_eq!(ddos_view(2)["counters"], Value::Null);
+    let (_, audit) = server.admin("GET", "/providers/Strata.Audit/entries?limit=2000", None);
+    assert!(
+        audit["value"].as_array().unwrap().iter().any(|e| {
+            e["entry"]["action"] == "Strata.Network/networkInterfaces/ddosMitigation/action"
+                && e["entry"]["outcome"] == "denied"
+                && e["entry"]["details"]["networkInterfaces"][0] == nic_id(2)
+        }),
+        "the refused report is audited"
+    );
+    assert!(!audit["value"].as_array().unwrap().iter().any(|e| {
+        e["entry"]["scope"] == nic_id(2) && e["entry"]["details"]["event"] == "MitigationStarted"
+    }));
     drop(vms);
     stop.store(true, Ordering::Relaxed);
     rounds.join().unwrap();
