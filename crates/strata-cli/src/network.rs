@@ -50,6 +50,16 @@ const NIC_COLS: &[Column<'static>] = &[
     ("SecureDefaults", "/properties/secureDefaults"),
 ];
 const ASG_COLS: &[Column<'static>] = &[("Name", "/name")];
+const DDOS_COLS: &[Column<'static>] = &[
+    ("SynFloodDrops", "/counters/synFlood/packets"),
+    ("PerSourceDrops", "/counters/perSourceRate/packets"),
+    ("ConntrackCapDrops", "/counters/conntrackCap/packets"),
+    ("Mitigating", "/mitigating"),
+    ("SynPerSource", "/policy/synPerSource/perSecond"),
+    ("SynTotal", "/policy/synTotal/perSecond"),
+    ("MaxConnections", "/policy/maxConnections"),
+    ("ReportedAt", "/reportedAt"),
+];
 const VERDICT_COLS: &[Column<'static>] = &[
     ("Access", "/access"),
     ("Rule", "/ruleName"),
@@ -297,10 +307,17 @@ pub enum NicCmd {
         /// A static address; by default the subnet's first free one.
         #[arg(long)]
         private_ip_address: Option<String>,
+        /// Overrides of the default DDoS limits, as JSON (`properties.ddosSettings`), e.g.
+        /// '{"synPerSource":{"perSecond":50,"burst":100},"maxConnections":4096}'.
+        #[arg(long)]
+        ddos_settings: Option<String>,
     },
     List(Group),
     Show(Named),
     Delete(Named),
+    /// The NIC's DDoS limits in force and what its host last reported: packets each mechanism
+    /// dropped and the mitigations under way.
+    Ddos(Named),
 }
 
 #[derive(Subcommand)]
@@ -766,6 +783,7 @@ fn nic(c: &Client, out: Format, p: &Paths<'_>, cmd: NicCmd) -> Result<()> {
             nsg,
             asgs,
             private_ip_address,
+            ddos_settings,
         } => {
             strata_types::path::validate_name(&subnet)?;
             let vnet_id = p.reference(&at.resource_group, "virtualNetworks", &vnet)?;
@@ -787,10 +805,23 @@ fn nic(c: &Client, out: Format, p: &Paths<'_>, cmd: NicCmd) -> Result<()> {
             if let Some(ip) = private_ip_address {
                 props["privateIPAddress"] = json!(ip);
             }
+            if let Some(text) = ddos_settings {
+                props["ddosSettings"] = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("--ddos-settings is not JSON: {e}"))?;
+            }
             simple(c, out, p, T, NIC_COLS, Simple::Create(at, props))
         }
         NicCmd::List(g) => simple(c, out, p, T, NIC_COLS, Simple::List(g)),
         NicCmd::Show(n) => simple(c, out, p, T, NIC_COLS, Simple::Show(n)),
         NicCmd::Delete(n) => simple(c, out, p, T, NIC_COLS, Simple::Delete(n)),
+        NicCmd::Ddos(n) => {
+            let path = p.item(&n.resource_group, T, &n.name)?;
+            print(
+                out,
+                &c.call("POST", &format!("{path}/ddosCounters"), None)?,
+                DDOS_COLS,
+            );
+            Ok(())
+        }
     }
 }

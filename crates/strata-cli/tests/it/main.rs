@@ -689,3 +689,77 @@ fn key_rotation_policy_from_the_cli() {
     assert!(ok, "{err}");
     assert_eq!(up.cli_json(&show), Value::Null);
 }
+
+#[test]
+fn nic_ddos_settings_and_counters_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("data"));
+    for args in [
+        &["group", "create", "-n", "net"][..],
+        &[
+            "network",
+            "vnet",
+            "create",
+            "-n",
+            "v",
+            "-g",
+            "net",
+            "--address-prefixes",
+            "10.9.0.0/16",
+        ],
+        &[
+            "network",
+            "vnet",
+            "subnet",
+            "create",
+            "--vnet",
+            "v",
+            "-g",
+            "net",
+            "-n",
+            "s",
+            "--address-prefix",
+            "10.9.1.0/24",
+        ],
+    ] {
+        let (ok, _, err) = up.cli(args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let create = |name: &str, settings: &str| {
+        up.cli(&[
+            "network",
+            "nic",
+            "create",
+            "-n",
+            name,
+            "-g",
+            "net",
+            "--vnet",
+            "v",
+            "--subnet",
+            "s",
+            "--ddos-settings",
+            settings,
+            "-o",
+            "json",
+        ])
+    };
+    let (ok, _, err) = create("bad", r#"{"synPerSource":{"perSecond":0,"burst":1}}"#);
+    assert!(!ok);
+    assert!(err.contains("synPerSource.perSecond 0"), "{err}");
+    let (ok, _, err) = create("nic1", r#"{"synPerSource":{"perSecond":50,"burst":100}}"#);
+    assert!(ok, "{err}");
+    let v = up.cli_json(&["network", "nic", "ddos", "-n", "nic1", "-g", "net"]);
+    assert_eq!(
+        v["policy"]["synPerSource"],
+        serde_json::json!({ "perSecond": 50, "burst": 100 }),
+        "{v}"
+    );
+    assert_eq!(
+        v["policy"]["maxConnections"], 32768,
+        "the other limits keep their defaults: {v}"
+    );
+    assert_eq!(v["counters"], Value::Null, "no host has reported: {v}");
+    let (ok, table, err) = up.cli(&["network", "nic", "ddos", "-n", "nic1", "-g", "net"]);
+    assert!(ok && table.contains("SynFloodDrops"), "{table}{err}");
+}
