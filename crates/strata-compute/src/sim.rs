@@ -6,7 +6,7 @@
 //! QEMU driver's (the lowest free one from [`SIM_UID_BASE`]), though nothing runs as it: the
 //! host's network module makes the VM's taps for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::hypervisor::{FailureReason, Hypervisor, HypervisorError, VmId, VmSpec, VmState};
@@ -18,7 +18,29 @@ pub const SIM_UID_BASE: u32 = 3_900_000_000;
 /// An in-process hypervisor; VMs "boot" instantly.
 #[derive(Debug, Default)]
 pub struct SimDriver {
-    vms: Mutex<BTreeMap<VmId, (VmSpec, VmState, u32)>>,
+    vms: Mutex<Vms>,
+}
+
+/// The simulated VMs and the uids they hold.
+#[derive(Debug, Default)]
+struct Vms {
+    by_id: BTreeMap<VmId, (VmSpec, VmState, u32)>,
+    /// uids freed by deletes, handed out again lowest first.
+    free: BTreeSet<u32>,
+    /// How many uids above [`SIM_UID_BASE`] have ever been handed out.
+    issued: u32,
+}
+
+impl Vms {
+    /// The lowest uid no VM holds: O(log n), so creating thousands of VMs stays linear.
+    fn take_uid(&mut self) -> u32 {
+        if let Some(uid) = self.free.pop_first() {
+            return uid;
+        }
+        let uid = SIM_UID_BASE.saturating_add(self.issued);
+        self.issued = self.issued.saturating_add(1);
+        uid
+    }
 }
 
 impl SimDriver {
@@ -28,7 +50,7 @@ impl SimDriver {
 
     /// How many VMs exist (in any state).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     /// Whether there are no VMs.
@@ -36,7 +58,7 @@ impl SimDriver {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<VmId, (VmSpec, VmState, u32)>> {
+    fn lock(&self) -> MutexGuard<'_, Vms> {
         // A panic while holding the lock cannot leave the map half-updated (every update is one
         // insert or assignment), so a poisoned lock is still consistent.
         self.vms.lock().unwrap_or_else(PoisonError::into_inner)
@@ -47,19 +69,19 @@ impl Hypervisor for SimDriver {
     fn create(&self, spec: VmSpec) -> Result<(), HypervisorError> {
         spec.check_keys()?;
         let mut vms = self.lock();
-        if vms.contains_key(&spec.id) {
+        if vms.by_id.contains_key(&spec.id) {
             return Err(HypervisorError::Exists(spec.id));
         }
-        let uid = (SIM_UID_BASE..)
-            .find(|u| !vms.values().any(|(_, _, taken)| taken == u))
-            .unwrap_or(SIM_UID_BASE);
-        vms.insert(spec.id.clone(), (spec, VmState::Created, uid));
+        let uid = vms.take_uid();
+        vms.by_id
+            .insert(spec.id.clone(), (spec, VmState::Created, uid));
         Ok(())
     }
 
     fn start(&self, id: &VmId) -> Result<VmState, HypervisorError> {
         let mut vms = self.lock();
         let (spec, state, _) = vms
+            .by_id
             .get_mut(id)
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
         match state {
@@ -89,6 +111,7 @@ impl Hypervisor for SimDriver {
     fn stop(&self, id: &VmId) -> Result<(), HypervisorError> {
         let mut vms = self.lock();
         let (_, state, _) = vms
+            .by_id
             .get_mut(id)
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
         if *state != VmState::Running {
@@ -105,6 +128,7 @@ impl Hypervisor for SimDriver {
 
     fn state(&self, id: &VmId) -> Result<VmState, HypervisorError> {
         self.lock()
+            .by_id
             .get(id)
             .map(|(_, s, _)| s.clone())
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))
@@ -112,15 +136,19 @@ impl Hypervisor for SimDriver {
 
     fn owner(&self, id: &VmId) -> Result<Option<(u32, u32)>, HypervisorError> {
         self.lock()
+            .by_id
             .get(id)
             .map(|(_, _, uid)| Some((*uid, *uid)))
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))
     }
 
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
-        self.lock()
+        let mut vms = self.lock();
+        let (_, _, uid) = vms
+            .by_id
             .remove(id)
-            .map(|_| ())
-            .ok_or_else(|| HypervisorError::NotFound(id.clone()))
+            .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
+        vms.free.insert(uid);
+        Ok(())
     }
 }
