@@ -19,7 +19,9 @@
 //! **Counters live in memory.** Reports arrive every few seconds per host; writing them to the
 //! interface's document would churn its revision (and the network revision every host's
 //! assignments hang on). The latest report per interface is kept in [`Board`] and lost on a
-//! control-plane restart (the host reports again within seconds). What must last — a
+//! control-plane restart (the host reports again within seconds). Counters count from the
+//! host's last ruleset load (a reconcile that changes the ruleset starts them from zero, and
+//! the host's monitor takes that as a reset). What must last — a
 //! mitigation starting or ending — is an audit entry
 //! (`Strata.Network/networkInterfaces/ddosMitigation/action`, scope the interface, details: the
 //! mechanism, the drop rate and the counters).
