@@ -546,11 +546,39 @@ fn the_agent_drives_the_dataplane_from_the_control_planes_network() {
             "no SYN-flood drops or MitigationStarted reached the control plane: {view}"
         );
     }
-    // Legitimate traffic from another source still gets through to web.
-    assert!(
-        tcp_passes(&client_ns.0, web_ns, ip(0), 80),
-        "client -> web:80 during the flood"
-    );
+    // Legitimate traffic from another source still gets through to web while app floods.
+    std::thread::scope(|scope| {
+        let flooding = scope.spawn(flood);
+        assert!(
+            tcp_passes(&client_ns.0, web_ns, ip(0), 80),
+            "client -> web:80 during the flood"
+        );
+        flooding.join().unwrap();
+    });
+    // Once the flood stops, an interval without drops ends the mitigation (audited too).
+    let ended = |audit: &Value| {
+        audit["value"].as_array().unwrap().iter().any(|e| {
+            let e = &e["entry"];
+            e["action"] == "Strata.Network/networkInterfaces/ddosMitigation/action"
+                && e["scope"]
+                    .as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&nic_id(0)))
+                && e["details"]["event"] == "MitigationEnded"
+                && e["details"]["mechanism"] == "SynFlood"
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        step();
+        let (_, audit) = server.admin("GET", "/providers/Strata.Audit/entries?limit=2000", None);
+        if ended(&audit) && ddos_view(0)["mitigating"] == json!([]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no MitigationEnded after the flood stopped"
+        );
+    }
 
     // A host cannot report about interfaces it does not hold (extra-nic's VM is gone): the
     // report is taken, those entries are refused and audited, nothing is shown for them.
