@@ -3,13 +3,11 @@
 //! the attestation-bound mTLS identity), the agent's reports drive the VM's states, and a host
 //! that loses trust gets nothing.
 
-use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
+use crate::fabric::{TrustedFabric, boot_host, join_token};
 use crate::harness::Server;
 use serde_json::{Value, json};
 use strata_agent::agent::Agent;
 use strata_agent::bootplan::BootImages;
-use strata_agent::release::ReleaseSigner;
-use strata_agent::testhost::{SwtpmHost, TestCa};
 use strata_agent::tpm::PcrBank;
 
 fn vm_path(server: &Server, rg: &str, name: &str) -> String {
@@ -89,29 +87,14 @@ fn tampered_fixture(log: &str) -> String {
 
 #[test]
 fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
-    let ca = TestCa::new().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
-    let release_path = keys.path().join("release-key.json");
-    std::fs::write(
-        &release_path,
-        serde_json::to_vec(&signer.release_key()).unwrap(),
-    )
-    .unwrap();
-    drop(SwtpmHost::start(&ca).unwrap());
-    let ca_bundle = write_ca_bundle(&ca, keys.path());
-    let server = Server::start_with(|cfg| {
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
-        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
-        cfg.fabric.release_key_files = vec![release_path.clone()];
     });
-    let good = BootImages::default();
-    let (s, v) = server.admin(
-        "POST",
-        "/providers/Strata.Fabric/referencePolicies/import",
-        Some(signed_bundle(&signer, 1, &good)),
-    );
-    assert_eq!(s, 200, "{v}");
     let rg = server.rg("apps");
     let (s, v) = server.admin("PUT", &rg, Some(json!({ "location": "local" })));
     assert_eq!(s, 201, "{v}");

@@ -4,13 +4,9 @@
 //! disabled (the VM held Stopped with the reason) and released again once it is enabled;
 //! rotation and rewrap keep the same disk key; nothing secret in any GET or audit entry.
 
-use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
-use crate::harness::Server;
+use crate::fabric::{TrustedFabric, boot_host, join_token};
 use serde_json::{Value, json};
 use strata_agent::agent::Agent;
-use strata_agent::bootplan::BootImages;
-use strata_agent::release::ReleaseSigner;
-use strata_agent::testhost::{SwtpmHost, TestCa};
 
 fn assignment(agent: &Agent, vm_id: &str) -> Value {
     let list = agent.assignments(true).unwrap();
@@ -33,29 +29,14 @@ fn report(agent: &Agent, id: &str, generation: u64, power: &str) {
 
 #[test]
 fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
-    let ca = TestCa::new().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
-    let release_path = keys.path().join("release-key.json");
-    std::fs::write(
-        &release_path,
-        serde_json::to_vec(&signer.release_key()).unwrap(),
-    )
-    .unwrap();
-    drop(SwtpmHost::start(&ca).unwrap());
-    let ca_bundle = write_ca_bundle(&ca, keys.path());
-    let server = Server::start_with(|cfg| {
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
-        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
-        cfg.fabric.release_key_files = vec![release_path.clone()];
     });
-    let good = BootImages::default();
-    let (s, v) = server.admin(
-        "POST",
-        "/providers/Strata.Fabric/referencePolicies/import",
-        Some(signed_bundle(&signer, 1, &good)),
-    );
-    assert_eq!(s, 200, "{v}");
     let (swtpm, cfg, _dir) = boot_host(&ca, "host-1", &good, &server);
     let mut agent = Agent::new(cfg).unwrap();
     agent.register(&join_token(&server, "jt-host-1")).unwrap();

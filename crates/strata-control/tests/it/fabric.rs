@@ -78,6 +78,53 @@ pub(crate) fn host_doc(server: &Server, name: &str) -> Value {
     v
 }
 
+/// A control plane that trusts the test TPM CA and a release key, with the reference policy
+/// for a good boot of `BootImages::default()` imported (version 1): where every test that
+/// needs Trusted hosts starts. `tweak` adjusts the rest of the configuration.
+pub(crate) struct TrustedFabric {
+    pub server: Server,
+    pub ca: TestCa,
+    pub good: BootImages,
+    /// Holds the CA bundle and the release key the server was configured with.
+    pub keys: tempfile::TempDir,
+}
+
+impl TrustedFabric {
+    pub(crate) fn start(tweak: impl FnOnce(&mut strata_control::Config)) -> Self {
+        let ca = TestCa::new().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
+        let release_path = keys.path().join("release-key.json");
+        std::fs::write(
+            &release_path,
+            serde_json::to_vec(&signer.release_key()).unwrap(),
+        )
+        .unwrap();
+        // swtpm's local CA writes its root and issuer certificates when it first issues an EK
+        // certificate.
+        drop(SwtpmHost::start(&ca).unwrap());
+        let ca_bundle = write_ca_bundle(&ca, keys.path());
+        let server = Server::start_with(|cfg| {
+            cfg.fabric.tpm_ca_files = vec![ca_bundle];
+            cfg.fabric.release_key_files = vec![release_path];
+            tweak(cfg);
+        });
+        let good = BootImages::default();
+        let (s, v) = server.admin(
+            "POST",
+            "/providers/Strata.Fabric/referencePolicies/import",
+            Some(signed_bundle(&signer, 1, &good)),
+        );
+        assert_eq!(s, 200, "{v}");
+        Self {
+            server,
+            ca,
+            good,
+            keys,
+        }
+    }
+}
+
 pub(crate) fn write_ca_bundle(ca: &TestCa, dir: &Path) -> PathBuf {
     let p = dir.join("tpm-ca.pem");
     std::fs::write(

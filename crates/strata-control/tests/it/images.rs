@@ -9,14 +9,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
+use crate::fabric::{TrustedFabric, boot_host, join_token};
 use crate::harness::Server;
 use serde_json::{Value, json};
 use strata_agent::agent::Agent;
-use strata_agent::bootplan::BootImages;
 use strata_agent::images::ImageFetcher as _;
-use strata_agent::release::ReleaseSigner;
-use strata_agent::testhost::{SwtpmHost, TestCa};
 
 /// POSTs `bytes` to `image`/upload with `token` (none: unauthenticated).
 pub(crate) fn upload(
@@ -79,21 +76,13 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn images_are_checked_stored_by_digest_and_fetched_only_by_their_vms_hosts() {
-    let ca = TestCa::new().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
-    let release_path = keys.path().join("release-key.json");
-    std::fs::write(
-        &release_path,
-        serde_json::to_vec(&signer.release_key()).unwrap(),
-    )
-    .unwrap();
-    drop(SwtpmHost::start(&ca).unwrap());
-    let ca_bundle = write_ca_bundle(&ca, keys.path());
-    let server = Server::start_with(|cfg| {
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
-        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
-        cfg.fabric.release_key_files = vec![release_path.clone()];
         cfg.images.max_upload_bytes = 16 << 20;
     });
     let data_dir = server
@@ -102,13 +91,6 @@ fn images_are_checked_stored_by_digest_and_fetched_only_by_their_vms_hosts() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let good = BootImages::default();
-    let (s, v) = server.admin(
-        "POST",
-        "/providers/Strata.Fabric/referencePolicies/import",
-        Some(signed_bundle(&signer, 1, &good)),
-    );
-    assert_eq!(s, 200, "{v}");
     for rg in ["golden", "apps"] {
         let (s, v) = server.admin("PUT", &server.rg(rg), Some(json!({ "location": "local" })));
         assert_eq!(s, 201, "{v}");
@@ -572,29 +554,14 @@ fn an_imported_image_boots_on_its_trusted_host() {
     }
     let raw = std::fs::read(cache.join("tiny/disk.raw")).unwrap();
 
-    let ca = TestCa::new().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
-    let release_path = keys.path().join("release-key.json");
-    std::fs::write(
-        &release_path,
-        serde_json::to_vec(&signer.release_key()).unwrap(),
-    )
-    .unwrap();
-    drop(SwtpmHost::start(&ca).unwrap());
-    let ca_bundle = write_ca_bundle(&ca, keys.path());
-    let server = Server::start_with(|cfg| {
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 60;
-        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
-        cfg.fabric.release_key_files = vec![release_path.clone()];
     });
-    let good = BootImages::default();
-    let (s, v) = server.admin(
-        "POST",
-        "/providers/Strata.Fabric/referencePolicies/import",
-        Some(signed_bundle(&signer, 1, &good)),
-    );
-    assert_eq!(s, 200, "{v}");
     let (_swtpm, cfg, _dir) = boot_host(&ca, "host-1", &good, &server);
     let mut agent = Agent::new(cfg).unwrap();
     agent.register(&join_token(&server, "jt-host-1")).unwrap();

@@ -5,16 +5,13 @@
 //! Untrusted all get nothing — and each of those refusals is in the audit log. An expired
 //! certificate does not get past the TLS handshake.
 
-use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
+use crate::fabric::{TrustedFabric, boot_host, join_token};
 use crate::harness::Server;
 use base64::Engine as _;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use strata_agent::agent::Agent;
-use strata_agent::bootplan::BootImages;
-use strata_agent::release::ReleaseSigner;
-use strata_agent::testhost::{SwtpmHost, TestCa};
 use strata_agent::tpm::PcrBank;
 
 /// GET `host`'s assignments with `client`: (status, body); `None` if TLS refused it.
@@ -81,29 +78,14 @@ fn refusals(server: &Server, host: &str) -> Vec<strata_audit::AuditEntry> {
 
 #[test]
 fn keys_reach_only_the_trusted_host_and_every_refusal_is_audited() {
-    let ca = TestCa::new().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
-    let release_path = keys.path().join("release-key.json");
-    std::fs::write(
-        &release_path,
-        serde_json::to_vec(&signer.release_key()).unwrap(),
-    )
-    .unwrap();
-    drop(SwtpmHost::start(&ca).unwrap());
-    let ca_bundle = write_ca_bundle(&ca, keys.path());
-    let server = Server::start_with(|cfg| {
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
-        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
-        cfg.fabric.release_key_files = vec![release_path.clone()];
     });
-    let good = BootImages::default();
-    let (s, v) = server.admin(
-        "POST",
-        "/providers/Strata.Fabric/referencePolicies/import",
-        Some(signed_bundle(&signer, 1, &good)),
-    );
-    assert_eq!(s, 200, "{v}");
 
     // One Trusted host; the VM lands there.
     let (_swtpm_a, cfg, _dir_a) = boot_host(&ca, "host-a", &good, &server);
