@@ -801,3 +801,125 @@ fn qemu_vm_with_a_nic_gets_its_tap_and_leaves_none() {
     assert!(ns.link(&port).is_none(), "a deleted VM's tap stays");
     assert!(!driver.vm_dir.clone().unwrap().join("vm-net").exists());
 }
+
+/// A network whose DDoS samples are scripted (nothing else happens).
+#[derive(Default)]
+struct ScriptedDdos(Mutex<std::collections::VecDeque<strata_agent::network::DdosReport>>);
+
+impl strata_agent::network::HostNetwork for ScriptedDdos {
+    fn reconcile(
+        &self,
+        _desired: &strata_agent::network::NetDesired,
+        _keep: &std::collections::BTreeSet<String>,
+    ) -> Result<(), strata_agent::network::NetError> {
+        Ok(())
+    }
+    fn nic_specs(&self, _nics: &[strata_agent::network::VmNic]) -> Vec<strata_compute::NicSpec> {
+        Vec::new()
+    }
+    fn plug(
+        &self,
+        _vm: &VmId,
+        _nics: &[strata_agent::network::VmNic],
+        _owner: Option<(u32, u32)>,
+    ) -> Result<(), strata_agent::network::NetError> {
+        Ok(())
+    }
+    fn unplug(
+        &self,
+        _vm: &VmId,
+        _nics: &[strata_agent::network::VmNic],
+    ) -> Result<(), strata_agent::network::NetError> {
+        Ok(())
+    }
+    fn ddos_sample(
+        &self,
+    ) -> Result<Option<strata_agent::network::DdosReport>, strata_agent::network::NetError> {
+        Ok(self.0.lock().unwrap().pop_front())
+    }
+}
+
+/// Takes NIC status reports, refusing the first `fail` of them.
+#[derive(Default)]
+struct NicReports {
+    fail: Mutex<usize>,
+    taken: Mutex<Vec<Value>>,
+}
+
+impl ControlPlane for NicReports {
+    fn assignments(&self) -> Result<Option<Assignments>, VmError> {
+        Ok(None)
+    }
+    fn report(&self, _vms: &[VmStatus]) -> Result<(), VmError> {
+        Ok(())
+    }
+    fn report_nics(&self, body: &Value) -> Result<(), VmError> {
+        let mut fail = self.fail.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(VmError::NoCertificate);
+        }
+        self.taken.lock().unwrap().push(body.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn nic_ddos_reports_go_on_change_and_keep_events_until_delivered() {
+    use strata_agent::network::DdosReport;
+    use strata_netdp::{Mechanism, MitigationEvent, NicDdosCounters};
+    let dir = tempfile::tempdir().unwrap();
+    let net = Arc::new(ScriptedDdos::default());
+    let counters = |syn: u64| {
+        let mut c = NicDdosCounters::default();
+        c.syn_flood.packets = syn;
+        std::collections::BTreeMap::from([("/nic1".to_owned(), c)])
+    };
+    let started = MitigationEvent::Started {
+        nic: "/nic1".into(),
+        mechanism: Mechanism::SynFlood,
+        rate: 10.0,
+    };
+    for (syn, events) in [
+        (0, vec![]),         // refused
+        (20, vec![started]), // refused: the event is kept
+        (20, vec![]),        // sent with the kept event: 1st report
+        (20, vec![]),        // nothing changed: not sent
+        (35, vec![]),        // counters moved: 2nd report
+    ] {
+        net.0.lock().unwrap().push_back(DdosReport {
+            nics: counters(syn),
+            events,
+        });
+    }
+    let host = VmHost::new(
+        Arc::new(SimDriver::new()),
+        fake_images(dir.path()),
+        VmHostConfig {
+            poll_every: Duration::from_millis(10),
+            report_every: Duration::from_secs(3600),
+            vm_dir: None,
+        },
+    )
+    .with_network(net);
+    let cp = NicReports {
+        fail: Mutex::new(2),
+        ..NicReports::default()
+    };
+    for _ in 0..6 {
+        host.tick(&cp);
+    }
+    let taken = cp.taken.lock().unwrap();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert_eq!(
+        taken[0]["networkInterfaces"][0]["counters"]["synFlood"]["packets"],
+        20
+    );
+    assert_eq!(taken[0]["events"][0]["event"], "MitigationStarted");
+    assert_eq!(taken[0]["events"][0]["mechanism"], "SynFlood");
+    assert_eq!(taken[1]["events"], json!([]), "an event is sent once");
+    assert_eq!(
+        taken[1]["networkInterfaces"][0]["counters"]["synFlood"]["packets"],
+        35
+    );
+}
