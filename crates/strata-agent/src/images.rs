@@ -29,6 +29,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 use strata_compute::image::{ImageError, TinyImage};
+use strata_compute::import::sha256_file;
 use strata_compute::qemu::SNAKEOIL_CERT;
 
 /// Where a host keeps its base images (outside the control plane's 0700 data directory: VM
@@ -153,24 +154,6 @@ pub fn is_digest(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The SHA-256 (lowercase hex) and length of a file.
-fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    use std::io::Read as _;
-    let mut f = fs::File::open(path)?;
-    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((strata_attest::hex(hash.finish().as_ref()), total))
 }
 
 /// Hashes what is written through it.

@@ -479,6 +479,30 @@ fn limit_resources(cmd: &mut Command) {
     }
 }
 
+/// The SHA-256 (lowercase hex) and length of a file, read in 1 MiB pieces: how an image's
+/// content is named, by the control plane that stores it and by the host that fetched it.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        total += n as u64;
+    }
+    let hex = hash
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,12 @@ use strata_types::{ApiError, ResourceBody, ResourceId};
 
 use super::{Built, load, new_doc, parse_props};
 use crate::app::App;
-use crate::compute::images::{ImageContent, is_digest, sha256_file};
+use crate::compute::images::{ImageContent, is_digest};
 use crate::context::Ctx;
 use crate::dispatch::{self, Admitted, Incoming, Reply, Target};
 use crate::docs::Doc;
 use crate::kinds::Kind;
+use strata_compute::import::sha256_file;
 
 /// The only source so far: bytes uploaded to `…/upload`.
 const UPLOAD: &str = "Upload";
