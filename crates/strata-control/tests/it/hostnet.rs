@@ -588,6 +588,29 @@ fn the_agent_drives_the_dataplane_from_the_control_planes_network() {
         "events": [ { "nic": nic_id(2), "event": "MitigationStarted", "mechanism": "SynFlood",
             "dropsPerSecond": 1.0 } ] });
     fabric.report_nics(&foreign).unwrap();
+    // Without the host's client certificate, no report is taken at all.
+    let ca = ureq::tls::Certificate::from_pem(server.profile.ca_certificate.as_bytes()).unwrap();
+    let anonymous: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+                .unversioned_rustls_crypto_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .build(),
+        )
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = anonymous
+        .post(&format!(
+            "{}/fabric/v1/hosts/net-host/nicstatus",
+            server.endpoint()
+        ))
+        .send_json(&foreign)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
     assert_eq!(ddos_view(2)["counters"], Value::Null);
     let (_, audit) = server.admin("GET", "/providers/Strata.Audit/entries?limit=2000", None);
     assert!(
