@@ -17,6 +17,20 @@ use crate::kinds::Kind;
 /// Most VMs one report may carry.
 const MAX_REPORTS: usize = 1024;
 
+/// The store keys of the VMs placed on `host`, from the VM index brought up to date with the
+/// change feed first.
+pub(crate) fn vms_on(app: &App, host: &str) -> Result<Vec<String>, ApiError> {
+    let mut index = app
+        .vm_index
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    index.refresh(app.store.as_ref()).map_err(|e| {
+        log_chain("store read failed", &e);
+        ApiError::internal()
+    })?;
+    Ok(index.on(host))
+}
+
 /// The VMs `host` must run, with their vTPM keys unsealed and their network interfaces, and
 /// the network the host needs for them (`network::host`: the topology of every subscription
 /// with a VM interface here, and its etag), or `None` when no VM has an interface. Only a
@@ -30,17 +44,7 @@ pub fn assigned(
     if host_state != "Trusted" {
         return Ok((Vec::new(), None));
     }
-    let keys = {
-        let mut index = app
-            .vm_index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        index.refresh(app.store.as_ref()).map_err(|e| {
-            log_chain("store read failed", &e);
-            ApiError::internal()
-        })?;
-        index.on(host)
-    };
+    let keys = vms_on(app, host)?;
     let mut out = Vec::new();
     // (index in `out`, subscription key, interface ids) of VMs with interfaces.
     let mut with_nics: Vec<(usize, String, Vec<String>)> = Vec::new();
@@ -516,17 +520,7 @@ pub fn image_for_host(app: &App, host: &str, sha256: &str) -> Result<std::path::
     let Some(path) = app.images.blob(sha256) else {
         return Err(ApiError::not_found(sha256));
     };
-    let keys = {
-        let mut index = app
-            .vm_index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        index.refresh(app.store.as_ref()).map_err(|e| {
-            log_chain("store read failed", &e);
-            ApiError::internal()
-        })?;
-        index.on(host)
-    };
+    let keys = vms_on(app, host)?;
     let mut assigned = false;
     for key in keys {
         let rec = match app.store.get(&key) {

@@ -19,7 +19,9 @@
 //! **Counters live in memory.** Reports arrive every few seconds per host; writing them to the
 //! interface's document would churn its revision (and the network revision every host's
 //! assignments hang on). The latest report per interface is kept in [`Board`] and lost on a
-//! control-plane restart (the host reports again within seconds). Counters count from the
+//! control-plane restart (the host reports again within seconds); with several replicas each
+//! shows what reached it (a host reports to one endpoint, so one replica has it — known
+//! limitation, not yet shared through the store). Counters count from the
 //! host's last ruleset load (a reconcile that changes the ruleset starts them from zero, and
 //! the host's monitor takes that as a reset). What must last — a
 //! mitigation starting or ending — is an audit entry
@@ -229,17 +231,7 @@ struct StatusBody {
 
 /// The lowercase ids of the interfaces attached to VMs assigned to `host`.
 fn held_by(app: &App, host: &str) -> Result<BTreeSet<String>, ApiError> {
-    let keys = {
-        let mut index = app
-            .vm_index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        index.refresh(app.store.as_ref()).map_err(|e| {
-            log_chain("store read failed", &e);
-            ApiError::internal()
-        })?;
-        index.on(host)
-    };
+    let keys = crate::compute::door::vms_on(app, host)?;
     let mut held = BTreeSet::new();
     for key in keys {
         let rec = match app.store.get(&key) {
