@@ -4,7 +4,7 @@
 //! disabled (the VM held Stopped with the reason) and released again once it is enabled;
 //! rotation and rewrap keep the same disk key; nothing secret in any GET or audit entry.
 
-use crate::fabric::{TrustedFabric, boot_host, join_token};
+use crate::fabric::{TrustedFabric, trusted_host};
 use serde_json::{Value, json};
 use strata_agent::agent::Agent;
 
@@ -37,10 +37,7 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
     });
-    let (swtpm, cfg, _dir) = boot_host(&ca, "host-1", &good, &server);
-    let mut agent = Agent::new(cfg).unwrap();
-    agent.register(&join_token(&server, "jt-host-1")).unwrap();
-    assert!(agent.round().unwrap().passed);
+    let (swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
 
     let rg = server.rg("data");
     assert_eq!(

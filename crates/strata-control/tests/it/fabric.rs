@@ -45,6 +45,24 @@ pub(crate) fn boot_host(
     (swtpm, cfg, dir)
 }
 
+/// Boots a host (see [`boot_host`]), registers its agent with a fresh join token named
+/// `jt-NAME` and runs one passing round: a Trusted host. Bind the results in this order so the
+/// agent's TPM connection closes before its swtpm stops.
+pub(crate) fn trusted_host(
+    ca: &TestCa,
+    name: &str,
+    images: &BootImages,
+    server: &Server,
+) -> (SwtpmHost, Agent, tempfile::TempDir) {
+    let (swtpm, cfg, dir) = boot_host(ca, name, images, server);
+    let mut agent = Agent::new(cfg).unwrap();
+    agent
+        .register(&join_token(server, &format!("jt-{name}")))
+        .unwrap();
+    assert!(agent.round().unwrap().passed, "{name} is not Trusted");
+    (swtpm, agent, dir)
+}
+
 /// A bundle (policy "default") pinning everything the good boot of `images` measures.
 pub(crate) fn signed_bundle(key: &ReleaseSigner, version: u64, images: &BootImages) -> Value {
     let policy = golden_policy(&BootPlan::uefi(images).to_log(), &[]).unwrap();

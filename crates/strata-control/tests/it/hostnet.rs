@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use strata_agent::agent::Agent;
 use strata_agent::bootplan::BootImages;
 use strata_agent::images::{ImageStore, SigningKey};
 use strata_agent::network::{HostNetwork as _, NetDesired, NetdpNetwork};
@@ -31,7 +30,7 @@ use strata_compute::sim::SimDriver;
 use strata_compute::{Hypervisor as _, VmId};
 use strata_netdp::{DdosPolicy, Host, Rate, names};
 
-use crate::fabric::{boot_host, join_token, signed_bundle, write_ca_bundle};
+use crate::fabric::{signed_bundle, trusted_host, write_ca_bundle};
 use crate::harness::Server;
 
 /// A network namespace, deleted on drop.
@@ -141,10 +140,7 @@ fn the_agent_drives_the_dataplane_from_the_control_planes_network() {
         Some(signed_bundle(&signer, 1, &good)),
     );
     assert_eq!(s, 200, "{v}");
-    let (swtpm, cfg, _dir) = boot_host(&ca, "net-host", &good, &server);
-    let mut agent = Agent::new(cfg).unwrap();
-    agent.register(&join_token(&server, "jt-net-host")).unwrap();
-    assert!(agent.round().unwrap().passed);
+    let (swtpm, mut agent, _dir) = trusted_host(&ca, "net-host", &good, &server);
 
     // The network through the API: web (NSG denying 22) and app subnets, a NIC in each, and a
     // third NIC for a VM that is deleted later.

@@ -9,10 +9,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::fabric::{TrustedFabric, boot_host, join_token};
+use crate::fabric::{TrustedFabric, trusted_host};
 use crate::harness::Server;
 use serde_json::{Value, json};
-use strata_agent::agent::Agent;
 use strata_agent::images::ImageFetcher as _;
 
 /// POSTs `bytes` to `image`/upload with `token` (none: unauthenticated).
@@ -306,10 +305,7 @@ fn images_are_checked_stored_by_digest_and_fetched_only_by_their_vms_hosts() {
     let big_digest = v["properties"]["sha256"].as_str().unwrap().to_string();
 
     // A Trusted host to place VMs on.
-    let (_swtpm, cfg, _dir) = boot_host(&ca, "host-1", &good, &server);
-    let mut agent = Agent::new(cfg).unwrap();
-    agent.register(&join_token(&server, "jt-host-1")).unwrap();
-    assert!(agent.round().unwrap().passed);
+    let (_swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
     let fabric = agent.fabric_client().unwrap();
 
     // Using an image in a VM needs read on it: a VM contributor of "apps" cannot see "golden".
@@ -562,10 +558,7 @@ fn an_imported_image_boots_on_its_trusted_host() {
     } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 60;
     });
-    let (_swtpm, cfg, _dir) = boot_host(&ca, "host-1", &good, &server);
-    let mut agent = Agent::new(cfg).unwrap();
-    agent.register(&join_token(&server, "jt-host-1")).unwrap();
-    assert!(agent.round().unwrap().passed);
+    let (_swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
 
     let rg = server.rg("apps");
     assert_eq!(

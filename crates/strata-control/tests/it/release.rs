@@ -5,13 +5,12 @@
 //! Untrusted all get nothing — and each of those refusals is in the audit log. An expired
 //! certificate does not get past the TLS handshake.
 
-use crate::fabric::{TrustedFabric, boot_host, join_token};
+use crate::fabric::{TrustedFabric, trusted_host};
 use crate::harness::Server;
 use base64::Engine as _;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use strata_agent::agent::Agent;
 use strata_agent::tpm::PcrBank;
 
 /// GET `host`'s assignments with `client`: (status, body); `None` if TLS refused it.
@@ -88,10 +87,7 @@ fn keys_reach_only_the_trusted_host_and_every_refusal_is_audited() {
     });
 
     // One Trusted host; the VM lands there.
-    let (_swtpm_a, cfg, _dir_a) = boot_host(&ca, "host-a", &good, &server);
-    let mut a = Agent::new(cfg).unwrap();
-    a.register(&join_token(&server, "jt-a")).unwrap();
-    assert!(a.round().unwrap().passed);
+    let (_swtpm_a, mut a, _dir_a) = trusted_host(&ca, "host-a", &good, &server);
     let rg = server.rg("rel");
     assert_eq!(
         server
@@ -108,10 +104,7 @@ fn keys_reach_only_the_trusted_host_and_every_refusal_is_audited() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["properties"]["host"], "host-a", "{v}");
     // A second Trusted host, joined afterwards.
-    let (_swtpm_b, cfg, _dir_b) = boot_host(&ca, "host-b", &good, &server);
-    let mut b = Agent::new(cfg).unwrap();
-    b.register(&join_token(&server, "jt-b")).unwrap();
-    assert!(b.round().unwrap().passed);
+    let (_swtpm_b, b, _dir_b) = trusted_host(&ca, "host-b", &good, &server);
 
     // Positive control: host-a's current certificate gets the VM with its keys.
     let a1 = a.certificate_client().unwrap();
