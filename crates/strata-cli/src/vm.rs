@@ -281,8 +281,10 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
                 storage["osDisk"] = json!({ "diskSizeGB": gb });
             }
             // The interface made here goes with the VM (deleteOption Delete); named ones stay.
+            let mut made_nic = None;
             let nic_refs: Vec<Value> = if nics.is_empty() {
                 let id = default_nic(c, out, sub, &resource_group, &name)?;
+                made_nic = Some(id.clone());
                 vec![json!({ "id": id, "properties": { "deleteOption": "Delete" } })]
             } else {
                 nics.iter()
@@ -310,7 +312,19 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: VmCmd) -> Result<()> {
                 },
             }});
             // Create only: an existing VM of that name is an error, not an update.
-            let v = c.call_with("PUT", &path, Some(&body), &[("If-None-Match", "*")])?;
+            let v = match c.call_with("PUT", &path, Some(&body), &[("If-None-Match", "*")]) {
+                Ok(v) => v,
+                Err(e) => {
+                    // Refused (no Trusted host, quota, …): the interface made for it, and its
+                    // own NSG with it, would otherwise stay behind and block a retry.
+                    if let Some(nic) = made_nic
+                        && let Err(d) = c.call("DELETE", &nic, None)
+                    {
+                        eprintln!("strata: could not remove the interface made for the VM: {d:#}");
+                    }
+                    return Err(e);
+                }
+            };
             finish(c, out, &path, v, "running", wait)
         }
         VmCmd::List { resource_group } => {
