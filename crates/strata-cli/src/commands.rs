@@ -452,6 +452,11 @@ fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
             "--dev-tpm belongs to `strata up` (which runs a local host); `strata server` runs the control plane only"
         );
     }
+    if args.hypervisor.is_some() && !local_host {
+        bail!(
+            "--hypervisor belongs to `strata up` (which runs a local host); `strata server` runs the control plane only"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -498,14 +503,15 @@ fn serve(args: ServeArgs, local_host: bool) -> Result<()> {
             running.profile_path.display()
         );
         let host = if local_host {
-            let (data_dir, profile, endpoint, dev) = (
+            let (data_dir, profile, endpoint, dev, hypervisor) = (
                 args.data_dir.clone(),
                 running.profile_path.clone(),
                 running.endpoint.clone(),
                 args.dev_tpm,
+                args.hypervisor,
             );
             let host = tokio::task::spawn_blocking(move || {
-                crate::devhost::start(&data_dir, &profile, &endpoint, dev)
+                crate::devhost::start(&data_dir, &profile, &endpoint, dev, hypervisor)
             })
             .await??;
             match &host {

@@ -73,7 +73,13 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Starts the local host's agent (see the module docs). Blocking; call off the async runtime.
-pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> Result<LocalHost> {
+pub fn start(
+    data_dir: &Path,
+    profile: &Path,
+    endpoint: &str,
+    dev_tpm: bool,
+    hypervisor: Option<crate::host::HypervisorArg>,
+) -> Result<LocalHost> {
     let hardware = Path::new(HARDWARE_TPM).exists();
     if !hardware && !dev_tpm {
         return Ok(LocalHost::NotEnrolled(format!(
@@ -170,7 +176,7 @@ pub fn start(data_dir: &Path, profile: &Path, endpoint: &str, dev_tpm: bool) -> 
             )));
         }
     }
-    let mut vm_args = local_vm_args();
+    let mut vm_args = local_vm_args(hypervisor);
     let vms = match crate::host::vm_host(&vm_args, true) {
         Ok(v) => v,
         Err(e) if vm_args.hypervisor == crate::host::HypervisorArg::Qemu => {
@@ -211,13 +217,17 @@ fn local_network(hypervisor: crate::host::HypervisorArg) -> Option<crate::host::
     None
 }
 
-/// The local host's VM settings: QEMU when this machine can run it, else the simulator.
-fn local_vm_args() -> crate::host::VmArgs {
+/// The local host's VM settings: the driver `--hypervisor` names, else QEMU when this machine
+/// can run it, else the simulator.
+fn local_vm_args(asked: Option<crate::host::HypervisorArg>) -> crate::host::VmArgs {
     use crate::host::{HypervisorArg, VmArgs};
     use strata_agent::images::{DEFAULT_IMAGE_DIR, DEFAULT_VM_DIR};
     let vars = PathBuf::from(strata_agent::drivers::OVMF_VARS_SNAKEOIL);
     let missing = strata_agent::drivers::missing_for_qemu(&vars);
-    let hypervisor = if missing.is_empty() {
+    let hypervisor = if asked == Some(HypervisorArg::Sim) {
+        eprintln!("strata: --hypervisor sim: the local host SIMULATES its VMs (nothing boots)");
+        HypervisorArg::Sim
+    } else if missing.is_empty() {
         eprintln!(
             "strata: the local host runs its VMs under QEMU (VMs in {DEFAULT_VM_DIR}, images in {DEFAULT_IMAGE_DIR}, signed with Debian's snakeoil key)"
         );

@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// "development (software TPM)" everywhere.
     #[arg(long)]
     pub dev_tpm: bool,
+    /// `strata up`: the driver for the local host's VMs. Default (and `qemu`): QEMU when this
+    /// machine can run it (root and the compute packages), else the simulator with a warning;
+    /// `sim` always simulates (nothing boots, no VM network), for demos and tests.
+    #[arg(long, value_enum)]
+    pub hypervisor: Option<host::HypervisorArg>,
     #[command(flatten)]
     pub root_key: rootkey::RootKeyArgs,
 }
