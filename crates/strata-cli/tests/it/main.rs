@@ -763,3 +763,419 @@ fn nic_ddos_settings_and_counters_from_the_cli() {
     let (ok, table, err) = up.cli(&["network", "nic", "ddos", "-n", "nic1", "-g", "net"]);
     assert!(ok && table.contains("SynFloodDrops"), "{table}{err}");
 }
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics with `what` after `secs`.
+fn poll<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The names in a `list -o json` answer.
+fn names(list: &Value) -> Vec<String> {
+    list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 5's CLI end to end: vnet, subnet, NSG, rules (the guardrail refusing 22 from the
+/// Internet or anywhere), ASG, a NIC in it; flow-verify naming DenyAllInBound, then the
+/// priority-100 allow for exactly one prefix; effective rules with tags expanded; reachability
+/// listing exactly the sources that get in.
+#[test]
+fn network_cli_nsg_rules_flow_verify_effective_rules_and_reachability() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(&tmp.path().join("data"));
+    up.cli_json(&["group", "create", "-n", "net"]);
+    let in_group = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(&["-g", "net"])
+            .map(|a| (*a).to_string())
+            .collect()
+    };
+    let net = |args: &[&str]| {
+        let a = in_group(args);
+        up.cli_json(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let net_cli = |args: &[&str]| {
+        let a = in_group(args);
+        up.cli(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let vnet = net(&[
+        "network",
+        "vnet",
+        "create",
+        "-n",
+        "v",
+        "--address-prefixes",
+        "10.20.0.0/16",
+    ]);
+    assert_eq!(
+        vnet["properties"]["addressSpace"]["addressPrefixes"],
+        serde_json::json!(["10.20.0.0/16"]),
+        "{vnet}"
+    );
+    let subnet = net(&[
+        "network",
+        "vnet",
+        "subnet",
+        "create",
+        "--vnet",
+        "v",
+        "-n",
+        "s",
+        "--address-prefix",
+        "10.20.1.0/24",
+    ]);
+    assert_eq!(subnet["properties"]["addressPrefix"], "10.20.1.0/24");
+    let nsg = net(&["network", "nsg", "create", "-n", "web-nsg"]);
+    assert_eq!(nsg["name"], "web-nsg");
+    let nsg_id = nsg["id"].as_str().unwrap().to_string();
+
+    // The guardrail: SSH from the Internet or from anywhere is refused, and nothing is added.
+    for from in ["Internet", "*"] {
+        let (ok, _, err) = net_cli(&[
+            "network",
+            "nsg",
+            "rule",
+            "create",
+            "--nsg",
+            "web-nsg",
+            "-n",
+            "ssh-open",
+            "--priority",
+            "200",
+            "--access",
+            "Allow",
+            "--protocol",
+            "Tcp",
+            "--source-address-prefixes",
+            from,
+            "--destination-port-ranges",
+            "22",
+        ]);
+        assert!(!ok, "22 from {from} must be refused");
+        assert!(
+            err.contains("ManagementPortExposedToInternet") && err.contains("22"),
+            "{err}"
+        );
+    }
+    let rules = net(&["network", "nsg", "rule", "list", "--nsg", "web-nsg"]);
+    assert!(
+        !rules.to_string().contains("ssh-open"),
+        "a refused rule is not stored: {rules}"
+    );
+
+    let asg = net(&["network", "asg", "create", "-n", "web"]);
+    let nic = net(&[
+        "network", "nic", "create", "-n", "nic1", "--vnet", "v", "--subnet", "s", "--nsg",
+        "web-nsg", "--asgs", "web",
+    ]);
+    let p = &nic["properties"];
+    assert_eq!(p["networkSecurityGroup"]["id"], nsg_id.as_str(), "{nic}");
+    assert_eq!(p["applicationSecurityGroups"][0]["id"], asg["id"], "{nic}");
+    let ip = p["privateIPAddress"].as_str().unwrap().to_string();
+    assert!(
+        ip.starts_with("10.20.1."),
+        "allocated from the subnet: {ip}"
+    );
+
+    let local = format!("{ip}:22");
+    let verify = |remote: &str| {
+        net(&[
+            "network",
+            "flow-verify",
+            "--nic",
+            "nic1",
+            "--direction",
+            "Inbound",
+            "--protocol",
+            "Tcp",
+            "--local",
+            &local,
+            "--remote",
+            remote,
+        ])
+    };
+    let v = verify("198.51.100.7:40000");
+    assert_eq!(v["access"], "Deny", "{v}");
+    assert_eq!(v["ruleName"], "defaultSecurityRules/DenyAllInBound", "{v}");
+    assert_eq!(v["networkSecurityGroup"]["id"], nsg_id.as_str(), "{v}");
+
+    // Allow SSH from one prefix at priority 100: that prefix gets in, another does not.
+    let rule = net(&[
+        "network",
+        "nsg",
+        "rule",
+        "create",
+        "--nsg",
+        "web-nsg",
+        "-n",
+        "ssh-office",
+        "--priority",
+        "100",
+        "--access",
+        "Allow",
+        "--protocol",
+        "Tcp",
+        "--source-address-prefixes",
+        "198.51.100.0/24",
+        "--destination-port-ranges",
+        "22",
+    ]);
+    assert_eq!(rule["properties"]["priority"], 100, "{rule}");
+    let v = verify("198.51.100.7:40000");
+    assert_eq!(v["access"], "Allow", "{v}");
+    assert_eq!(v["ruleName"], "securityRules/ssh-office", "{v}");
+    let v = verify("203.0.113.9:40000");
+    assert_eq!(v["access"], "Deny", "{v}");
+    assert_eq!(v["ruleName"], "defaultSecurityRules/DenyAllInBound", "{v}");
+
+    // Effective rules: the NIC level holds the rule first, the tags expanded to prefixes.
+    let eff = net(&["network", "effective-rules", "--nic", "nic1"]);
+    let level = eff["inbound"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["level"] == "NetworkInterface")
+        .unwrap_or_else(|| panic!("no NIC level: {eff}"));
+    assert_eq!(level["networkSecurityGroup"]["id"], nsg_id.as_str());
+    let rules = level["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["name"], "securityRules/ssh-office", "{eff}");
+    assert_eq!(
+        rules[0]["expandedSourceAddressPrefix"],
+        serde_json::json!(["198.51.100.0/24"])
+    );
+    let vnet_in = rules
+        .iter()
+        .find(|r| r["name"] == "defaultSecurityRules/AllowVnetInBound")
+        .unwrap_or_else(|| panic!("{eff}"));
+    assert_eq!(
+        vnet_in["sourceAddressPrefixes"],
+        serde_json::json!(["VirtualNetwork"])
+    );
+    assert_eq!(
+        vnet_in["expandedSourceAddressPrefix"],
+        serde_json::json!(["10.20.0.0/16"]),
+        "VirtualNetwork expands to the VNet's space: {eff}"
+    );
+    assert_eq!(
+        rules.last().unwrap()["name"],
+        "defaultSecurityRules/DenyAllInBound"
+    );
+
+    // Reachability on 22: the VNet, the load balancer and the one allowed prefix; the
+    // allowed prefix is decided by the new rule.
+    let reach = net(&[
+        "network",
+        "reachability",
+        "--to",
+        "nic1",
+        "--port",
+        "22",
+        "--protocol",
+        "Tcp",
+    ]);
+    assert_eq!(
+        reach["sources"],
+        serde_json::json!(["10.20.0.0/16", "168.63.129.16/32", "198.51.100.0/24"]),
+        "{reach}"
+    );
+    let office = reach["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["sourceAddressPrefixes"] == serde_json::json!(["198.51.100.0/24"]))
+        .unwrap_or_else(|| panic!("{reach}"));
+    assert!(
+        office["rules"].as_array().unwrap().iter().any(
+            |r| r["level"] == "NetworkInterface" && r["ruleName"] == "securityRules/ssh-office"
+        ),
+        "{reach}"
+    );
+    up.stop();
+}
+
+/// Issue 4's CLI on the default-network path, on `strata up --dev-tpm --hypervisor sim` (a
+/// Trusted development host whose VMs are simulated: no boot, so no timing cost): `vm create`
+/// with no network arguments makes `default-vnet`, `NAME-nic` and its own deny-by-default NSG;
+/// list, show, stop, start, console-log, delete; the NIC and its NSG go with the VM.
+#[test]
+fn vm_cli_default_network_lifecycle_on_a_dev_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start_with(
+        &tmp.path().join("data"),
+        &["--dev-tpm", "--hypervisor", "sim"],
+    );
+    up.cli_json(&["group", "create", "-n", "app"]);
+    let host = poll(90, "the local development host is Trusted", || {
+        let hosts = up.cli_json(&["host", "list"]);
+        hosts["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["properties"]["state"] == "Trusted")
+            .map(|h| h["name"].as_str().unwrap().to_string())
+    });
+
+    let vm = up.cli_json(&["vm", "create", "-n", "web1", "-g", "app", "--image", "tiny"]);
+    let p = &vm["properties"];
+    assert_eq!(
+        (p["provisioningState"].as_str(), p["powerState"].as_str()),
+        (Some("Succeeded"), Some("running")),
+        "{vm}"
+    );
+    assert_eq!(p["host"], host.as_str(), "{vm}");
+    assert_eq!(p["securityProfile"]["securityType"], "TrustedLaunch");
+    let nic_ref = &p["networkProfile"]["networkInterfaces"][0];
+    assert!(
+        nic_ref["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/networkInterfaces/web1-nic"),
+        "{vm}"
+    );
+    assert_eq!(nic_ref["properties"]["deleteOption"], "Delete", "{vm}");
+
+    // The default network: default-vnet with subnet default, web1-nic in it with web1-nic-nsg.
+    let vnet = up.cli_json(&["network", "vnet", "show", "-n", "default-vnet", "-g", "app"]);
+    assert_eq!(
+        vnet["properties"]["addressSpace"]["addressPrefixes"],
+        serde_json::json!(["10.0.0.0/16"]),
+        "{vnet}"
+    );
+    let nic = up.cli_json(&["network", "nic", "show", "-n", "web1-nic", "-g", "app"]);
+    assert!(
+        nic["properties"]["subnet"]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/virtualNetworks/default-vnet/subnets/default"),
+        "{nic}"
+    );
+    assert!(
+        nic["properties"]["networkSecurityGroup"]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/networkSecurityGroups/web1-nic-nsg"),
+        "{nic}"
+    );
+    let ip = nic["properties"]["privateIPAddress"].as_str().unwrap();
+    assert!(ip.starts_with("10.0.0."), "{nic}");
+    let nsg = up.cli_json(&["network", "nsg", "show", "-n", "web1-nic-nsg", "-g", "app"]);
+    assert_eq!(
+        nsg["properties"]["securityRules"]
+            .as_array()
+            .map_or(0, Vec::len),
+        0,
+        "only the default rules: {nsg}"
+    );
+    let local = format!("{ip}:22");
+    let v = up.cli_json(&[
+        "network",
+        "flow-verify",
+        "-g",
+        "app",
+        "--nic",
+        "web1-nic",
+        "--direction",
+        "Inbound",
+        "--protocol",
+        "Tcp",
+        "--local",
+        &local,
+        "--remote",
+        "203.0.113.9:40000",
+    ]);
+    assert_eq!(
+        (v["access"].as_str(), v["ruleName"].as_str()),
+        (Some("Deny"), Some("defaultSecurityRules/DenyAllInBound")),
+        "{v}"
+    );
+
+    let list = up.cli_json(&["vm", "list", "-g", "app"]);
+    assert_eq!(names(&list), ["web1"], "{list}");
+    let shown = up.cli_json(&["vm", "show", "-n", "web1", "-g", "app"]);
+    assert_eq!(shown["id"], vm["id"]);
+
+    let stopped = up.cli_json(&["vm", "stop", "-n", "web1", "-g", "app"]);
+    assert_eq!(stopped["properties"]["powerState"], "stopped", "{stopped}");
+    assert_eq!(
+        stopped["properties"]["host"],
+        host.as_str(),
+        "keeps its host"
+    );
+    let started = up.cli_json(&["vm", "start", "-n", "web1", "-g", "app"]);
+    assert_eq!(started["properties"]["powerState"], "running", "{started}");
+
+    let console = poll(60, "the host reports the VM", || {
+        let c = up.cli_json(&["vm", "console-log", "-n", "web1", "-g", "app"]);
+        c["reportedAt"].is_string().then_some(c)
+    });
+    assert_eq!(console["host"], host.as_str(), "{console}");
+    assert!(console["consoleTail"].is_string(), "{console}");
+
+    let (ok, _, err) = up.cli(&["vm", "delete", "-n", "web1", "-g", "app"]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    let (ok, _, err) = up.cli(&["vm", "delete", "-n", "web1", "-g", "app", "--yes"]);
+    assert!(ok, "{err}");
+    poll(60, "the VM is gone", || {
+        names(&up.cli_json(&["vm", "list", "-g", "app"]))
+            .is_empty()
+            .then_some(())
+    });
+    // The interface made for it and its NSG went with it; the VNet stays for the next VM.
+    assert!(names(&up.cli_json(&["network", "nic", "list", "-g", "app"])).is_empty());
+    assert!(names(&up.cli_json(&["network", "nsg", "list", "-g", "app"])).is_empty());
+    assert_eq!(
+        names(&up.cli_json(&["network", "vnet", "list", "-g", "app"])),
+        ["default-vnet"]
+    );
+    up.stop();
+}
+
+/// Without a Trusted host `vm create` is refused with AllocationFailed, and the interface
+/// (and its NSG) it made for the VM is removed again, so a retry is not blocked by it.
+#[test]
+fn vm_create_without_a_host_is_refused_and_leaves_no_interface() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let _ = std::fs::create_dir_all(&dir);
+    // `strata server`: the control plane only, so no host at all.
+    let child = Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = Up {
+        child,
+        dir: dir.clone(),
+    };
+    up.wait_ready();
+    up.cli_json(&["group", "create", "-n", "app"]);
+    for _ in 0..2 {
+        let (ok, _, err) = up.cli(&["vm", "create", "-n", "web1", "-g", "app", "--image", "tiny"]);
+        assert!(!ok);
+        assert!(err.contains("AllocationFailed"), "{err}");
+        assert!(
+            names(&up.cli_json(&["network", "nic", "list", "-g", "app"])).is_empty(),
+            "no interface left behind"
+        );
+        assert!(
+            names(&up.cli_json(&["network", "nsg", "list", "-g", "app"])).is_empty(),
+            "no NSG left behind"
+        );
+    }
+    assert!(names(&up.cli_json(&["vm", "list", "-g", "app"])).is_empty());
+    up.stop();
+}
