@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use strata_compute::image;
 use strata_compute::qemu::{QemuConfig, QemuDriver};
+use strata_compute::sandbox::VmSandbox;
 use strata_compute::{DiskKey, FailureReason, Hypervisor, VmId, VmSpec, VmState, VtpmKey};
 
 use crate::support::{self, VM_PROGRAMS};
@@ -121,6 +122,45 @@ fn open_as(uid: u32, gid: u32, path: &Path) -> Result<(), String> {
     }
 }
 
+/// Connects to the unix socket `path` as `uid`/`gid` (no supplementary groups) in a child
+/// process; `Ok` or the child's error output.
+fn connect_as(uid: u32, gid: u32, path: &Path) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
+        ])
+        .arg(path)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err.lines().last().unwrap_or("").to_owned())
+    }
+}
+
+/// Nothing of a VM that is not running is left behind: no process of its uid, no QMP or
+/// swtpm socket in its directory, no cgroup.
+fn assert_no_leftovers(dir: &Path, sandbox: &VmSandbox) {
+    assert!(dir.is_dir(), "{}", dir.display());
+    for sock in ["qmp.sock", "swtpm.sock"] {
+        assert!(!dir.join(sock).exists(), "stray {sock}");
+    }
+    assert_eq!(
+        processes_of(sandbox.uid),
+        Vec::<u32>::new(),
+        "stray VM processes"
+    );
+    for d in sandbox.cgroup_dirs() {
+        assert!(!d.exists(), "stray cgroup {}", d.display());
+    }
+}
+
 /// Boots `image` as a trusted-launch VM and expects the firmware to refuse it.
 fn expect_secure_boot_violation(name: &str, image: PathBuf, hv: &QemuDriver) {
     let id = VmId::new(name).unwrap();
@@ -155,7 +195,11 @@ fn expect_secure_boot_violation(name: &str, image: PathBuf, hv: &QemuDriver) {
         !serial.contains("Linux version"),
         "the kernel must not start"
     );
+    // The refused VM left nothing running or listening before it is deleted.
+    let dir = hv.vm_dir(&id).unwrap();
+    assert_no_leftovers(&dir, &hv.sandbox(&id).unwrap());
     hv.delete(&id).unwrap();
+    assert!(!dir.exists());
 }
 
 /// One boot checks the whole trusted launch: secure boot, vTPM, sandbox, the encrypted disk
@@ -324,6 +368,30 @@ fn trusted_launch_boots_tiny_image() {
         "memory limit {memory_limit}"
     );
 
+    // The VM's sockets exist only while it runs, so the cross-uid check on them is here rather
+    // than in `vm_uids_cannot_open_each_others_disk_or_vtpm_state` (which boots nothing):
+    // another VM's uid cannot connect to this VM's QMP or swtpm socket; this VM's uid can.
+    let other = VmId::new("other").unwrap();
+    hv.create(VmSpec::trusted_launch(
+        other.clone(),
+        img.disk.clone(),
+        VtpmKey::generate().unwrap(),
+        DiskKey::generate().unwrap(),
+    ))
+    .unwrap();
+    let theirs = hv.sandbox(&other).unwrap();
+    assert_ne!(theirs.uid, sandbox.uid);
+    for sock in ["qmp.sock", "swtpm.sock"] {
+        let path = dir.join(sock);
+        assert_eq!(
+            connect_as(sandbox.uid, sandbox.gid, &path),
+            Ok(()),
+            "{sock}"
+        );
+        let err = connect_as(theirs.uid, theirs.gid, &path).unwrap_err();
+        assert!(err.contains("Permission denied"), "{sock}: {err}");
+    }
+
     let stopping = Instant::now();
     hv.stop(&id).unwrap();
     eprintln!("stop: {:.1} s", stopping.elapsed().as_secs_f64());
@@ -333,16 +401,7 @@ fn trusted_launch_boots_tiny_image() {
         serial.contains("STRATA-GUEST-POWEROFF"),
         "the guest did not shut down on the ACPI power button:\n{serial}"
     );
-    assert!(!dir.join("qmp.sock").exists());
-    assert!(!dir.join("swtpm.sock").exists());
-    assert_eq!(
-        processes_of(sandbox.uid),
-        Vec::<u32>::new(),
-        "stray VM processes"
-    );
-    for d in sandbox.cgroup_dirs() {
-        assert!(!d.exists(), "stray cgroup {}", d.display());
-    }
+    assert_no_leftovers(&dir, &sandbox);
 
     // The disk at rest: the file, read raw, holds no trace of the marker the guest wrote...
     let disk = dir.join("disk.qcow2");
@@ -381,6 +440,7 @@ fn trusted_launch_boots_tiny_image() {
 
     hv.delete(&id).unwrap();
     assert!(!dir.exists());
+    hv.delete(&other).unwrap();
 }
 
 /// Two VMs on one host: each uid opens its own disk and vTPM state, and neither can open the
@@ -493,6 +553,7 @@ fn standard_vm_boots_without_vtpm_or_secure_boot() {
     // A restart: QEMU gets the disk key again on a fresh pipe, and the guest reads back, through
     // the encryption, the marker its previous boot wrote.
     hv.stop(&id).unwrap();
+    assert_no_leftovers(&dir, &hv.sandbox(&id).unwrap());
     assert_eq!(hv.start(&id).unwrap(), VmState::Running);
     let serial = hv.serial_log(&id).unwrap();
     assert_eq!(
@@ -502,6 +563,10 @@ fn standard_vm_boots_without_vtpm_or_secure_boot() {
     );
     let second = disk_marker(&serial, image::MARKER_LINE).expect("a disk marker");
     assert_ne!(first, second);
+    // The second stop leaves nothing behind either.
+    hv.stop(&id).unwrap();
+    assert_eq!(hv.state(&id).unwrap(), VmState::Stopped);
+    assert_no_leftovers(&dir, &hv.sandbox(&id).unwrap());
     hv.delete(&id).unwrap();
     assert!(!dir.exists());
 }
