@@ -85,15 +85,25 @@ impl Accel {
     /// Uses KVM only if a QEMU with the VM's machine type (`q35,smm=on`) actually starts on it
     /// within `timeout`; otherwise TCG, with a visible warning.
     pub fn probe(timeout: Duration) -> Self {
-        match probe_kvm(timeout) {
-            Ok(()) => Self::Kvm,
+        let (accel, warning) = Self::probe_device(Path::new(KVM_DEVICE), timeout);
+        if let Some(warning) = warning {
+            eprintln!("{warning}");
+        }
+        accel
+    }
+
+    /// [`probe`](Self::probe) against the KVM device at `device`: the accelerator, and the
+    /// warning shown when it falls back to TCG.
+    fn probe_device(device: &Path, timeout: Duration) -> (Self, Option<String>) {
+        match probe_kvm(device, timeout) {
+            Ok(()) => (Self::Kvm, None),
             Err(why) => {
                 tracing::warn!(reason = %why, "KVM is not usable: VMs run under TCG (slow)");
-                eprintln!(
+                let warning = format!(
                     "strata-compute: WARNING: KVM is not usable ({why}); falling back to TCG \
                      emulation, guests will be slow"
                 );
-                Self::Tcg
+                (Self::Tcg, Some(warning))
             }
         }
     }
@@ -116,12 +126,21 @@ impl Accel {
     }
 }
 
-fn probe_kvm(timeout: Duration) -> Result<(), String> {
-    if !Path::new("/dev/kvm").exists() {
-        return Err("/dev/kvm does not exist".to_owned());
+/// The KVM device VMs use.
+const KVM_DEVICE: &str = "/dev/kvm";
+
+fn probe_kvm(device: &Path, timeout: Duration) -> Result<(), String> {
+    if !device.exists() {
+        return Err(format!("{} does not exist", device.display()));
     }
+    // QEMU's own default device is KVM_DEVICE: name another one only when probing it (tests).
+    let accel = if device == Path::new(KVM_DEVICE) {
+        "kvm".to_owned()
+    } else {
+        format!("kvm,device={}", device.display())
+    };
     let mut cmd = Command::new(QEMU);
-    cmd.args(["-machine", "q35,smm=on", "-accel", "kvm", "-S"])
+    cmd.args(["-machine", "q35,smm=on", "-accel", &accel, "-S"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1134,5 +1153,40 @@ impl Drop for QemuDriver {
             vm.sandbox.remove_cgroup();
             self.save(&vm);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A KVM device that is missing, or that is not KVM, makes the probe fall back to TCG with
+    /// the warning naming why (QEMU's own complaint about the device, for the second).
+    #[test]
+    fn kvm_probe_falls_back_to_tcg_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("kvm");
+        let (accel, warning) = Accel::probe_device(&missing, Duration::from_secs(5));
+        assert_eq!(accel, Accel::Tcg);
+        let warning = warning.unwrap();
+        assert!(
+            warning.contains(&format!(
+                "KVM is not usable ({} does not exist)",
+                missing.display()
+            )) && warning.contains("falling back to TCG"),
+            "{warning}"
+        );
+
+        let not_kvm = tmp.path().join("not-kvm");
+        fs::write(&not_kvm, b"").unwrap();
+        let (accel, warning) = Accel::probe_device(&not_kvm, Duration::from_secs(5));
+        assert_eq!(accel, Accel::Tcg);
+        let warning = warning.unwrap();
+        assert!(
+            warning.contains("probe QEMU exited")
+                && warning.contains(&format!("kvm,device={}", not_kvm.display()))
+                && warning.contains("falling back to TCG"),
+            "{warning}"
+        );
     }
 }
