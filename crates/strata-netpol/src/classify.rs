@@ -22,8 +22,8 @@
 //! whose address matches the same rules, built on first use) maps the protocol and destination
 //! port straight to a *class* (the set of rules matching them and the local address; a 16-port
 //! block table), and each class stores, per remote-address interval of its own rules, the first
-//! matching rule (a bucket index on the address's top bits that answers outright when no
-//! interval starts inside the bucket). A decision is a handful of dependent loads; source ports
+//! matching rule (a bucket index on the address's top bits whose entry answers without a
+//! branch when the bucket holds no interval start, one, or one power-of-two hole). A decision is a handful of dependent loads; source ports
 //! are checked only on the rare intervals whose first rule restricts them. See [`LocalTable`].
 
 use crate::model::{Access, FlowProtocol, Protocol};
@@ -268,12 +268,49 @@ const LIST: u32 = 1 << 30;
 const LAST: u32 = 1 << 31;
 /// The answer "no rule matches" (answers fit in 30 bits: rules and list offsets are fewer).
 const NONE: u32 = (1 << 30) - 1;
-/// Marks a bucket-index entry that is the answer itself (no interval starts inside the
-/// bucket); otherwise the entry is the first interval at or after the bucket's start (low 24
-/// bits) and how many start in it (bits 24–30, 127 meaning "up to the class's end").
-const DIRECT: u32 = 1 << 31;
+/// Bucket-index entries are 64 bits. Most are a *span* (bit 63 clear): the bucket's answer is
+/// one of two, `inside` for the addresses `[s, s + 2^m)` of the bucket and `outside` for the
+/// rest, picked without a branch. The low 27 bits are `s`'s offset in the bucket (buckets of
+/// indexed classes are at most 2^27 addresses), bits 27–31 `m`, bits 32–46 `inside` and bits
+/// 47–61 `outside` (answers in the 15-bit [`narrow`] form). A span covers a bucket in which no
+/// interval starts (`s = 0`, `m` the bucket's width), one interval starts (from its start to
+/// the bucket's end: `m` the bucket's width, and the offset wraps below `s`), or a hole: one
+/// interval `2^m` long (what a /32 or a small prefix makes) with the same answer on both
+/// sides. Other buckets ([`SEARCH`] set) hold the first interval at or after the bucket's
+/// start (low 24 bits) and how many start in it (bits 24–30, 127 meaning "up to the class's
+/// end"), searched in `entries`.
+const SEARCH: u64 = 1 << 63;
+const SPAN_OFFSET: u32 = (1 << 27) - 1;
 const COUNT_SHIFT: u32 = 24;
 const COUNT_MAX: u32 = 127;
+/// A 15-bit answer: a rule below [`NARROW_LIST`], a list offset flagged [`NARROW_LIST`], or
+/// [`NARROW_NONE`].
+const NARROW_LIST: u32 = 1 << 14;
+const NARROW_NONE: u32 = (1 << 15) - 1;
+
+/// An answer in 15 bits, if it fits (rules are fewer than 2^14; list offsets may not be).
+fn narrow(answer: u32) -> Option<u64> {
+    if answer == NONE {
+        Some(u64::from(NARROW_NONE))
+    } else if answer & LIST != 0 {
+        let at = answer & !LIST;
+        (at < NARROW_NONE - NARROW_LIST).then_some(u64::from(NARROW_LIST | at))
+    } else {
+        (answer < NARROW_LIST).then_some(u64::from(answer))
+    }
+}
+
+/// The answer a [`narrow`] form stands for (without a branch).
+#[inline]
+fn widen(v: u32) -> u32 {
+    let wide = (v & NARROW_LIST) << 16 | (v & (NARROW_LIST - 1));
+    if v == NARROW_NONE { NONE } else { wide }
+}
+
+/// A span entry (see [`SEARCH`]).
+fn span(offset: u64, m: u64, inside: u64, outside: u64) -> u64 {
+    outside << 47 | inside << 32 | m << 27 | offset
+}
 
 /// One policy direction specialized to one local address (a NIC's): with the local address
 /// fixed, only the remote address and the two ports are left, and the protocol and destination
@@ -311,9 +348,10 @@ pub(crate) struct LocalTable {
     /// Remote intervals of every class: `[start, answer]` (each class's first starts at 0);
     /// the answer sits next to its bound, on the same cache line.
     entries: Vec<[u32; 2]>,
-    /// Per large class, bucket `b` of the remote address's top bits: the answer itself
-    /// ([`DIRECT`]) when no interval starts inside the bucket, else where its intervals are.
-    index: Vec<u32>,
+    /// Per large class, bucket `b` of the remote address's top bits: a span (two answers and
+    /// where the one applies) when the bucket has no interval start, one, or one hole inside;
+    /// else where its intervals are ([`SEARCH`]).
+    index: Vec<u64>,
     /// Rule lists (rule indexes, the last one flagged [`LAST`]).
     lists: Vec<u32>,
 }
@@ -336,7 +374,8 @@ const INDEXED: usize = 16;
 
 impl LocalTable {
     fn memory_bytes(&self) -> usize {
-        4 * (self.port_l1.len() + self.port_l2.len() + self.index.len() + self.lists.len())
+        4 * (self.port_l1.len() + self.port_l2.len() + self.lists.len())
+            + 8 * self.index.len()
             + 8 * self.entries.len()
             + 16 * self.classes.len()
     }
@@ -352,10 +391,15 @@ impl LocalTable {
                 .index
                 .get(c.index as usize + (x >> c.shift) as usize)
                 .copied()
-                .unwrap_or(NONE | DIRECT);
-            if e & DIRECT != 0 {
-                return e & !DIRECT;
+                .unwrap_or(span(0, 27, u64::from(NARROW_NONE), u64::from(NARROW_NONE)));
+            let low = e as u32;
+            if e & SEARCH == 0 {
+                // x's offset from the span's start; below the start it wraps past 2^m.
+                let from = (x & ((1 << c.shift) - 1)).wrapping_sub(low & SPAN_OFFSET);
+                let shift = if from >> (low >> 27) == 0 { 32 } else { 47 };
+                return widen(((e >> shift) as u32) & NARROW_NONE);
             }
+            let e = low;
             let lo = (e & ((1 << COUNT_SHIFT) - 1)) as usize;
             let count = e >> COUNT_SHIFT;
             (
@@ -680,17 +724,43 @@ impl Classifier {
                     .iter()
                     .filter(|e| u64::from(e[0]) > first)
                     .count();
-                table.index.push(if inside == 0 {
-                    // One interval covers the bucket: the one holding its start.
-                    let holding = if mine.get(k).is_some_and(|e| u64::from(e[0]) == first) {
-                        k
-                    } else {
-                        k.saturating_sub(1)
-                    };
-                    DIRECT | mine.get(holding).map_or(NONE, |e| e[1])
-                } else {
-                    let count = ((end - k) as u32).min(COUNT_MAX);
-                    k as u32 | count << COUNT_SHIFT
+                // The interval holding the bucket's start, and the first starting inside.
+                let at_start = mine.get(k).is_some_and(|e| u64::from(e[0]) == first);
+                let holding = if at_start { k } else { k.saturating_sub(1) };
+                let answer_at = |i: usize| mine.get(i).map_or(NONE, |e| e[1]);
+                // The bucket is 2^shift addresses.
+                let width = u64::from(info.shift);
+                let offset = |e: &[u32; 2]| u64::from(e[0]) & ((1u64 << info.shift) - 1);
+                let outside = narrow(answer_at(holding));
+                let spanned = match (inside, outside) {
+                    (0, Some(a)) => Some(span(0, width, a, a)),
+                    (1, Some(below)) => mine.get(holding + 1).and_then(|e| {
+                        narrow(e[1]).map(|above| span(offset(e), width, above, below))
+                    }),
+                    (2, Some(outside)) => {
+                        // A hole: one interval inside the bucket, a power of two long, with
+                        // the same answer on both sides.
+                        match (mine.get(holding + 1), mine.get(holding + 2)) {
+                            (Some(s), Some(e))
+                                if e[1] == answer_at(holding)
+                                    && (e[0] - s[0]).is_power_of_two() =>
+                            {
+                                let m = u64::from((e[0] - s[0]).trailing_zeros());
+                                narrow(s[1]).map(|inner| span(offset(s), m, inner, outside))
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                table.index.push(match spanned {
+                    Some(e) => e,
+                    // An answer too wide for a span: the holding interval, searched.
+                    None if inside == 0 => SEARCH | u64::from(holding as u32 | 1 << COUNT_SHIFT),
+                    None => {
+                        let count = ((end - k) as u32).min(COUNT_MAX);
+                        SEARCH | u64::from(k as u32 | count << COUNT_SHIFT)
+                    }
                 });
             }
         }

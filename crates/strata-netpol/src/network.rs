@@ -411,23 +411,43 @@ impl Network {
             Direction::Inbound => 0,
             Direction::Outbound => 1,
         };
-        let mut hits = [Hit::NoNsg; 2];
-        let mut access = Access::Allow;
-        for (hit_slot, spec) in hits.iter_mut().zip(&info.specialized[d]) {
-            if access == Access::Deny {
-                *hit_slot = Hit::Skipped;
-                continue;
-            }
-            if let Some((c, spec)) = spec {
-                let policy = self.compiled[*c].policy(flow.direction);
+        // Each level's hit is a value, not a slot written through a reference: the decision
+        // is then assembled in registers (partial stores into the array, read back whole,
+        // stalled store forwarding on every decision).
+        let [first, second] = &info.specialized[d];
+        let (h0, access) = self.level_specialized(first, flow.direction, &key);
+        let (h1, access) = if access == Access::Deny {
+            (Hit::Skipped, Access::Deny)
+        } else {
+            self.level_specialized(second, flow.direction, &key)
+        };
+        Decision {
+            access,
+            hits: [h0, h1],
+        }
+    }
+
+    /// One level of [`Network::classify`] for a flow at the NIC's own address.
+    #[inline]
+    fn level_specialized(
+        &self,
+        spec: &Option<(usize, Specialized)>,
+        direction: Direction,
+        key: &Key,
+    ) -> (Hit, Access) {
+        match spec {
+            Some((c, spec)) => {
+                let policy = self.compiled[*c].policy(direction);
                 let hit = policy
                     .classifier
-                    .classify_specialized(&policy.expanded, spec, &key);
-                *hit_slot = Hit::Rule(hit.map_or(u16::MAX, |h| h as u16));
-                access = policy.access(hit);
+                    .classify_specialized(&policy.expanded, spec, key);
+                (
+                    Hit::Rule(hit.map_or(u16::MAX, |h| h as u16)),
+                    policy.access(hit),
+                )
             }
+            None => (Hit::NoNsg, Access::Allow),
         }
-        Decision { access, hits }
     }
 
     /// The same decision by a naive first-match scan over the same expanded rules: the

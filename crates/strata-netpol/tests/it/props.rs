@@ -482,3 +482,53 @@ fn specialized_tables_agree_with_the_scan_on_large_classes() {
         assert_eq!(network.classify(nic, &f), network.scan(nic, &f), "{f:?}");
     }
 }
+
+/// Bucket-index spans (an answer inside `[s, s + 2^m)` of a bucket, another outside): /32s and
+/// small prefixes spread over the address space so that most buckets hold one interval start
+/// or one hole, some with source-port lists as answers, probed at and around every boundary.
+#[test]
+fn specialized_spans_agree_with_the_scan_at_every_boundary() {
+    let mut rules = Vec::new();
+    let mut edges = Vec::new();
+    for i in 0..400u32 {
+        let len = [32u32, 32, 31, 30, 28, 24, 20, 16][(i % 8) as usize];
+        let base = i.wrapping_mul(2_654_435_761) & (u32::MAX << (32 - len));
+        let end = base | !(u32::MAX << (32 - len));
+        edges.extend([
+            base.wrapping_sub(1),
+            base,
+            base.wrapping_add(1),
+            end,
+            end.wrapping_add(1),
+        ]);
+        let sport = if i % 5 == 0 { "1000-2000" } else { "*" };
+        rules.push(serde_json::json!({
+            "name": format!("r{i}"), "priority": 100 + i, "direction": "Inbound",
+            "access": if i % 3 == 0 { "Deny" } else { "Allow" }, "protocol": "Tcp",
+            "sourceAddressPrefix": format!("{}/{len}", Ipv4Addr::from(base)),
+            "sourcePortRange": sport, "destinationAddressPrefix": "*",
+            "destinationPortRange": "443",
+        }));
+    }
+    let t: Topology = serde_json::from_value(serde_json::json!({
+        "virtualNetworks": [{ "id": "v", "addressSpace": { "addressPrefixes": ["10.0.0.0/16"] },
+            "subnets": [{ "name": "s", "addressPrefix": "10.0.1.0/24" }] }],
+        "networkInterfaces": [{ "id": "n1", "subnet": { "id": "v/subnets/s" },
+            "privateIpAddress": "10.0.1.4", "networkSecurityGroup": { "id": "g" } }],
+        "networkSecurityGroups": [{ "id": "g", "securityRules": rules }],
+    }))
+    .unwrap();
+    let network = Network::new(&t).unwrap();
+    let nic = network.nic("n1").unwrap();
+    for &remote in &edges {
+        for sport in [999, 1500, 40000] {
+            let f = Flow::new(
+                Direction::Inbound,
+                FlowProtocol::Tcp,
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 4), 443),
+                SocketAddrV4::new(Ipv4Addr::from(remote), sport),
+            );
+            assert_eq!(network.classify(nic, &f), network.scan(nic, &f), "{f:?}");
+        }
+    }
+}
