@@ -37,6 +37,8 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     // strata-netdp's benchmark: TCP throughput between namespaces
     "iperf3",
+    // strata-compute's boot test connects to a VM's sockets as another VM's uid with it
+    "python3",
 ];
 
 const PG_PORT: u16 = 55432;
