@@ -369,8 +369,10 @@ struct ClassInfo {
 
 /// Marks a `port_l1` entry pointing into `port_l2`.
 const L2: u32 = 1 << 31;
-/// Classes with more intervals than this get a bucket index.
-const INDEXED: usize = 16;
+/// Classes with more intervals than this get a bucket index (at least 32 buckets, so that a
+/// span's offset fits its 27 bits): even a class of a few intervals then answers from one
+/// entry, mostly without a search.
+const INDEXED: usize = 1;
 
 impl LocalTable {
     fn memory_bytes(&self) -> usize {
@@ -706,7 +708,7 @@ impl Classifier {
         if len as usize > INDEXED && len < 1 << COUNT_SHIFT {
             // About two buckets per interval: most buckets then hold no interval start and
             // answer directly.
-            let bits = (u32::BITS - len.leading_zeros()).min(20);
+            let bits = (u32::BITS - len.leading_zeros()).clamp(5, 20);
             info.shift = 32 - bits;
             let mine = &table.entries[start as usize..];
             let mut k = 0usize;
