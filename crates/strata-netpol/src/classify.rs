@@ -276,13 +276,11 @@ const NONE: u32 = (1 << 30) - 1;
 /// interval starts (`s = 0`, `m` the bucket's width), one interval starts (from its start to
 /// the bucket's end: `m` the bucket's width, and the offset wraps below `s`), or a hole: one
 /// interval `2^m` long (what a /32 or a small prefix makes) with the same answer on both
-/// sides. Other buckets ([`SEARCH`] set) hold the first interval at or after the bucket's
-/// start (low 24 bits) and how many start in it (bits 24–30, 127 meaning "up to the class's
-/// end"), searched in `entries`.
+/// sides. Other buckets ([`SEARCH`] set) hold where in `entries` the intervals to search are:
+/// from the first at or after the bucket's start (low 32 bits) to the end of those starting
+/// in it (bits 32–62).
 const SEARCH: u64 = 1 << 63;
 const SPAN_OFFSET: u32 = (1 << 27) - 1;
-const COUNT_SHIFT: u32 = 24;
-const COUNT_MAX: u32 = 127;
 /// A 15-bit answer: a rule below [`NARROW_LIST`], a list offset flagged [`NARROW_LIST`], or
 /// [`NARROW_NONE`].
 const NARROW_LIST: u32 = 1 << 14;
@@ -336,12 +334,12 @@ fn span(offset: u64, m: u64, inside: u64, outside: u64) -> u64 {
 /// [`Network::classify`]: crate::Network::classify
 #[derive(Debug, Default)]
 pub(crate) struct LocalTable {
-    /// TCP and UDP ports → class, two levels: `port_l1[p << 12 | port >> 4]` is the class of
-    /// all 16 ports of that block, or [`L2`] | the offset of the block's 16 classes in
-    /// `port_l2`.
+    /// TCP and UDP ports → class [`descriptor`], two levels: `port_l1[p << 12 | port >> 4]`
+    /// is the descriptor of all 16 ports of that block, or [`L2`] | the offset of the block's
+    /// 16 descriptors in `port_l2`.
     port_l1: Vec<u32>,
     port_l2: Vec<u32>,
-    /// The class of each protocol's port-less key (ICMP, ESP, AH; for TCP and UDP the empty
+    /// The class descriptor of each protocol's port-less key (ICMP, ESP, AH; for TCP and UDP the empty
     /// class, which a real flow never meets).
     portless: [u32; 5],
     classes: Vec<ClassInfo>,
@@ -369,6 +367,21 @@ struct ClassInfo {
 
 /// Marks a `port_l1` entry pointing into `port_l2`.
 const L2: u32 = 1 << 31;
+/// The port tables hold a class *descriptor*: for an indexed class, where its bucket index
+/// starts (low 25 bits) and its shift (bits 25–29), so that a decision goes from the port to
+/// the bucket entry without loading the class; otherwise [`CLASS`] | the class number.
+const CLASS: u32 = 1 << 30;
+const DESC_SHIFT: u32 = 25;
+const DESC_OFFSET: u32 = (1 << DESC_SHIFT) - 1;
+
+/// The descriptor of class number `id` (see [`CLASS`]).
+fn descriptor(c: &ClassInfo, id: u32) -> u32 {
+    if c.shift < 32 && c.index <= DESC_OFFSET {
+        c.index | c.shift << DESC_SHIFT
+    } else {
+        CLASS | id
+    }
+}
 /// Classes with more intervals than this get a bucket index (at least 32 buckets, so that a
 /// span's offset fits its 27 bits): even a class of a few intervals then answers from one
 /// entry, mostly without a search.
@@ -385,37 +398,38 @@ impl LocalTable {
     /// The answer of class `c` for remote address `x`.
     #[inline]
     fn answer(&self, c: &ClassInfo, x: u32) -> u32 {
-        let (start, len) = (c.start as usize, c.len as usize);
-        let (lo, hi) = if c.shift >= 32 {
-            (0, len)
-        } else {
-            let e = self
-                .index
-                .get(c.index as usize + (x >> c.shift) as usize)
-                .copied()
-                .unwrap_or(span(0, 27, u64::from(NARROW_NONE), u64::from(NARROW_NONE)));
-            let low = e as u32;
-            if e & SEARCH == 0 {
-                // x's offset from the span's start; below the start it wraps past 2^m.
-                let from = (x & ((1 << c.shift) - 1)).wrapping_sub(low & SPAN_OFFSET);
-                let shift = if from >> (low >> 27) == 0 { 32 } else { 47 };
-                return widen(((e >> shift) as u32) & NARROW_NONE);
-            }
-            let e = low;
-            let lo = (e & ((1 << COUNT_SHIFT) - 1)) as usize;
-            let count = e >> COUNT_SHIFT;
-            (
-                lo,
-                if count >= COUNT_MAX {
-                    len
-                } else {
-                    lo + count as usize
-                },
-            )
-        };
-        let i = match self.entries.get(start + lo..start + hi) {
-            Some(slice) => start + (lo + slice.partition_point(|e| e[0] <= x)).saturating_sub(1),
-            None => start,
+        if c.shift < 32 {
+            return self.answer_indexed(c.index, c.shift, x);
+        }
+        let (start, end) = (c.start as usize, c.start as usize + c.len as usize);
+        self.search(start, end, x)
+    }
+
+    /// The answer for remote address `x` of the class whose bucket index starts at `index`.
+    #[inline]
+    fn answer_indexed(&self, index: u32, shift: u32, x: u32) -> u32 {
+        let e = self
+            .index
+            .get(index as usize + (x >> shift) as usize)
+            .copied()
+            .unwrap_or(span(0, 27, u64::from(NARROW_NONE), u64::from(NARROW_NONE)));
+        let low = e as u32;
+        if e & SEARCH == 0 {
+            // x's offset from the span's start; below the start it wraps past 2^m.
+            let from = (x & ((1 << shift) - 1)).wrapping_sub(low & SPAN_OFFSET);
+            let shift = if from >> (low >> 27) == 0 { 32 } else { 47 };
+            return widen(((e >> shift) as u32) & NARROW_NONE);
+        }
+        self.search(low as usize, ((e >> 32) as u32 & !(1 << 31)) as usize, x)
+    }
+
+    /// The answer of the interval holding `x`: it starts in `entries[lo..hi]`, or is the one
+    /// before `lo` (never before the class's first, which starts at 0).
+    #[inline]
+    fn search(&self, lo: usize, hi: usize, x: u32) -> u32 {
+        let i = match self.entries.get(lo..hi) {
+            Some(slice) => (lo + slice.partition_point(|e| e[0] <= x)).saturating_sub(1),
+            None => lo,
         };
         self.entries.get(i).map_or(NONE, |e| e[1])
     }
@@ -610,7 +624,17 @@ impl Classifier {
                 class_of.push(class);
             }
         }
-        let class_at = |p: usize, k: usize| class_of.get(p * intervals + k).copied().unwrap_or(0);
+        let descriptors: Vec<u32> = (0u32..)
+            .zip(&table.classes)
+            .map(|(id, c)| descriptor(c, id))
+            .collect();
+        let class_at = |p: usize, k: usize| {
+            class_of
+                .get(p * intervals + k)
+                .and_then(|&c| descriptors.get(c as usize))
+                .copied()
+                .unwrap_or(CLASS)
+        };
         let bounds = &self.dport.bounds;
         for (p, fp) in FlowProtocol::ALL.iter().enumerate() {
             table.portless[p] = class_at(p, self.dport.interval(PORTLESS));
@@ -705,12 +729,16 @@ impl Classifier {
             index: table.index.len() as u32,
             shift: 32,
         };
-        if len as usize > INDEXED && len < 1 << COUNT_SHIFT {
+        if len as usize > INDEXED {
             // About two buckets per interval: most buckets then hold no interval start and
             // answer directly.
             let bits = (u32::BITS - len.leading_zeros()).clamp(5, 20);
             info.shift = 32 - bits;
             let mine = &table.entries[start as usize..];
+            let searched = |lo: usize, hi: usize| {
+                let at = |i: usize| u64::from(start) + i as u64;
+                SEARCH | at(hi) << 32 | at(lo)
+            };
             let mut k = 0usize;
             for b in 0..(1u64 << bits) {
                 let (first, last) = (b << info.shift, ((b + 1) << info.shift) - 1);
@@ -758,11 +786,8 @@ impl Classifier {
                 table.index.push(match spanned {
                     Some(e) => e,
                     // An answer too wide for a span: the holding interval, searched.
-                    None if inside == 0 => SEARCH | u64::from(holding as u32 | 1 << COUNT_SHIFT),
-                    None => {
-                        let count = ((end - k) as u32).min(COUNT_MAX);
-                        SEARCH | u64::from(k as u32 | count << COUNT_SHIFT)
-                    }
+                    None if inside == 0 => searched(holding, holding + 1),
+                    None => searched(k, end),
                 });
             }
         }
@@ -781,26 +806,29 @@ impl Classifier {
             .table
             .get_or_init(|| self.build_table(rules, &s.local_row, s.local_is_dst));
         let p = k.protocol as usize;
-        let class = if k.protocol.has_ports() && k.dport < PORTLESS {
+        let desc = if k.protocol.has_ports() && k.dport < PORTLESS {
             let l1 = t
                 .port_l1
                 .get(p << 12 | (k.dport as usize >> 4))
                 .copied()
-                .unwrap_or(0);
+                .unwrap_or(CLASS);
             if l1 & L2 == 0 {
                 l1
             } else {
                 t.port_l2
                     .get((l1 & !L2) as usize + (k.dport as usize & 15))
                     .copied()
-                    .unwrap_or(0)
+                    .unwrap_or(CLASS)
             }
         } else {
-            t.portless.get(p).copied().unwrap_or(0)
+            t.portless.get(p).copied().unwrap_or(CLASS)
         };
-        let c = t.classes.get(class as usize)?;
         let remote = if s.local_is_dst { k.src } else { k.dst };
-        let answer = t.answer(c, remote);
+        let answer = if desc & CLASS == 0 {
+            t.answer_indexed(desc & DESC_OFFSET, desc >> DESC_SHIFT, remote)
+        } else {
+            t.answer(t.classes.get((desc & !CLASS) as usize)?, remote)
+        };
         if answer == NONE {
             return None;
         }
