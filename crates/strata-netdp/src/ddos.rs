@@ -20,21 +20,52 @@
 //! and `nic_<n>_out` ends with the same `ct count over C` before forwarding (a VM opening
 //! flows without end is capped too; the two directions are counted separately, each up to C).
 //!
-//! **SYN floods: rate limits, not SYN proxy.** nftables' `synproxy` answers the client's SYN
-//! itself and, once the client's ACK proves its address, opens the connection to the server
-//! with a SYN of its own. The kernel sends that SYN with a conntrack template of the *default
-//! zone* (`nf_synproxy_core.c`: `nf_ct_tmpl_alloc(net, &nf_ct_zone_dflt, …)`), and `ct zone
-//! set` cannot change an already attached template. Every virtual network here tracks its
-//! connections in its own zone (overlapping address spaces must not share state), so the
-//! server's SYN-ACK would be looked up in the network's zone, miss the proxied connection and
-//! be dropped as invalid: synproxy cannot work with this layout. Instead the guest's own SYN
+//! **SYN floods: a SYN proxy where the zone allows it, rate limits elsewhere.** nftables'
+//! `synproxy` answers the client's SYN itself with a SYN cookie and, once the client's ACK
+//! proves its address, opens the connection to the NIC with a SYN of its own; a spoofed flood
+//! never reaches the guest and costs the host no conntrack entry. The kernel sends that SYN
+//! with a conntrack template of the *default zone* (`nf_synproxy_core.c`:
+//! `nf_ct_tmpl_alloc(net, &nf_ct_zone_dflt, …)`), and `ct zone set` cannot change an attached
+//! template, so the proxy only works for networks tracked in the default zone. Zones exist
+//! only to keep overlapping address spaces apart, so [`crate::plan`] gives a peering group the
+//! default zone (0) when its address space overlaps no other group's in the topology; such a
+//! NIC with `syn_proxy` on (the default) is *proxied*, and its `nic_<n>_in` becomes
+//!
+//! ```text
+//! jump <subnet NSG>, jump <NIC NSG>        (denied: drop; allowed: return)
+//! tcp flags syn  update @ddos_<n>_syn { ip saddr limit rate over S/second burst B }      → drop, counter ddos_<n>_syn
+//! meta l4proto tcp ct state invalid,untracked,new  synproxy mss 1460 wscale 7 timestamp sack-perm
+//! meta l4proto tcp  drop                    (what the proxy neither answered nor completed)
+//! meta l4proto != tcp …per source… ; ct count over C  (as above)
+//! ```
+//!
+//! with, before any zone is set, `ip daddr @syn_proxied tcp flags syn notrack` in the raw
+//! prerouting chain (the SYN must reach the proxy untracked). The proxy sits after the NSG
+//! jumps, so it only ever answers for flows the NSGs allow: a SYN to a denied port is dropped
+//! by the NSG chain and gets no SYN-ACK from anyone. The client's final ACK needs no
+//! `nf_conntrack_tcp_loose=0`: with the kernel's default (1) it arrives as a *new* (picked-up)
+//! flow, walks the same NSG chains and reaches `synproxy`, which checks its cookie and either
+//! opens the connection or drops it; any other TCP packet reaching the chain is dropped, so a
+//! proxied NIC never accepts a mid-stream pickup (its inbound TCP connections do not survive
+//! [`crate::Host::flush_conntrack`], nor a change of the group's zone). The proxy's own packets
+//! are sent by the host: policy rules `iif lo from|to <NIC address>` (preference
+//! [`crate::names::PROXY_RULE_PREF`]) route them through the network's table, and the inbound
+//! conntrack cap is applied in an `output` chain to the proxy's SYN (`ct state new ip daddr
+//! vmap @syn_proxied_cap`), since the connection's entry is made there. Behind the proxy a
+//! client's handshake completes before the VM is asked: over the cap, or with nothing
+//! listening, the client's connection is accepted and then goes nowhere (reset by the VM when
+//! nothing listens) instead of being refused. `syn_total` is not applied to proxied NICs (the
+//! proxy replaces it); the proxy announces [`SYN_PROXY_OPTIONS`], which assume a Linux-like
+//! guest (window scale 7; a guest with a smaller scale would be sent more than its window).
+//!
+//! Groups that overlap another keep their own zone and rate limits only: the guest's own SYN
 //! cookies answer floods (Linux guests have `tcp_syncookies=1` by default), and the host
 //! bounds what reaches the guest and what it must track: new TCP flows per source address
 //! (a flood from one address, the only kind a VM can send since the bridge table drops
 //! spoofed sources, is cut to S/s while every other source goes on connecting), new TCP flows
 //! of all sources together (spoofed floods from the internet), and the conntrack cap.
-//! The limitation, stated plainly: during a spoofed flood above T/s, legitimate SYNs to that
-//! NIC are dropped in proportion, and clients recover through retransmission.
+//! The limitation, stated plainly: for those NICs, during a spoofed flood above T/s,
+//! legitimate SYNs are dropped in proportion, and clients recover through retransmission.
 //!
 //! **State is lost with the ruleset.** A reconcile that changes the ruleset replaces the table
 //! in one transaction, so meters, `ct count` lists and counters start from zero (connections
@@ -76,6 +107,12 @@ pub struct DdosPolicy {
     /// after their last packet). When full, new sources are not metered per source but still
     /// meet `syn_total` and the cap.
     pub meter_size: u32,
+    /// Answer inbound TCP handshakes with the host's SYN proxy (SYN cookies) and open the
+    /// connection to the NIC only once the client's ACK proves its address. Takes effect only
+    /// where the NIC's network tracks connections in the default zone (a peering group whose
+    /// address space overlaps no other group's, see [`crate::plan`]); elsewhere `syn_total`
+    /// stays the SYN-flood defence. Where it takes effect it replaces `syn_total`.
+    pub syn_proxy: bool,
 }
 
 impl Default for DdosPolicy {
@@ -90,6 +127,8 @@ impl Default for DdosPolicy {
     /// - `max_connections` 32,768 per direction: three times C10k, and an eighth of a
     ///   typical host conntrack table (262,144 entries), so one NIC cannot fill it.
     /// - `meter_size` 16,384 addresses per meter: bounded memory per NIC under a spoofed flood.
+    /// - `syn_proxy` on: where the NIC's network is in the default zone, spoofed SYN floods
+    ///   are answered with cookies by the host instead of being cut by `syn_total`.
     fn default() -> Self {
         Self {
             syn_per_source: Some(Rate::new(200, 400)),
@@ -97,6 +136,7 @@ impl Default for DdosPolicy {
             per_source: Some(Rate::new(500, 1_000)),
             max_connections: Some(32_768),
             meter_size: 16_384,
+            syn_proxy: true,
         }
     }
 }
@@ -110,6 +150,7 @@ impl DdosPolicy {
             per_source: None,
             max_connections: None,
             meter_size: 16_384,
+            syn_proxy: false,
         }
     }
 }
@@ -302,18 +343,39 @@ impl MitigationMonitor {
     }
 }
 
+/// The TCP options the SYN proxy announces to clients. They must not promise more than the
+/// guest gives: MSS 1460 (1500-byte MTU), window scale 7 (Linux's with its default buffers),
+/// timestamps and SACK (on in Linux by default).
+pub const SYN_PROXY_OPTIONS: &str = "mss 1460 wscale 7 timestamp sack-perm";
+
 /// The DDoS statements of a NIC's inbound chain (after its NSG jumps), for `render`.
-pub(crate) fn inbound_lines(short: &str, p: &DdosPolicy) -> Vec<String> {
+/// `proxied`: the NIC's TCP handshakes go through the SYN proxy (see the module docs).
+pub(crate) fn inbound_lines(short: &str, p: &DdosPolicy, proxied: bool) -> Vec<String> {
     let syn = counter_name(short, Mechanism::SynFlood);
     let src = counter_name(short, Mechanism::PerSourceRate);
     let mut out = Vec::new();
+    // Proxied, the chain also sees each handshake's final ACK (the proxy's cookie check);
+    // only SYNs are metered, as without the proxy.
+    let syn_match = if proxied {
+        "tcp flags & (fin|syn|rst|ack) == syn"
+    } else {
+        "meta l4proto tcp"
+    };
     if let Some(r) = p.syn_per_source {
         out.push(format!(
-            "meta l4proto tcp update @{syn} {{ ip saddr limit rate over {}/second burst {} packets }} counter name \"{syn}\" drop comment \"SYN flood: per source\"",
+            "{syn_match} update @{syn} {{ ip saddr limit rate over {}/second burst {} packets }} counter name \"{syn}\" drop comment \"SYN flood: per source\"",
             r.per_second, r.burst
         ));
     }
-    if let Some(r) = p.syn_total {
+    if proxied {
+        out.push(format!(
+            "meta l4proto tcp ct state invalid,untracked,new counter synproxy {SYN_PROXY_OPTIONS} comment \"SYN proxy\""
+        ));
+        out.push(
+            "meta l4proto tcp counter drop comment \"not a handshake the SYN proxy completed\""
+                .to_owned(),
+        );
+    } else if let Some(r) = p.syn_total {
         out.push(format!(
             "meta l4proto tcp limit rate over {}/second burst {} packets counter name \"{syn}\" drop comment \"SYN flood: all sources\"",
             r.per_second, r.burst

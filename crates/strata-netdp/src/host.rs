@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::ddos::{self, DdosSample};
-use crate::names::{self, PORT_PREFIX, RULE_PREF};
+use crate::names::{self, PORT_PREFIX, PROXY_RULE_PREF, RULE_PREF};
 use crate::plan::{HostPlan, NicPlan};
 use crate::render::{self, digest_of};
 
@@ -356,6 +356,46 @@ impl Host {
                 "rule del pref {RULE_PREF} iif {iif} lookup {table}"
             ));
             batch.push(format!("route flush table {table}"));
+        }
+        // The SYN proxy's packets (its SYN-ACK and window update to the client, its SYN and
+        // ACK to the NIC) are sent by the host itself, so no bridge selects their table: these
+        // rules do, by the NIC's address (unique: a proxied NIC's group overlaps no other).
+        let live_proxy: BTreeSet<(String, String, String)> = rules
+            .iter()
+            .filter(|r| {
+                r.get("priority").and_then(Value::as_u64) == Some(u64::from(PROXY_RULE_PREF))
+            })
+            .filter_map(|r| {
+                let table = match r.get("table")? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let (side, ip) = match r.get("dst").and_then(Value::as_str) {
+                    Some(dst) => ("to", dst),
+                    None => ("from", r.get("src")?.as_str()?),
+                };
+                Some((side.to_owned(), ip.to_owned(), table))
+            })
+            .collect();
+        let want_proxy: BTreeSet<(String, String, String)> = plan
+            .nics
+            .iter()
+            .filter(|n| plan.syn_proxied(n))
+            .filter_map(|n| {
+                let table = plan.vnet_of(n)?.table.to_string();
+                Some(["from", "to"].map(|side| (side.to_owned(), n.ip.to_string(), table.clone())))
+            })
+            .flatten()
+            .collect();
+        for (side, ip, table) in want_proxy.difference(&live_proxy) {
+            batch.push(format!(
+                "rule add pref {PROXY_RULE_PREF} iif lo {side} {ip} lookup {table}"
+            ));
+        }
+        for (side, ip, table) in live_proxy.difference(&want_proxy) {
+            batch.push(format!(
+                "rule del pref {PROXY_RULE_PREF} iif lo {side} {ip} lookup {table}"
+            ));
         }
         self.ip_batch(&batch)?;
         report.changes.append(&mut batch);

@@ -13,8 +13,8 @@
 //!   matches), [`Host::create_veth`]/[`Host::attach_port`] wire a NIC's device to its bridge
 //!   (a veth into a namespace today, a QEMU tap the same way later), and
 //!   [`Host::flush_conntrack`] forgets a NIC's connections (quarantine).
-//! - [`ddos`]: each NIC's DDoS limits ([`DdosPolicy`]: SYN-flood and per-source rate limits, a
-//!   conntrack cap), rendered into the same transaction; [`Host::ddos_counters`] reads what
+//! - [`ddos`]: each NIC's DDoS limits ([`DdosPolicy`]: a SYN proxy for networks in the default
+//!   conntrack zone, SYN-flood and per-source rate limits, a conntrack cap), rendered into the same transaction; [`Host::ddos_counters`] reads what
 //!   they dropped and [`MitigationMonitor`] turns successive readings into events.
 //!
 //! How a packet between two VMs travels, and where each NSG rule is enforced, is drawn in

@@ -12,6 +12,9 @@ pub const BRIDGE_PREFIX: &str = "stv";
 pub const PORT_PREFIX: &str = "stn";
 /// Preference of every policy-routing rule Strata adds (`ip rule … pref`).
 pub const RULE_PREF: u32 = 9731;
+/// Preference of the rules that route the SYN proxy's own packets (`iif lo from|to <NIC
+/// address>`) through the NIC's network's table.
+pub const PROXY_RULE_PREF: u32 = 9730;
 /// Routing tables of virtual networks are `TABLE_BASE | (hash & 0xffff)`.
 pub const TABLE_BASE: u32 = 0x5354_0000;
 

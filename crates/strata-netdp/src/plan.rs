@@ -27,7 +27,11 @@
 //!   route to each other. (A VRF per network would do the same; this host's kernel has none.)
 //! - A **conntrack zone per peering group** (networks connected by peerings share one, since a
 //!   connection's two directions enter on two bridges): overlapping address spaces of
-//!   unrelated networks never share connection state.
+//!   unrelated networks never share connection state. A group whose address space overlaps
+//!   no other group's in the topology needs no zone of its own and uses the default zone (0),
+//!   where the SYN proxy can work (crate::ddos); it shares that zone with the host's own
+//!   connections, which cannot collide with its flows unless the host itself uses addresses
+//!   of the group's address space.
 //! - A **port per NIC** (`stn…`): a veth end whose peer is in the VM's namespace, or later the
 //!   VM's tap, attached the same way ([`crate::Host::attach_port`]). Its MAC is fixed by the
 //!   NIC's id and the bridge learns nothing: the ruleset's bridge table drops frames whose
@@ -91,6 +95,9 @@ pub struct VnetPlan {
     pub id: String,
     pub bridge: String,
     pub table: u32,
+    /// The conntrack zone of the network's peering group: 0 (the default zone) when the
+    /// group's address space overlaps no other group's in the topology, else the group's own
+    /// ([`names::zone_id`], never 0).
     pub zone: u16,
     /// The gateway address of each subnet (the subnet's first host address) with the subnet's
     /// prefix length: the addresses of the bridge.
@@ -217,6 +224,29 @@ impl HostPlan {
                 group.insert(m, key);
             }
         }
+        // The default zone for a group whose address space overlaps no other group's (in the
+        // whole topology, so a group's zone does not change as other networks' NICs come and
+        // go on this host): its connections cannot collide with another network's, and only in
+        // the default zone can the SYN proxy work (crate::ddos).
+        let mut space: BTreeMap<&str, Ranges> = BTreeMap::new();
+        for v in &topology.virtual_networks {
+            let mut r = Ranges::empty();
+            for p in &v.address_space.address_prefixes {
+                let (lo, hi) = prefix(p)?.bounds();
+                r = r.union(&Ranges::span(lo, hi));
+            }
+            let key = group.get(v.id.as_str()).copied().unwrap_or(v.id.as_str());
+            let entry = space.entry(key).or_insert_with(Ranges::empty);
+            *entry = entry.union(&r);
+        }
+        let zone_of = |id: &str| -> u16 {
+            let key = group.get(id).copied().unwrap_or(id);
+            let alone = match space.get(key) {
+                Some(mine) => space.iter().all(|(k, r)| *k == key || !r.overlaps(mine)),
+                None => true,
+            };
+            if alone { 0 } else { names::zone_id(key) }
+        };
 
         // NICs on this host and their virtual networks.
         struct Local<'t> {
@@ -296,7 +326,7 @@ impl HostPlan {
                 id: id.to_owned(),
                 bridge,
                 table: names::table_id(id),
-                zone: names::zone_id(group.get(id).copied().unwrap_or(id)),
+                zone: zone_of(id),
                 gateways,
                 routes,
                 address_space,
@@ -438,6 +468,12 @@ impl HostPlan {
 
     pub fn vnet_of(&self, nic: &NicPlan) -> Option<&VnetPlan> {
         self.vnets.get(nic.vnet)
+    }
+
+    /// Whether the NIC's inbound TCP handshakes go through the SYN proxy: its policy asks for
+    /// it and its network tracks connections in the default zone (crate::ddos).
+    pub fn syn_proxied(&self, nic: &NicPlan) -> bool {
+        nic.ddos.syn_proxy && self.vnet_of(nic).is_some_and(|v| v.zone == 0)
     }
 }
 
@@ -609,4 +645,54 @@ fn compile(rules: &[EffectiveRule]) -> Result<Vec<Statement>, PlanError> {
         i = j;
     }
     Ok(statements)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// a and b overlap (10.0.0.0/16 in both), c overlaps nothing, d is peered with c (one
+    /// group, its space still apart from a's and b's).
+    #[test]
+    fn only_groups_that_overlap_no_other_get_the_default_zone() {
+        let vnet = |id: &str, space: &str, subnet: &str, peer: Option<&str>| {
+            let peerings: Vec<_> = peer
+                .map(|p| json!({ "name": p, "remoteVirtualNetwork": { "id": p } }))
+                .into_iter()
+                .collect();
+            json!({ "id": id, "addressSpace": { "addressPrefixes": [space] },
+                    "subnets": [ { "name": "s", "addressPrefix": subnet } ],
+                    "virtualNetworkPeerings": peerings })
+        };
+        let nic = |id: &str, vnet: &str, ip: &str| {
+            json!({ "id": id, "subnet": { "id": format!("{vnet}/subnets/s") },
+                    "privateIpAddress": ip })
+        };
+        let topology: Topology = serde_json::from_value(json!({
+            "virtualNetworks": [
+                vnet("a", "10.0.0.0/16", "10.0.1.0/24", None),
+                vnet("b", "10.0.0.0/8", "10.0.1.0/24", None),
+                vnet("c", "172.16.0.0/16", "172.16.1.0/24", Some("d")),
+                vnet("d", "172.17.0.0/16", "172.17.1.0/24", Some("c")),
+            ],
+            "networkInterfaces": [
+                nic("na", "a", "10.0.1.4"), nic("nb", "b", "10.0.1.4"),
+                nic("nc", "c", "172.16.1.4"), nic("nd", "d", "172.17.1.4"),
+            ]
+        }))
+        .unwrap();
+        let plan = HostPlan::new(&topology, ["na", "nb", "nc", "nd"]).unwrap();
+        let zone = |id: &str| plan.vnets.iter().find(|v| v.id == id).unwrap().zone;
+        assert!(zone("a") != 0 && zone("b") != 0 && zone("a") != zone("b"));
+        assert_eq!((zone("c"), zone("d")), (0, 0));
+        let proxied: Vec<&str> = plan
+            .nics
+            .iter()
+            .filter(|n| plan.syn_proxied(n))
+            .map(|n| n.id.as_str())
+            .collect();
+        assert_eq!(proxied, ["nc", "nd"]);
+    }
 }

@@ -9,7 +9,8 @@
 //! ```text
 //! bridge strata / prerouting   frame from a NIC port: source MAC and IPv4/ARP source address
 //!                              must be the NIC's (set port_addr)                    [else drop]
-//! inet strata / prerouting     ct zone set iifname map { bridge : zone of its peering group }
+//! inet strata / prerouting     a SYN to a NIC behind the SYN proxy: notrack            [accept]
+//!                              ct zone set iifname map { bridge : zone of its peering group }
 //! inet strata / forward        from a strata bridge ─▶ from_vnet; to one ─▶ to_vnet; other
 //!                              traffic of the host is not Strata's                  [accept]
 //! from_vnet                    ct state established,related                         [accept]
@@ -22,7 +23,10 @@
 //! to_vnet                      oifname . ip daddr vmap @nic_in ─▶ nic_<B>_in      [else drop]
 //! nic_<B>_in                   jump B's subnet NSG chain, jump B's NIC NSG chain, then B's
 //!                              DDoS limits (crate::ddos: SYN/new-flow meters, ct cap) [accept]
+//!                              — or, behind the SYN proxy, per-source SYN meter, then
+//!                              `synproxy` for TCP: only flows both NSGs allowed reach it
 //! inet strata / input          nothing from a VM reaches the host itself            [drop]
+//! inet strata / output         the SYN proxy's SYN to a proxied NIC: its conntrack cap [drop]
 //! ```
 //!
 //! **How NSG priority order is kept.** An NSG direction's rules (custom rules by priority,
@@ -113,6 +117,36 @@ fn render_body(plan: &HostPlan) -> String {
         "map",
         &nic_map("in"),
     );
+    // Addresses of NICs behind the SYN proxy. Such a NIC's network is in the default zone and
+    // overlaps no other group's address space, so its address alone names it.
+    let proxied: Vec<String> = plan
+        .nics
+        .iter()
+        .filter(|n| plan.syn_proxied(n))
+        .map(|n| n.ip.to_string())
+        .collect();
+    set(w, "syn_proxied", "ipv4_addr", "", &proxied);
+    // The proxy opens the connection to the NIC with a SYN of its own, sent by the host (the
+    // output hook, not forward): the NIC's inbound conntrack cap is applied there.
+    let proxied_cap: Vec<String> = plan
+        .nics
+        .iter()
+        .filter(|n| plan.syn_proxied(n) && n.ddos.max_connections.is_some())
+        .map(|n| {
+            format!(
+                "{} : jump nic_{}_proxied",
+                n.ip,
+                n.port.trim_start_matches(names::PORT_PREFIX)
+            )
+        })
+        .collect();
+    set(
+        w,
+        "syn_proxied_cap",
+        "ipv4_addr : verdict",
+        "map",
+        &proxied_cap,
+    );
     for nic in &plan.nics {
         let short = nic.port.trim_start_matches(names::PORT_PREFIX);
         for object in ddos::objects(short, &nic.ddos) {
@@ -155,6 +189,14 @@ fn render_body(plan: &HostPlan) -> String {
         2,
         "type filter hook prerouting priority raw; policy accept;",
     );
+    if !proxied.is_empty() {
+        // Before any zone template: `ct zone set` would track the SYN again.
+        line(
+            w,
+            2,
+            "ip daddr @syn_proxied tcp flags & (fin|syn|rst|ack) == syn notrack accept comment \"for the SYN proxy\"",
+        );
+    }
     if !plan.vnets.is_empty() {
         let zones: Vec<String> = plan
             .vnets
@@ -199,6 +241,21 @@ fn render_body(plan: &HostPlan) -> String {
         "iifname @vnet_bridges drop comment \"VMs do not reach the host\"",
     );
     line(w, 1, "}");
+
+    if !proxied_cap.is_empty() {
+        line(w, 1, "chain output {");
+        line(
+            w,
+            2,
+            "type filter hook output priority filter; policy accept;",
+        );
+        line(
+            w,
+            2,
+            "meta l4proto tcp ct state new ip daddr vmap @syn_proxied_cap",
+        );
+        line(w, 1, "}");
+    }
 
     line(w, 1, "chain forward {");
     line(
@@ -255,11 +312,18 @@ fn render_body(plan: &HostPlan) -> String {
                 line(w, 2, &format!("jump {}", chain.name));
             }
         }
-        for l in ddos::inbound_lines(short, &nic.ddos) {
+        for l in ddos::inbound_lines(short, &nic.ddos, plan.syn_proxied(nic)) {
             line(w, 2, &l);
         }
         line(w, 2, "accept");
         line(w, 1, "}");
+        if plan.syn_proxied(nic)
+            && let Some(cap) = ddos::cap_line(short, &nic.ddos)
+        {
+            line(w, 1, &format!("chain nic_{short}_proxied {{"));
+            line(w, 2, &cap);
+            line(w, 1, "}");
+        }
     }
 
     for chain in &plan.chains {
