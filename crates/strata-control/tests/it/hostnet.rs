@@ -20,17 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use strata_agent::bootplan::BootImages;
 use strata_agent::images::{ImageStore, SigningKey};
 use strata_agent::network::{HostNetwork as _, NetDesired, NetdpNetwork};
-use strata_agent::release::ReleaseSigner;
-use strata_agent::testhost::{SwtpmHost, TestCa};
 use strata_agent::vms::{ControlPlane as _, PowerState, VmHost, VmHostConfig};
 use strata_compute::sim::SimDriver;
 use strata_compute::{Hypervisor as _, VmId};
 use strata_netdp::{DdosPolicy, Host, Rate, names};
 
-use crate::fabric::{signed_bundle, trusted_host, write_ca_bundle};
+use crate::fabric::{TrustedFabric, trusted_host};
 use crate::harness::Server;
 
 /// A network namespace, deleted on drop.
@@ -117,29 +114,14 @@ fn deny_ssh() -> Value {
 #[test]
 fn the_agent_drives_the_dataplane_from_the_control_planes_network() {
     // A control plane and one Trusted host.
-    let ca = TestCa::new().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, _) = ReleaseSigner::generate("release-2026").unwrap();
-    let release_path = keys.path().join("release-key.json");
-    std::fs::write(
-        &release_path,
-        serde_json::to_vec(&signer.release_key()).unwrap(),
-    )
-    .unwrap();
-    drop(SwtpmHost::start(&ca).unwrap());
-    let ca_bundle = write_ca_bundle(&ca, keys.path());
-    let server = Server::start_with(|cfg| {
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
-        cfg.fabric.tpm_ca_files = vec![ca_bundle.clone()];
-        cfg.fabric.release_key_files = vec![release_path.clone()];
     });
-    let good = BootImages::default();
-    let (s, v) = server.admin(
-        "POST",
-        "/providers/Strata.Fabric/referencePolicies/import",
-        Some(signed_bundle(&signer, 1, &good)),
-    );
-    assert_eq!(s, 200, "{v}");
     let (swtpm, mut agent, _dir) = trusted_host(&ca, "net-host", &good, &server);
 
     // The network through the API: web (NSG denying 22) and app subnets, a NIC in each, and a
