@@ -125,32 +125,33 @@ pub fn stored(doc: &Doc) -> Option<DdosSettings> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
-/// `strata_netdp::DdosPolicy::default()`, which hosts apply (the control plane does not link
-/// the dataplane; `tests/it/hostnet.rs` checks that the two agree).
-pub const DEFAULTS: DdosSettings = DdosSettings {
-    syn_per_source: Some(RateIn {
-        per_second: 200,
-        burst: 400,
-    }),
-    syn_total: Some(RateIn {
-        per_second: 10_000,
-        burst: 10_000,
-    }),
-    new_flows_per_source: Some(RateIn {
-        per_second: 500,
-        burst: 1_000,
-    }),
-    max_connections: Some(32_768),
-};
+/// The defaults every host applies (`strata_netdp::DdosPolicy::default()`), in the shape of
+/// `ddosSettings`: derived from the dataplane's own policy, so the two cannot drift.
+pub fn defaults() -> DdosSettings {
+    let d = strata_netdp::DdosPolicy::default();
+    let rate = |r: Option<strata_netdp::Rate>| {
+        r.map(|r| RateIn {
+            per_second: r.per_second,
+            burst: r.burst,
+        })
+    };
+    DdosSettings {
+        syn_per_source: rate(d.syn_per_source),
+        syn_total: rate(d.syn_total),
+        new_flows_per_source: rate(d.per_source),
+        max_connections: d.max_connections,
+    }
+}
 
 /// The limits in force for an interface: the defaults with its overrides.
 pub fn effective(settings: Option<DdosSettings>) -> Value {
     let s = settings.unwrap_or_default();
+    let d = defaults();
     json!(DdosSettings {
-        syn_per_source: s.syn_per_source.or(DEFAULTS.syn_per_source),
-        syn_total: s.syn_total.or(DEFAULTS.syn_total),
-        new_flows_per_source: s.new_flows_per_source.or(DEFAULTS.new_flows_per_source),
-        max_connections: s.max_connections.or(DEFAULTS.max_connections),
+        syn_per_source: s.syn_per_source.or(d.syn_per_source),
+        syn_total: s.syn_total.or(d.syn_total),
+        new_flows_per_source: s.new_flows_per_source.or(d.new_flows_per_source),
+        max_connections: s.max_connections.or(d.max_connections),
     })
 }
 
