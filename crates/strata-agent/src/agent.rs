@@ -222,6 +222,53 @@ impl crate::vms::ControlPlane for FabricClient {
     fn image_fetcher(&self) -> Option<Arc<dyn crate::images::ImageFetcher>> {
         Some(Arc::new(self.clone()))
     }
+
+    fn snapshot_sink(&self) -> Option<Arc<dyn crate::vms::SnapshotSink>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+impl crate::vms::SnapshotSink for FabricClient {
+    /// `PUT hosts/{host}/snapshots/{token}`: the file's bytes with their length, a minute
+    /// plus a second per MiB to send them.
+    fn taken(&self, token: &str, file: &Path) -> Result<(), String> {
+        let Some(client) = self.client() else {
+            return Err("no client certificate yet".into());
+        };
+        let what = "the snapshot";
+        let f = std::fs::File::open(file).map_err(|e| format!("open {}: {e}", file.display()))?;
+        let len = f
+            .metadata()
+            .map_err(|e| format!("read {}: {e}", file.display()))?
+            .len();
+        let mut resp = client
+            .put(&format!("{}/snapshots/{token}", self.base))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", len.to_string())
+            .config()
+            .timeout_global(Some(std::time::Duration::from_secs(60 + len / (1 << 20))))
+            .http_status_as_error(false)
+            .build()
+            .send(f)
+            .map_err(|source| chain(&AgentError::Transport { what, source }))?;
+        read(&mut resp, what).map_err(|e| chain(&e))?;
+        Ok(())
+    }
+
+    /// `POST hosts/{host}/snapshots/{token}/failed` with the reason.
+    fn failed(&self, token: &str, reason: &str) -> Result<(), String> {
+        let Some(client) = self.client() else {
+            return Err("no client certificate yet".into());
+        };
+        post(
+            &client,
+            &format!("{}/snapshots/{token}/failed", self.base),
+            &json!({ "reason": reason.chars().take(1000).collect::<String>() }),
+            "the snapshot failure",
+        )
+        .map(|_| ())
+        .map_err(|e| chain(&e))
+    }
 }
 
 impl crate::images::ImageFetcher for FabricClient {

@@ -32,6 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Seek as _, SeekFrom};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -100,6 +101,11 @@ pub struct DesiredVm {
     pub disk_key: Option<DiskKey>,
     /// Network interfaces, in order.
     pub nics: Vec<VmNic>,
+    /// Restore: the OS disk starts as a copy of this snapshot (fetched like an imported image,
+    /// encrypted under `disk_key`).
+    pub disk_source: Option<ImageContent>,
+    /// Snapshots of the OS disk the control plane asks for (opaque tokens, 32 hex digits).
+    pub snapshots: Vec<String>,
 }
 
 /// An imported image as an assignment names it.
@@ -256,6 +262,10 @@ struct WireVm {
     disk_key: Option<SecretText>,
     #[serde(default)]
     network_interfaces: Vec<WireNic>,
+    #[serde(default)]
+    disk_source: Option<ImageContent>,
+    #[serde(default)]
+    snapshots: Vec<String>,
 }
 
 impl Assignments {
@@ -346,6 +356,17 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
     for n in w.network_interfaces {
         nics.push(vm_nic(n)?);
     }
+    if let Some(c) = &w.disk_source
+        && !crate::images::is_digest(&c.sha256)
+    {
+        return Err("diskSource.sha256 is not a SHA-256 digest".into());
+    }
+    if let Some(t) = w.snapshots.iter().find(|t| !is_snapshot_token(t)) {
+        return Err(format!(
+            "snapshot token {:?} is not 32 hex digits",
+            t.chars().take(40).collect::<String>()
+        ));
+    }
     Ok(DesiredVm {
         arm_id: w.id,
         vm_id,
@@ -361,7 +382,15 @@ fn desired_vm(w: WireVm) -> Result<DesiredVm, String> {
         vtpm_key,
         disk_key,
         nics,
+        disk_source: w.disk_source,
+        snapshots: w.snapshots,
     })
+}
+
+/// A snapshot token as the control plane makes them (a UUID's 32 lowercase hex digits): safe
+/// in a file name and a URL path.
+pub fn is_snapshot_token(t: &str) -> bool {
+    t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn vm_nic(n: WireNic) -> Result<VmNic, String> {
@@ -452,6 +481,19 @@ pub trait ControlPlane: Send + Sync {
     fn image_fetcher(&self) -> Option<Arc<dyn ImageFetcher>> {
         None
     }
+    /// Where finished snapshots go (`None`: nowhere; snapshots wait).
+    fn snapshot_sink(&self) -> Option<Arc<dyn SnapshotSink>> {
+        None
+    }
+}
+
+/// Takes a host's finished snapshots (`PUT hosts/{host}/snapshots/{token}` over the agent door)
+/// and the reasons of failed ones.
+pub trait SnapshotSink: Send + Sync {
+    /// Sends the snapshot file (a standalone LUKS qcow2) made for `token`.
+    fn taken(&self, token: &str, file: &Path) -> Result<(), String>;
+    /// Says why the snapshot for `token` could not be made.
+    fn failed(&self, token: &str, reason: &str) -> Result<(), String>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,6 +709,9 @@ pub struct VmHost {
     fetcher: Mutex<Option<Arc<dyn ImageFetcher>>>,
     /// What the last NIC status report carried, and mitigation events not delivered yet.
     ddos: Mutex<DdosOutbox>,
+    /// Snapshot tokens being taken or sent by this agent (a token the control plane still
+    /// lists after its worker finished is taken again).
+    snapshots: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// The DDoS half of the VM loop's reporting: counters are sent when they change (or every
@@ -695,6 +740,7 @@ impl VmHost {
             shared: Arc::new(Shared::default()),
             fetcher: Mutex::new(None),
             ddos: Mutex::new(DdosOutbox::default()),
+            snapshots: Arc::new(Mutex::new(BTreeSet::new())),
         };
         host.adopt();
         host.find_leftovers();
@@ -792,7 +838,10 @@ impl VmHost {
         self.observe();
         *self.fetcher.lock().unwrap_or_else(PoisonError::into_inner) = cp.image_fetcher();
         match cp.assignments() {
-            Ok(Some(a)) => self.apply(&a),
+            Ok(Some(a)) => {
+                self.apply(&a);
+                self.take_snapshots(cp, &a);
+            }
             Ok(None) => tracing::debug!("no client certificate yet: VM assignments wait"),
             Err(e) => {
                 tracing::warn!(error = %crate::agent::chain(&e), "cannot fetch VM assignments")
@@ -800,6 +849,49 @@ impl VmHost {
         }
         self.report_if_due(cp);
         self.report_ddos(cp);
+    }
+
+    /// Starts a worker for each snapshot the control plane asks for that none is working on:
+    /// the driver copies the VM's disk (encrypted, see `strata_compute::snapshot`) to a
+    /// private temporary file, which is sent and removed. A failure is reported with its
+    /// reason; a token whose worker could not reach the control plane is tried again.
+    fn take_snapshots(&self, cp: &dyn ControlPlane, a: &Assignments) {
+        if !a.trusted() {
+            return;
+        }
+        let Some(sink) = cp.snapshot_sink() else {
+            return;
+        };
+        for d in &a.vms {
+            for token in &d.snapshots {
+                let fresh = self
+                    .snapshots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(token.clone());
+                if !fresh {
+                    continue;
+                }
+                let (driver, sink, running) =
+                    (self.driver.clone(), sink.clone(), self.snapshots.clone());
+                let (token, vm) = (token.clone(), d.vm_id.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("snapshot-{vm}"))
+                    .spawn(move || {
+                        // A delivered token stays (an assignment fetched before the control
+                        // plane took it may still list it); an undelivered one is retried.
+                        if !snapshot_worker(driver.as_ref(), sink.as_ref(), &vm, &token) {
+                            running
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&token);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(vm = %d.vm_id, error = %e, "cannot start a snapshot worker");
+                }
+            }
+        }
     }
 
     /// Samples every local interface's DDoS counters (the mitigation monitor runs on each
@@ -1187,6 +1279,40 @@ pub fn run_with_vms(
 }
 
 /// The Have and power state of a VM that is not failed.
+/// One snapshot: copy, send, remove. The file is root's, 0600, and ciphertext only.
+fn snapshot_worker(
+    driver: &dyn Hypervisor,
+    sink: &dyn SnapshotSink,
+    vm: &VmId,
+    token: &str,
+) -> bool {
+    let out = std::env::temp_dir().join(format!("strata-snapshot-{token}.qcow2"));
+    let _ = std::fs::remove_file(&out);
+    tracing::info!(%vm, "taking a snapshot of the OS disk");
+    let sent = match driver.snapshot(vm, &out) {
+        Ok(()) => {
+            let _ = std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600));
+            sink.taken(token, &out)
+        }
+        Err(e) => {
+            let reason = crate::agent::chain(&e);
+            tracing::warn!(%vm, %reason, "snapshot failed");
+            sink.failed(token, &reason)
+        }
+    };
+    let _ = std::fs::remove_file(&out);
+    match sent {
+        Ok(()) => {
+            tracing::info!(%vm, "snapshot delivered");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(%vm, error = %e, "cannot deliver a snapshot; it is taken again");
+            false
+        }
+    }
+}
+
 fn settled(s: &VmState) -> (Have, PowerState) {
     match s {
         VmState::Created => (Have::Created, PowerState::Stopped),
@@ -1413,6 +1539,19 @@ impl Work {
             }
             Err(e) => return self.failed(false, &e),
         };
+        // Restore: the snapshot's bytes, fetched and checked like an imported image's.
+        let disk_source = match &d.disk_source {
+            None => None,
+            Some(c) => match self.images.resolve_content(
+                &c.sha256,
+                c.size_bytes,
+                self.fetcher.as_deref(),
+                &mut |line| tracing::info!(vm = %id, "{line}"),
+            ) {
+                Ok(path) => Some(path),
+                Err(e) => return self.failed(false, &e),
+            },
+        };
         let spec = VmSpec {
             id: self.id.clone(),
             image,
@@ -1424,6 +1563,7 @@ impl Work {
             disk_key: d.disk_key,
             disk_size_bytes: d.disk_size_bytes,
             nics: self.network.nic_specs(&d.nics),
+            disk_source,
         };
         match self.driver.create(spec) {
             Ok(()) => Outcome::Settled(VmState::Created),

@@ -348,6 +348,7 @@ fn parse(id: VmId, v: &Value) -> Option<Record> {
             vtpm_key: None,
             disk_key: None,
             disk_size_bytes: v.get("diskSizeBytes").and_then(Value::as_u64),
+            disk_source: None,
             nics,
         },
         qemu: pair("qemu"),

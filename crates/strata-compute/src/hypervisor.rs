@@ -15,7 +15,7 @@
 //! for the driver itself not working (a missing program, an unknown VM, a full disk).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cmd::CmdError;
 use crate::qmp::QmpError;
@@ -209,6 +209,10 @@ pub struct VmSpec {
     pub disk_size_bytes: Option<u64>,
     /// Network interfaces, in order (`virtio-net-pci` on the named taps); none: no NIC.
     pub nics: Vec<NicSpec>,
+    /// Restore: the OS disk starts as a copy of this snapshot (a standalone LUKS qcow2 under
+    /// `disk_key`, see [`crate::snapshot`]) instead of an empty overlay on `image`; its size is
+    /// the snapshot's (`disk_size_bytes` is ignored).
+    pub disk_source: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -226,6 +230,7 @@ impl VmSpec {
             disk_key: Some(disk_key),
             disk_size_bytes: None,
             nics: Vec::new(),
+            disk_source: None,
         }
     }
 
@@ -355,6 +360,16 @@ pub trait Hypervisor: Send + Sync {
     ) -> Result<(), HypervisorError> {
         let _ = (id, vtpm_key, disk_key);
         Ok(())
+    }
+    /// Writes a point-in-time copy of the VM's OS disk to `out` (which must not exist): a
+    /// standalone qcow2 (backing image folded in), LUKS-encrypted under the disk's own key with
+    /// a fresh LUKS master key. A running VM keeps running (crash-consistent copy); a stopped
+    /// one is copied offline. See [`crate::snapshot`].
+    fn snapshot(&self, id: &VmId, out: &Path) -> Result<(), HypervisorError> {
+        let _ = (id, out);
+        Err(HypervisorError::Start(
+            "this hypervisor driver takes no snapshots".into(),
+        ))
     }
 }
 

@@ -150,6 +150,23 @@ fn be_u64(b: &[u8], at: usize) -> Option<u64> {
 /// Step 1 for qcow2: reads the header (and its extensions) from the image's first bytes and
 /// refuses anything that would make a tool open another file, or that is encrypted. Pure.
 pub fn check_qcow2_header(b: &[u8]) -> Result<Qcow2Header, String> {
+    check_header(b, Encrypted::Refused)
+}
+
+/// The header check for a snapshot a host sends back (`Strata.Compute/snapshots`): the same
+/// refusals of other files, and the image must be LUKS-encrypted (qcow2 `crypt_method` 2):
+/// plaintext never lands in the control plane's store. Pure.
+pub fn check_snapshot_header(b: &[u8]) -> Result<Qcow2Header, String> {
+    check_header(b, Encrypted::Required)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encrypted {
+    Refused,
+    Required,
+}
+
+fn check_header(b: &[u8], encrypted: Encrypted) -> Result<Qcow2Header, String> {
     let short = || "the file is too short to be a qcow2 image".to_string();
     if !b.starts_with(&QCOW2_MAGIC) {
         return Err(
@@ -178,7 +195,13 @@ pub fn check_qcow2_header(b: &[u8]) -> Result<Qcow2Header, String> {
     }
     let virtual_size = be_u64(b, 24).ok_or_else(short)?;
     let crypt_method = be_u32(b, 32).ok_or_else(short)?;
-    if crypt_method != 0 {
+    if encrypted == Encrypted::Required {
+        if crypt_method != 2 {
+            return Err(format!(
+                "the snapshot is not LUKS-encrypted (qcow2 crypt_method {crypt_method})"
+            ));
+        }
+    } else if crypt_method != 0 {
         return Err(
             "the qcow2 image is encrypted: upload it unencrypted (every VM disk is encrypted by Strata)"
                 .into(),
@@ -529,6 +552,20 @@ mod tests {
         }
         b.extend_from_slice(&[0; 8]);
         b
+    }
+
+    #[test]
+    fn a_snapshot_header_must_be_luks_and_standalone() {
+        assert!(check_snapshot_header(&header(0, 2, 0, &[])).is_ok());
+        for (h, why) in [
+            (header(0, 0, 0, &[]), "not LUKS-encrypted"),
+            (header(0, 1, 0, &[]), "not LUKS-encrypted"),
+            (header(512, 2, 0, &[]), "backing file"),
+            (header(0, 2, QCOW2_EXTERNAL_DATA, &[]), "external data file"),
+        ] {
+            let err = check_snapshot_header(&h).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

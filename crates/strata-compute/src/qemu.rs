@@ -973,7 +973,11 @@ impl Hypervisor for QemuDriver {
                 .disk_key
                 .as_ref()
                 .ok_or_else(|| HypervisorError::MissingDiskKey(spec.id.clone()))?;
-            create_encrypted_overlay(&base, &files.disk, key, spec.disk_size_bytes)?;
+            match &spec.disk_source {
+                // Restore: a private copy of the snapshot with a fresh LUKS master key.
+                Some(source) => crate::snapshot::export_encrypted(source, &files.disk, key)?,
+                None => create_encrypted_overlay(&base, &files.disk, key, spec.disk_size_bytes)?,
+            }
             let template = if spec.secure_boot {
                 self.config.vars_template.clone()
             } else {
@@ -1120,6 +1124,28 @@ impl Hypervisor for QemuDriver {
             vm.spec.disk_key = disk_key;
         }
         Ok(())
+    }
+
+    fn snapshot(&self, id: &VmId, out: &Path) -> Result<(), HypervisorError> {
+        let vm = self.vm(id)?;
+        let mut vm = lock(&vm);
+        let key = vm
+            .spec
+            .disk_key
+            .clone()
+            .ok_or_else(|| HypervisorError::MissingDiskKey(id.clone()))?;
+        let vm = &mut *vm;
+        match vm.procs.as_mut() {
+            None => crate::snapshot::export_encrypted(&vm.files.disk, out, &key),
+            Some(procs) => crate::snapshot::live_backup(
+                id,
+                &mut procs.qmp,
+                &vm.files.dir,
+                &vm.sandbox,
+                &key,
+                out,
+            ),
+        }
     }
 
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {

@@ -4,7 +4,9 @@
 //! An image path containing `tampered` or `unsigned` "fails secure boot", so control-plane
 //! tests can exercise the Failed path without firmware. Each VM gets a uid of its own like the
 //! QEMU driver's (the lowest free one from [`SIM_UID_BASE`]), though nothing runs as it: the
-//! host's network module makes the VM's taps for it.
+//! host's network module makes the VM's taps for it. A simulated VM has no disk contents: its
+//! snapshot is an empty LUKS qcow2 of the disk's size under the VM's disk key (made with
+//! `qemu-img`, like a real one), so the control plane's snapshot path runs end to end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -140,6 +142,28 @@ impl Hypervisor for SimDriver {
             .get(id)
             .map(|(_, _, uid)| Some((*uid, *uid)))
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))
+    }
+
+    fn snapshot(&self, id: &VmId, out: &std::path::Path) -> Result<(), HypervisorError> {
+        let (key, size) = {
+            let vms = self.lock();
+            let (spec, _, _) = vms
+                .by_id
+                .get(id)
+                .ok_or_else(|| HypervisorError::NotFound(id.clone()))?;
+            let key = spec
+                .disk_key
+                .clone()
+                .ok_or_else(|| HypervisorError::MissingDiskKey(id.clone()))?;
+            (key, spec.disk_size_bytes.unwrap_or(1 << 30))
+        };
+        if out.exists() {
+            return Err(HypervisorError::Start(format!(
+                "{} exists; a snapshot never overwrites",
+                out.display()
+            )));
+        }
+        crate::snapshot::create_encrypted_image(out, &key, size)
     }
 
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
