@@ -184,6 +184,30 @@ impl Client {
         Self::answer(resp)
     }
 
+    /// GETs a binary body (a snapshot export) as a stream: its declared length
+    /// (`Content-Length`) and a reader. No overall timeout, since the body can be large; a
+    /// non-2xx answer is the API's error, as for `call`.
+    pub fn download(&self, path: &str) -> Result<(Option<u64>, ureq::BodyReader<'static>)> {
+        let url = format!("{}{}", self.profile.endpoint, path);
+        let auth = format!("Bearer {}", self.token()?);
+        let resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(None)
+            .build()
+            .header("authorization", &auth)
+            .header("accept", "application/octet-stream")
+            .call()
+            .with_context(|| format!("cannot reach {}", self.profile.endpoint))?;
+        if !resp.status().is_success() {
+            Self::answer(resp)?;
+            bail!("the control plane answered without a body");
+        }
+        let len = resp.body().content_length();
+        Ok((len, resp.into_body().into_reader()))
+    }
+
     /// Sends a request; returns the JSON body (Null for empty) of a 2xx answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         self.call_with(method, path, body, &[])

@@ -807,6 +807,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Image(i) => crate::image::run(c, out, &ctx.sub()?, i)?,
         Command::Keyvault(k) => crate::keyvault::run(c, out, &ctx.sub()?, k)?,
         Command::Disk(d) => crate::disk::run(c, out, &ctx.sub()?, d)?,
+        Command::Snapshot(s) => crate::snapshot::run(c, out, &ctx.sub()?, s)?,
         Command::Network(n) => crate::network::run(c, out, &ctx.sub()?, n)?,
         Command::Up(_)
         | Command::Server(_)

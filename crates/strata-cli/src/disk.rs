@@ -1,10 +1,11 @@
 //! `strata disk …`: managed disks, every one encrypted at rest — by the subscription's platform
 //! key, or by a key vault key (`--key-vault-key`, which needs wrapKey on that key). No key
 //! material is ever shown: `show` names the encryption type and the key version in use.
+//! `create --source-snapshot` makes a disk from a snapshot (`strata snapshot`).
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::client::Client;
 use crate::output::{Column, Format, print};
@@ -20,14 +21,20 @@ const DISK_COLS: &[Column<'static>] = &[
 
 #[derive(Subcommand)]
 pub enum DiskCmd {
-    /// Create an encrypted disk (platform key unless --key-vault-key names a customer key).
+    /// Create an encrypted disk (platform key unless --key-vault-key names a customer key),
+    /// empty (--size-gb) or a copy of a snapshot (--source-snapshot).
     Create {
         #[arg(short = 'n', long)]
         name: String,
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
+        /// The size in GiB: needed for an empty disk; with --source-snapshot the default is
+        /// the snapshot's size.
         #[arg(long = "size-gb")]
-        size_gb: u64,
+        size_gb: Option<u64>,
+        /// A snapshot to copy: its name (in the disk's resource group) or its id.
+        #[arg(long = "source-snapshot")]
+        source_snapshot: Option<String>,
         /// A key vault key's id (…/providers/Strata.KeyVault/vaults/V/keys/K) to wrap the
         /// disk's key with: EncryptionAtRestWithCustomerKey.
         #[arg(long = "key-vault-key")]
@@ -69,19 +76,51 @@ fn disk_path(sub: &str, rg: &str, name: &str) -> Result<String> {
     ))
 }
 
+/// The body that creates a disk: empty, or a copy of a snapshot. A copy names its encryption
+/// only for a customer key; otherwise the control plane's default (the platform key) holds.
+fn create_body(
+    sub: &str,
+    rg: &str,
+    size_gb: Option<u64>,
+    key_vault_key: Option<String>,
+    source_snapshot: Option<&str>,
+) -> Result<Value> {
+    let mut properties = match (source_snapshot, size_gb) {
+        (Some(snapshot), _) => json!({ "creationData": {
+            "createOption": "Copy",
+            "sourceResourceId": crate::snapshot::snapshot_id(sub, rg, snapshot)?,
+        } }),
+        (None, Some(_)) => json!({ "encryption": { "type": "EncryptionAtRestWithPlatformKey" } }),
+        (None, None) => {
+            bail!("give --size-gb for an empty disk, or --source-snapshot to copy a snapshot")
+        }
+    };
+    if let Some(k) = key_vault_key {
+        properties["encryption"] =
+            json!({ "type": "EncryptionAtRestWithCustomerKey", "keyVaultKeyId": k });
+    }
+    if let Some(gb) = size_gb {
+        properties["diskSizeGB"] = json!(gb);
+    }
+    Ok(json!({ "properties": properties }))
+}
+
 pub fn run(c: &Client, out: Format, sub: &str, cmd: DiskCmd) -> Result<()> {
     match cmd {
         DiskCmd::Create {
             name,
             resource_group,
             size_gb,
+            source_snapshot,
             key_vault_key,
         } => {
-            let encryption = match key_vault_key {
-                Some(k) => json!({ "type": "EncryptionAtRestWithCustomerKey", "keyVaultKeyId": k }),
-                None => json!({ "type": "EncryptionAtRestWithPlatformKey" }),
-            };
-            let body = json!({ "properties": { "diskSizeGB": size_gb, "encryption": encryption } });
+            let body = create_body(
+                sub,
+                &resource_group,
+                size_gb,
+                key_vault_key,
+                source_snapshot.as_deref(),
+            )?;
             let path = disk_path(sub, &resource_group, &name)?;
             let v = c.call_with("PUT", &path, Some(&body), &[("If-None-Match", "*")])?;
             print(out, &v, DISK_COLS);
@@ -120,4 +159,51 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: DiskCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUB: &str = "00000000-0000-0000-0000-000000000001";
+    const KEY: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/web/providers/Strata.KeyVault/vaults/kv1/keys/k";
+
+    fn body(size: Option<u64>, key: Option<&str>, snapshot: Option<&str>) -> Result<Value, String> {
+        create_body(SUB, "web", size, key.map(str::to_owned), snapshot)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn create_bodies() {
+        let snap = format!(
+            "/subscriptions/{SUB}/resourceGroups/web/providers/Strata.Compute/snapshots/s1"
+        );
+        let platform = json!({ "type": "EncryptionAtRestWithPlatformKey" });
+        let customer = json!({ "type": "EncryptionAtRestWithCustomerKey", "keyVaultKeyId": KEY });
+        let copy = json!({ "createOption": "Copy", "sourceResourceId": snap });
+        assert_eq!(
+            body(Some(8), None, None),
+            Ok(json!({ "properties": { "diskSizeGB": 8, "encryption": platform } }))
+        );
+        assert_eq!(
+            body(Some(8), Some(KEY), None),
+            Ok(json!({ "properties": { "diskSizeGB": 8, "encryption": customer } }))
+        );
+        assert_eq!(
+            body(None, None, Some("s1")),
+            Ok(json!({ "properties": { "creationData": copy } }))
+        );
+        assert_eq!(
+            body(Some(20), Some(KEY), Some(&snap)),
+            Ok(
+                json!({ "properties": { "creationData": copy, "diskSizeGB": 20, "encryption": customer } })
+            )
+        );
+        let err = body(None, None, None).unwrap_err();
+        assert!(
+            err.contains("--size-gb") && err.contains("--source-snapshot"),
+            "{err}"
+        );
+        assert!(body(None, None, Some("bad name")).is_err());
+    }
 }

@@ -13,6 +13,7 @@ mod keyvault;
 mod network;
 mod output;
 mod rootkey;
+mod snapshot;
 mod vm;
 
 use clap::{Args, Parser, Subcommand};
@@ -156,6 +157,10 @@ pub enum Command {
     /// rewrap, delete.
     #[command(subcommand)]
     Disk(disk::DiskCmd),
+    /// Encrypted disk snapshots: create (from a VM's OS disk or a disk), list, show, delete,
+    /// export the LUKS-encrypted qcow2.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Virtual networks, subnets, peerings, NSGs and rules, NICs, ASGs; flow verify,
     /// effective rules and reachability.
     #[command(subcommand)]
