@@ -48,7 +48,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("up") => up(&args[1..]),
         Some("ci") => ci(),
-        Some("deps") => ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat()),
+        Some("deps") => ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat())
+            .and_then(|()| eventlog::ensure_qemu()),
         Some("bench-http") => bench_http(),
         Some("capture-eventlog") => eventlog::cli(&args[1..]),
         _ => {
