@@ -163,6 +163,16 @@ pub const ALL: &[ActionInfo] = &[
     mgmt("Strata.Compute/disks/read", "List or read disks"),
     mgmt("Strata.Compute/disks/write", "Create or update disks"),
     mgmt("Strata.Compute/disks/delete", "Delete disks"),
+    mgmt("Strata.Compute/snapshots/read", "List or read snapshots"),
+    mgmt(
+        "Strata.Compute/snapshots/write",
+        "Create or update snapshots (needs read on the source VM or disk)",
+    ),
+    mgmt("Strata.Compute/snapshots/delete", "Delete snapshots"),
+    mgmt(
+        "Strata.Compute/snapshots/beginGetAccess/action",
+        "Download a snapshot's bytes (they stay encrypted)",
+    ),
     mgmt("Strata.Compute/images/read", "List or read images"),
     mgmt("Strata.Compute/images/write", "Create or update images"),
     mgmt("Strata.Compute/images/delete", "Delete images"),

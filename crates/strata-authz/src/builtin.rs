@@ -100,6 +100,7 @@ const SPECS: &[Spec] = &[
         actions: &[
             "Strata.Compute/virtualMachines/*",
             "Strata.Compute/disks/*",
+            "Strata.Compute/snapshots/*",
             "Strata.Compute/images/read",
             "Strata.Network/networkInterfaces/*",
             "Strata.Network/virtualNetworks/read",

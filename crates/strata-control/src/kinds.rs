@@ -20,6 +20,7 @@ pub enum Kind {
     ReferencePolicy,
     VirtualMachine,
     Disk,
+    Snapshot,
     Image,
     Vault,
     VaultKey,
@@ -30,7 +31,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -46,6 +47,7 @@ impl Kind {
         Kind::ReferencePolicy,
         Kind::VirtualMachine,
         Kind::Disk,
+        Kind::Snapshot,
         Kind::Image,
         Kind::Vault,
         Kind::VaultKey,
@@ -73,6 +75,7 @@ impl Kind {
             Kind::ReferencePolicy => "Strata.Fabric/referencePolicies",
             Kind::VirtualMachine => "Strata.Compute/virtualMachines",
             Kind::Disk => "Strata.Compute/disks",
+            Kind::Snapshot => "Strata.Compute/snapshots",
             Kind::Image => "Strata.Compute/images",
             Kind::Vault => "Strata.KeyVault/vaults",
             Kind::VaultKey => "Strata.KeyVault/vaults/keys",
@@ -108,6 +111,7 @@ impl Kind {
                 | Kind::ReferencePolicy
                 | Kind::VirtualMachine
                 | Kind::Disk
+                | Kind::Snapshot
                 | Kind::Image
                 | Kind::Vault
                 | Kind::VaultKey
@@ -124,6 +128,7 @@ impl Kind {
             self,
             Kind::VirtualMachine
                 | Kind::Disk
+                | Kind::Snapshot
                 | Kind::Image
                 | Kind::Vault
                 | Kind::VirtualNetwork
@@ -155,7 +160,7 @@ impl Kind {
             | Kind::Host
             | Kind::JoinToken
             | Kind::ReferencePolicy => parent.is_tenant(),
-            Kind::VirtualMachine | Kind::Disk | Kind::Image => {
+            Kind::VirtualMachine | Kind::Disk | Kind::Snapshot | Kind::Image => {
                 parent.scope() == strata_types::path::Scope::ResourceGroup
             }
             Kind::Vault => parent.scope() == strata_types::path::Scope::ResourceGroup,
@@ -213,6 +218,8 @@ impl Kind {
                 "retrieveBootDiagnosticsData",
             ],
             Kind::Disk => &["rewrapKey"],
+            // The snapshot's encrypted bytes, streamed (`GET …/export`, `handlers::snapshots`).
+            Kind::Snapshot => &["export"],
             // The image's bytes, streamed (`handlers::images`): not a JSON action.
             Kind::Image => &["upload"],
             Kind::NetworkInterface => &[
@@ -256,6 +263,8 @@ impl Kind {
             // Management (rotate, enable, …) and data actions (wrapKey, …) alike; which plane
             // decides is `post_action_is_data`.
             (Kind::VaultKey, a) => format!("Strata.KeyVault/vaults/keys/{a}/action"),
+            // Azure's name for handing out a snapshot's bytes.
+            (Kind::Snapshot, _) => "Strata.Compute/snapshots/beginGetAccess/action".into(),
             _ => self.action("write"),
         }
     }

@@ -127,6 +127,9 @@ async fn arm(State(s): State<Shared>, req: Request<Body>) -> Response {
     if dispatch::is_upload(parts.method.as_str(), parts.uri.path()) {
         return upload(s, parts, body, peer, request_id).await;
     }
+    if crate::handlers::snapshots::is_export(parts.method.as_str(), parts.uri.path()) {
+        return snapshot_export(s, parts, peer, request_id).await;
+    }
     let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -205,11 +208,26 @@ async fn upload(
             );
         }
     };
+    let received = receive_body(body, ticket.path.clone(), ticket.length).await;
+    let app = s.app.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        crate::handlers::images::finish_upload(&app, ticket, received)
+    })
+    .await
+    .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
+    reply_response(reply, &request_id)
+}
+
+/// Streams a request body into a new 0600 file at `path` on a blocking thread (through a
+/// bounded channel, hashing it), refusing more than `limit` bytes. Returns (bytes, SHA-256).
+async fn receive_body(
+    body: Body,
+    path: std::path::PathBuf,
+    limit: u64,
+) -> Result<(u64, String), strata_types::ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let writer = {
-        let (path, limit) = (ticket.path.clone(), ticket.length);
-        tokio::task::spawn_blocking(move || crate::compute::images::receive(&path, rx, limit))
-    };
+    let writer =
+        tokio::task::spawn_blocking(move || crate::compute::images::receive(&path, rx, limit));
     let mut body = std::pin::pin!(body);
     let mut broken = None;
     loop {
@@ -232,7 +250,7 @@ async fn upload(
         }
     }
     drop(tx);
-    let received = match (writer.await, broken) {
+    match (writer.await, broken) {
         (_, Some(why)) => Err(strata_types::ApiError::bad_request(
             "UploadInterrupted",
             format!("the upload broke off ({why}); upload again"),
@@ -243,10 +261,116 @@ async fn upload(
             format!("the upload could not be stored: {e}"),
         )),
         (Err(_), None) => Err(strata_types::ApiError::internal()),
+    }
+}
+
+/// `GET …/Strata.Compute/snapshots/NAME/export`: the snapshot's encrypted bytes, streamed
+/// (admitted and audited by `handlers::snapshots::open_export`).
+async fn snapshot_export(
+    s: Shared,
+    parts: axum::http::request::Parts,
+    peer: String,
+    request_id: String,
+) -> Response {
+    let rid = request_id.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let incoming = Incoming {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            authorization: header_str(&parts.headers, header::AUTHORIZATION),
+            if_match: None,
+            if_none_match: None,
+            client_ip: peer,
+            body: &[],
+        };
+        crate::handlers::snapshots::open_export(&s.app, &incoming, &rid)
+    })
+    .await;
+    match opened {
+        Ok(Ok((file, len, name))) => {
+            let mut resp = stream_file(file, len, &request_id);
+            let disposition = format!("attachment; filename=\"{name}.qcow2\"");
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        Ok(Err(reply)) => reply_response(*reply, &request_id),
+        Err(_) => reply_response(
+            Reply::error(&strata_types::ApiError::internal()),
+            &request_id,
+        ),
+    }
+}
+
+/// `PUT /fabric/v1/hosts/{host}/snapshots/{token}`: a snapshot's encrypted bytes from the host
+/// that took it, admitted (`fabric::door::snapshot_begin`) before the body is read.
+async fn snapshot_upload(
+    s: Shared,
+    parts: axum::http::request::Parts,
+    body: Body,
+    cert: Option<Arc<Vec<u8>>>,
+    peer: String,
+    request_id: String,
+) -> Response {
+    let (method, path, rid) = (
+        parts.method.as_str().to_owned(),
+        parts.uri.path().to_owned(),
+        request_id.clone(),
+    );
+    let begun = {
+        let (s, method, path, rid, peer, cert) = (
+            s.clone(),
+            method.clone(),
+            path.clone(),
+            rid.clone(),
+            peer.clone(),
+            cert.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::fabric::door::snapshot_begin(
+                &s.app,
+                crate::fabric::door::AgentCall {
+                    method: &method,
+                    path: &path,
+                    body: &[],
+                    peer_certificate: cert.as_deref().map(Vec::as_slice),
+                    client_ip: peer,
+                    request_id: &rid,
+                },
+            )
+        })
+        .await
     };
-    let app = s.app.clone();
+    let ticket = match begun {
+        Ok(Ok(t)) => t,
+        Ok(Err(reply)) => {
+            let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
+            return reply_response(*reply, &request_id);
+        }
+        Err(_) => {
+            return reply_response(
+                Reply::error(&strata_types::ApiError::internal()),
+                &request_id,
+            );
+        }
+    };
+    let received = receive_body(body, ticket.path.clone(), ticket.limit).await;
     let reply = tokio::task::spawn_blocking(move || {
-        crate::handlers::images::finish_upload(&app, ticket, received)
+        crate::fabric::door::snapshot_finish(
+            &s.app,
+            crate::fabric::door::AgentCall {
+                method: &method,
+                path: &path,
+                body: &[],
+                peer_certificate: cert.as_deref().map(Vec::as_slice),
+                client_ip: peer,
+                request_id: &rid,
+            },
+            &ticket,
+            received,
+        )
     })
     .await
     .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
@@ -294,6 +418,9 @@ async fn agent(State(s): State<Shared>, req: Request<Body>) -> Response {
         && crate::fabric::door::is_image_fetch(parts.uri.path())
     {
         return image_fetch(s, parts, cert, peer, request_id).await;
+    }
+    if crate::fabric::door::is_snapshot_upload(parts.method.as_str(), parts.uri.path()) {
+        return snapshot_upload(s, parts, body, cert, peer, request_id).await;
     }
     let bytes = match read_body_limited(body, AGENT_MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -352,6 +479,11 @@ async fn image_fetch(
             );
         }
     };
+    stream_file(file, len, &request_id)
+}
+
+/// A 200 response streaming `len` bytes of `file` (read on a blocking thread).
+fn stream_file(file: std::fs::File, len: u64, request_id: &str) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         use std::io::Read as _;
@@ -380,7 +512,7 @@ async fn image_fetch(
         HeaderValue::from_static("application/octet-stream"),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-ms-request-id", v);
     }
     resp

@@ -61,6 +61,10 @@ pub struct DiskInternal {
     /// The data key, wrapped by the platform key or the customer key (AAD: the disk's id).
     #[serde(default)]
     pub data_key: Option<String>,
+    /// A disk made from a snapshot: its encrypted content, which the VM's host fetches and
+    /// copies as the disk (under the same data key; `compute::snapshots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::images::ImageContent>,
 }
 
 /// The storage key of the disk a VM's OS disk names (`storageProfile.osDisk.id`), if any.

@@ -95,6 +95,16 @@ pub fn assigned(
         if let Some(gb) = shape.os_disk_gb {
             vm["diskSizeBytes"] = json!(gb << 30);
         }
+        let pending = super::snapshots::tokens(&internal);
+        if !pending.is_empty() {
+            vm["snapshots"] = json!(pending);
+        }
+        // A disk made from a snapshot: the host copies that content as the disk.
+        if let Some(disk) = super::disks::os_disk_of(&doc)
+            && let Some(c) = super::snapshots::disk_source(app, &disk)?
+        {
+            vm["diskSource"] = json!({ "sha256": c.sha256, "sizeBytes": c.size_bytes });
+        }
         // The OS disk's key, released only here: a disk resource's (platform or customer key,
         // `disks::release`), else the VM's own, unwrapped with the subscription's platform key.
         // A customer key that is disabled or deleted withholds it: the VM is held Stopped.
@@ -231,7 +241,11 @@ fn host_network(
 
 /// Unwraps a VM's OS-disk data key: subscription platform key (under the root key), then the
 /// data key bound to the disk's id.
-fn disk_key_of(app: &App, vm_key: &str, envelope: &str) -> Result<strata_kms::DataKey, ApiError> {
+pub(crate) fn disk_key_of(
+    app: &App,
+    vm_key: &str,
+    envelope: &str,
+) -> Result<strata_kms::DataKey, ApiError> {
     let fail = |what: &str| {
         tracing::error!(vm = %vm_key, "{what}");
         ApiError::internal()
@@ -515,7 +529,8 @@ fn refuse(
 }
 
 /// Where the image content `sha256` is, for `host`: only when a VM assigned to that host was
-/// made from it (403 otherwise: a host gets the images of its own VMs, nothing else).
+/// made from it, or its OS disk from that snapshot (403 otherwise: a host gets the images and
+/// snapshots of its own VMs, nothing else).
 pub fn image_for_host(app: &App, host: &str, sha256: &str) -> Result<std::path::PathBuf, ApiError> {
     let Some(path) = app.images.blob(sha256) else {
         return Err(ApiError::not_found(sha256));
@@ -532,9 +547,17 @@ pub fn image_for_host(app: &App, host: &str, sha256: &str) -> Result<std::path::
             }
         };
         let doc = Doc::parse(&rec.body)?;
+        if doc.prop_str("host") != Some(host) {
+            continue;
+        }
         let internal: VmInternal = crate::docs::internal_of(&doc);
-        if doc.prop_str("host") == Some(host) && internal.image.is_some_and(|i| i.sha256 == sha256)
-        {
+        let restored = match super::disks::os_disk_of(&doc) {
+            Some(disk) => {
+                super::snapshots::disk_source(app, &disk)?.is_some_and(|c| c.sha256 == sha256)
+            }
+            None => false,
+        };
+        if internal.image.is_some_and(|i| i.sha256 == sha256) || restored {
             assigned = true;
             break;
         }

@@ -169,7 +169,8 @@ impl ImageStore {
         Ok(dest)
     }
 
-    /// Removes every blob that no image and no VM document names. Returns how many went.
+    /// Removes every blob that no image, VM, snapshot or disk document names. Returns how many
+    /// went.
     pub fn collect_garbage(&self, store: &dyn Store) -> Result<usize, strata_store::StoreError> {
         let _held = self.lock();
         let mut named = BTreeSet::new();
@@ -188,6 +189,7 @@ impl ImageStore {
                 }
             }
         }
+        super::snapshots::named_blobs(store, &mut named)?;
         let mut removed = 0;
         let Ok(entries) = fs::read_dir(self.root.join("sha256")) else {
             return Ok(0);

@@ -31,6 +31,7 @@ pub mod disks;
 pub mod door;
 pub mod images;
 pub mod index;
+pub mod snapshots;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -101,6 +102,9 @@ pub struct VmInternal {
     /// `None` for a platform image.
     #[serde(default)]
     pub image: Option<images::ImageContent>,
+    /// Snapshots of the OS disk the host has yet to take (`compute::snapshots`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<snapshots::PendingSnapshot>,
 }
 
 /// The resource a VM's OS-disk data key is bound to.

@@ -117,6 +117,9 @@ pub fn handle(app: &App, call: AgentCall<'_>) -> Reply {
         ("GET", ["hosts", host, "assignments"]) => assignments(app, &call, host),
         ("POST", ["hosts", host, "vmstatus"]) => vm_status(app, &call, host),
         ("POST", ["hosts", host, "nicstatus"]) => nic_status(app, &call, host),
+        ("POST", ["hosts", host, "snapshots", token, "failed"]) => {
+            snapshot_failed(app, &call, host, token)
+        }
         _ => Err(ApiError::not_found(call.path)),
     };
     match result {
@@ -222,6 +225,122 @@ pub fn image_fetch(app: &App, call: AgentCall<'_>) -> Result<(std::fs::File, u64
         Ok((file, len))
     })();
     result.map_err(|e| Box::new(refused(app, &call, &segments, &e)))
+}
+
+/// The host `host` if the call carries its current attestation-bound client certificate.
+fn current_host(app: &App, call: &AgentCall<'_>, host: &str) -> Result<ResourceId, ApiError> {
+    let hid = host_id(host)?;
+    let (_, doc) =
+        load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
+    if !current_certificate(&doc, call.peer_certificate) {
+        return Err(ApiError::unauthenticated(
+            "this call needs the host's current client certificate, which is issued after a passing attestation round",
+        ));
+    }
+    Ok(hid)
+}
+
+/// Whether an agent call is `PUT hosts/{host}/snapshots/{token}`, whose body is a stream of
+/// bytes rather than JSON ([`snapshot_begin`], [`snapshot_finish`]).
+pub fn is_snapshot_upload(method: &str, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/fabric/v1/").split('/').collect();
+    method == "PUT" && matches!(segments.as_slice(), ["hosts", _, "snapshots", _])
+}
+
+/// A snapshot upload admitted by [`snapshot_begin`].
+#[derive(Debug)]
+pub struct SnapshotTicket {
+    pub host: String,
+    pub token: String,
+    /// Where the bytes go while they arrive (0600, the control plane's data directory).
+    pub path: std::path::PathBuf,
+    /// The most bytes accepted.
+    pub limit: u64,
+}
+
+/// Admits `PUT hosts/{host}/snapshots/{token}` before a byte of its body is read: the host's
+/// current certificate, and a snapshot pending on one of its VMs under that token.
+pub fn snapshot_begin(app: &App, call: AgentCall<'_>) -> Result<SnapshotTicket, Box<Reply>> {
+    let segments: Vec<&str> = call
+        .path
+        .trim_start_matches("/fabric/v1/")
+        .split('/')
+        .collect();
+    let result = (|| {
+        let ["hosts", host, "snapshots", token] = segments.as_slice() else {
+            return Err(ApiError::not_found(call.path));
+        };
+        current_host(app, &call, host)?;
+        crate::compute::snapshots::check_pending(app, host, token)?;
+        Ok(SnapshotTicket {
+            host: (*host).to_owned(),
+            token: (*token).to_owned(),
+            path: app.images.incoming("snapshot"),
+            limit: crate::compute::snapshots::max_bytes(app),
+        })
+    })();
+    result.map_err(|e| Box::new(refused(app, &call, &segments, &e)))
+}
+
+/// Ends a snapshot upload: the bytes are checked and stored, or the upload refused (audited
+/// either way). The received file is removed unless it was stored.
+pub fn snapshot_finish(
+    app: &App,
+    call: AgentCall<'_>,
+    ticket: &SnapshotTicket,
+    received: Result<(u64, String), ApiError>,
+) -> Reply {
+    let segments: Vec<&str> = call
+        .path
+        .trim_start_matches("/fabric/v1/")
+        .split('/')
+        .collect();
+    let result = received.and_then(|r| {
+        let hid = current_host(app, &call, &ticket.host)?;
+        let audit = entry(
+            &call,
+            &ticket.host,
+            "Strata.Compute/snapshots/write",
+            hid.as_str(),
+            ("success", 200),
+            "",
+            Value::Null,
+        );
+        crate::compute::snapshots::complete(
+            app,
+            &ticket.host,
+            &ticket.token,
+            &ticket.path,
+            r,
+            audit,
+        )
+    });
+    let _ = std::fs::remove_file(&ticket.path);
+    match result {
+        Ok(v) => Reply::json(200, v),
+        Err(e) => refused(app, &call, &segments, &e),
+    }
+}
+
+/// `POST hosts/{host}/snapshots/{token}/failed`: the host says why it could not take one.
+fn snapshot_failed(
+    app: &App,
+    call: &AgentCall<'_>,
+    host: &str,
+    token: &str,
+) -> Result<Reply, ApiError> {
+    let hid = current_host(app, call, host)?;
+    let audit = entry(
+        call,
+        host,
+        "Strata.Compute/snapshots/write",
+        hid.as_str(),
+        ("failure", 200),
+        "",
+        Value::Null,
+    );
+    let v = crate::compute::snapshots::fail(app, host, token, call.body, audit)?;
+    Ok(Reply::json(200, v))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {

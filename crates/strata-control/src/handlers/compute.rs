@@ -195,6 +195,7 @@ pub fn build_vm(
         boot_evidence: None,
         reported_at: 0,
         image: image_content.clone(),
+        snapshots: Vec::new(),
     })
     .map_err(|_| ApiError::internal())?;
     let storage = &mut doc.properties["storageProfile"];

@@ -37,6 +37,9 @@ struct DiskInput {
     disk_size_gb: Option<u64>,
     #[serde(default)]
     encryption: Option<EncryptionInput>,
+    /// Restore: `{createOption: Copy, sourceResourceId: a snapshot}`.
+    #[serde(default)]
+    creation_data: Option<super::snapshots::CreationData>,
     // Read-only, accepted and ignored so that GET-modify-PUT works.
     #[serde(default)]
     disk_state: Option<IgnoredAny>,
@@ -123,7 +126,7 @@ fn encryption_stored(doc: &Doc) -> Encryption {
 }
 
 /// The HTTP answer for a refused key operation.
-fn kms_error(e: &KmsError) -> ApiError {
+pub(super) fn kms_error(e: &KmsError) -> ApiError {
     let status = match e.code() {
         ErrorCode::KeyNotFound | ErrorCode::VersionNotFound => 404,
         ErrorCode::KeyDisabled
@@ -138,7 +141,7 @@ fn kms_error(e: &KmsError) -> ApiError {
 }
 
 /// Refuses a customer key the caller may not wrap with: deny by default, 403 with the reason.
-fn check_wrap_access(ctx: &Ctx<'_>, key_id: &ResourceId) -> Result<(), ApiError> {
+pub(super) fn check_wrap_access(ctx: &Ctx<'_>, key_id: &ResourceId) -> Result<(), ApiError> {
     let decision = ctx.app.decide(&ctx.caller, WRAP_KEY, key_id.key(), true);
     if decision.is_allowed() {
         return Ok(());
@@ -163,7 +166,7 @@ pub(crate) fn encryption_props(key_id: Option<&ResourceId>, envelope: &Envelope)
 }
 
 /// Wraps `dek` for disk `id` under its customer key; the caller's access was checked.
-fn wrap_customer(
+pub(super) fn wrap_customer(
     ctx: &Ctx<'_>,
     id: &ResourceId,
     key_id: &ResourceId,
@@ -196,7 +199,7 @@ fn wrap_customer(
     Ok((envelope, assert))
 }
 
-fn details(id: &ResourceId, records: &[AuditRecord]) -> Value {
+pub(super) fn details(id: &ResourceId, records: &[AuditRecord]) -> Value {
     json!({ "id": id.to_string(), "keyOperations": records })
 }
 
@@ -225,7 +228,18 @@ pub fn put_disk(
     }
     let input: DiskInput = parse_props(body.properties)?;
     let _ = (input.disk_state, input.managed_by, input.provisioning_state);
-    let encryption = encryption_of(input.encryption.as_ref())?;
+    let mut from = match (&existing, input.creation_data.as_ref()) {
+        (None, Some(data)) => Some(snapshot_source(ctx, id, data)?),
+        _ => None,
+    };
+    let encryption = match &from {
+        // A disk from a customer-key snapshot stays under that key unless it names another.
+        Some(f) if input.encryption.is_none() => match &f.customer {
+            Some(k) => Encryption::Customer(k.clone()),
+            None => Encryption::Platform,
+        },
+        _ => encryption_of(input.encryption.as_ref())?,
+    };
     let _ = input
         .encryption
         .as_ref()
@@ -261,6 +275,22 @@ pub fn put_disk(
                     format!("a disk cannot shrink (it is {old_size} GB); it may only grow"),
                 ));
             }
+            let old_source = old
+                .properties
+                .pointer("/creationData/sourceResourceId")
+                .and_then(Value::as_str);
+            let new_source = input
+                .creation_data
+                .as_ref()
+                .map(|c| c.source_resource_id.as_str());
+            if let Some(new) = new_source
+                && !old_source.is_some_and(|old| old.eq_ignore_ascii_case(new))
+            {
+                return Err(ApiError::conflict(
+                    "PropertyChangeNotAllowed",
+                    "a disk's creationData cannot change after creation; create another disk",
+                ));
+            }
             let mut doc = old.clone();
             doc.system_data = new_doc(ctx, id, Kind::Disk, Some(old), Value::Null).system_data;
             if let Some(o) = doc.properties.as_object_mut() {
@@ -269,14 +299,32 @@ pub fn put_disk(
             doc
         }
         None => {
-            if input.disk_size_gb.is_none() {
-                return Err(ApiError::bad_request(
-                    "DiskSizeRequired",
-                    "properties.diskSizeGB is required (e.g. 8)",
-                ));
-            }
+            let size = match &from {
+                Some(f) => {
+                    if input.disk_size_gb.is_some_and(|gb| gb != f.size_gb) {
+                        return Err(ApiError::bad_request(
+                            "InvalidDiskSize",
+                            format!(
+                                "a disk made from a snapshot has the snapshot's size ({} GB); leave diskSizeGB out",
+                                f.size_gb
+                            ),
+                        ));
+                    }
+                    f.size_gb
+                }
+                None if input.disk_size_gb.is_none() => {
+                    return Err(ApiError::bad_request(
+                        "DiskSizeRequired",
+                        "properties.diskSizeGB is required (e.g. 8), or creationData names a snapshot to copy",
+                    ));
+                }
+                None => size,
+            };
             check_size(size)?;
-            let dek = DataKey::generate().map_err(|_| ApiError::internal())?;
+            let dek = match from.as_mut().and_then(|f| f.dek.take()) {
+                Some(dek) => dek,
+                None => DataKey::generate().map_err(|_| ApiError::internal())?,
+            };
             let (envelope, key_id) = match &encryption {
                 Encryption::Platform => {
                     let pmk = platform_key(ctx.app, id.key())?;
@@ -299,16 +347,23 @@ pub fn put_disk(
                     (env, Some(key_id))
                 }
             };
-            let props = json!({
+            let mut props = json!({
                 "diskSizeGB": size,
                 "encryption": encryption_props(key_id, &envelope),
                 "diskState": "Unattached",
                 "managedBy": Value::Null,
                 "provisioningState": "Succeeded",
             });
+            if let Some(f) = &from {
+                props["creationData"] = json!({
+                    "createOption": "Copy",
+                    "sourceResourceId": f.snapshot.to_string(),
+                });
+            }
             let mut doc = new_doc(ctx, id, Kind::Disk, None, props);
             doc.internal = serde_json::to_value(DiskInternal {
                 data_key: Some(envelope.encode()),
+                source: from.as_ref().map(|f| f.content.clone()),
             })
             .map_err(|_| ApiError::internal())?;
             doc
@@ -336,6 +391,62 @@ pub fn put_disk(
     super::doc_reply(status, &doc, rev, None)
 }
 
+/// A Succeeded snapshot a new disk copies: its data key (the disk keeps it), content and size.
+struct FromSnapshot {
+    snapshot: ResourceId,
+    dek: Option<DataKey>,
+    content: crate::compute::images::ImageContent,
+    size_gb: u64,
+    customer: Option<ResourceId>,
+}
+
+fn snapshot_source(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    data: &super::snapshots::CreationData,
+) -> Result<FromSnapshot, ApiError> {
+    let (snapshot, _) = super::snapshots::copy_source(
+        Some(data),
+        &[Kind::Snapshot],
+        "a snapshot: /subscriptions/SUB/resourceGroups/RG/providers/Strata.Compute/snapshots/NAME",
+    )?;
+    if snapshot.subscription_id() != id.subscription_id() {
+        return Err(ApiError::bad_request(
+            "InvalidSourceResourceId",
+            "the snapshot must be in the disk's subscription",
+        ));
+    }
+    super::snapshots::check_read(ctx, &snapshot, Kind::Snapshot)?;
+    let (_, doc) = load(ctx, &snapshot)?.ok_or_else(|| ApiError::not_found(snapshot.as_str()))?;
+    let internal: crate::compute::snapshots::SnapshotInternal = crate::docs::internal_of(&doc);
+    let Some(content) = internal.content else {
+        return Err(ApiError::conflict(
+            "SnapshotNotReady",
+            format!(
+                "snapshot '{snapshot}' is {}: only a Succeeded snapshot can be copied",
+                doc.prop_str("provisioningState").unwrap_or("not ready")
+            ),
+        ));
+    };
+    // The snapshot's key opens like a disk's (same fields: `compute::disks::release`).
+    let dek = match crate::compute::disks::release(ctx.app, snapshot.key())? {
+        crate::compute::disks::Release::Key(k) => k,
+        crate::compute::disks::Release::Withheld(why) => {
+            return Err(ApiError::conflict(
+                "SnapshotKeyUnavailable",
+                format!("the snapshot cannot be copied: {why}"),
+            ));
+        }
+    };
+    Ok(FromSnapshot {
+        size_gb: content.virtual_size_bytes.div_ceil(1 << 30).max(1),
+        customer: customer_key_of(&doc),
+        snapshot,
+        dek: Some(dek),
+        content,
+    })
+}
+
 fn check_size(size: u64) -> Result<(), ApiError> {
     if size == 0 || size > MAX_SIZE_GB {
         return Err(ApiError::bad_request(
@@ -347,7 +458,12 @@ fn check_size(size: u64) -> Result<(), ApiError> {
 }
 
 /// Audits a request refused by a key operation (with its records) and returns the error.
-fn refused(ctx: &Ctx<'_>, id: &ResourceId, records: &[AuditRecord], e: ApiError) -> ApiError {
+pub(super) fn refused(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    records: &[AuditRecord],
+    e: ApiError,
+) -> ApiError {
     if !records.is_empty() {
         ctx.app.audit_only(vec![ctx.entry(
             "keyOperation",

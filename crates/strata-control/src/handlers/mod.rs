@@ -10,6 +10,7 @@ pub mod identity;
 pub mod images;
 pub mod keyvault;
 pub mod network;
+pub mod snapshots;
 
 use crate::context::Ctx;
 use crate::dispatch::{Incoming, Reply, Route, Target, Verb};
@@ -86,6 +87,14 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, Ap
             },
             _,
         ) => disks::disk_action(ctx, id, action, req),
+        (
+            Target::PostAction {
+                kind: Kind::Snapshot,
+                action,
+                ..
+            },
+            _,
+        ) => snapshots::snapshot_action(action),
         // Network writes (and resource group and VM deletes, which may take network resources
         // with them)
         // validate against the whole subscription's network: one at a time per subscription,
@@ -394,6 +403,8 @@ fn put_item(
         Kind::VaultKey => return keyvault::put_key(ctx, id, req, patch),
         // Disks audit their key operations with the write: their own handler.
         Kind::Disk => return disks::put_disk(ctx, id, req, patch),
+        // Snapshots wrap a key and ask a host for the copy in the same commit.
+        Kind::Snapshot => return snapshots::put_snapshot(ctx, id, req, patch),
         Kind::VirtualNetwork => network::build_vnet(ctx, id, existing_doc, body)?,
         Kind::NetworkSecurityGroup => network::build_nsg(ctx, id, existing_doc, body)?,
         Kind::NetworkInterface => network::build_nic(ctx, id, existing_doc, body)?,
@@ -536,7 +547,10 @@ fn delete_item(
     // Image bytes go once no image or VM names them (`compute::images`); the collection scans
     // every image and VM, so only deletes that can free bytes run it.
     let frees_image_bytes = match kind {
-        Kind::Image | Kind::ResourceGroup => true,
+        Kind::Image | Kind::ResourceGroup | Kind::Snapshot => true,
+        Kind::Disk => crate::docs::internal_of::<crate::compute::disks::DiskInternal>(&doc)
+            .source
+            .is_some(),
         Kind::VirtualMachine => crate::docs::internal_of::<crate::compute::VmInternal>(&doc)
             .image
             .is_some(),

@@ -148,6 +148,26 @@ impl Server {
         (status, v, etag)
     }
 
+    /// `GET path` as the administrator; (status, raw body).
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let url = format!("{}{}", self.endpoint(), path);
+        let req = ureq::http::Request::builder()
+            .method("GET")
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.admin_token))
+            .body(Vec::new())
+            .unwrap();
+        let resp = self.agent.run(req).unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .with_config()
+            .limit(1 << 32)
+            .read_to_vec()
+            .unwrap_or_default();
+        (status, bytes)
+    }
+
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let (s, v, _) = self.req(method, path, Some(&self.admin_token), body.as_ref(), &[]);
         (s, v)

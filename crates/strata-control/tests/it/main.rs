@@ -23,3 +23,4 @@ mod openapi;
 mod postgres;
 mod release;
 mod rootkey;
+mod snapshots;

@@ -1,0 +1,334 @@
+//! Snapshots (`Strata.Compute/snapshots`) as the control plane sees them: what a host is asked
+//! to take, and what it sends back.
+//!
+//! ```text
+//!  PUT …/snapshots/S {creationData: {createOption: Copy, sourceResourceId: VM or disk}}
+//!     └─ one commit: S (Creating, its own wrapped copy of the source disk's data key, AAD: S)
+//!                    + the VM's internal.snapshots += {token, S}  (revision asserted)
+//!  the VM's host: assignments list the token ─▶ the agent copies the disk, still encrypted
+//!     (`strata_compute::snapshot`: live through QMP, or offline) ─▶
+//!     PUT /fabric/v1/hosts/{host}/snapshots/{token}  (mTLS, current certificate)
+//!     └─ header check: a standalone LUKS qcow2 or nothing ─▶ stored by SHA-256 beside the
+//!        image blobs ─▶ one commit: S Succeeded (sha256, sizeBytes) + the token gone
+//!     or POST …/snapshots/{token}/failed {reason} ─▶ S Failed (failureReason) + token gone
+//!  GET …/snapshots/S/export  ─▶ the encrypted bytes (`handlers::snapshots`)
+//!  PUT …/disks/D {creationData: {createOption: Copy, sourceResourceId: S}}
+//!     └─ D's data key: the same key, wrapped again with AAD D; D's internal.source = S's
+//!        content; the host of a VM using D fetches it like an imported image and copies it
+//!        with a fresh LUKS master key (`VmSpec::disk_source`).
+//! ```
+//!
+//! The snapshot is encrypted under the source disk's data key (a fresh LUKS master key in its
+//! header), so it is locked by what locks the disk: a customer-managed key's snapshot is
+//! wrapped under that key too, and disabling it withholds every disk restored from it. The
+//! bytes never exist in plaintext outside a Trusted host's QEMU or `qemu-img`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use strata_audit::AuditEntry;
+use strata_store::{Op, Precondition, Record};
+use strata_types::ApiError;
+
+use super::VmInternal;
+use super::images::ImageContent;
+use crate::app::{App, log_chain};
+use crate::docs::Doc;
+use crate::kinds::Kind;
+
+/// A snapshot a host has yet to take, in its VM's `internal`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSnapshot {
+    /// What the host names it by (32 hex digits; not the resource id, which is no file name).
+    pub token: String,
+    /// The snapshot's store key.
+    pub snapshot: String,
+}
+
+/// `internal` of a snapshot document (never returned by the API).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInternal {
+    /// The source disk's data key, wrapped again (platform or the source's customer key) with
+    /// the snapshot's id as AAD.
+    #[serde(default)]
+    pub data_key: Option<String>,
+    /// The customer key it is wrapped under, if any (as the source disk's).
+    #[serde(default)]
+    pub key_vault_key_id: Option<String>,
+    #[serde(default)]
+    pub token: String,
+    /// The VM whose disk it copies (store key) and the host asked to take it.
+    #[serde(default)]
+    pub vm: String,
+    #[serde(default)]
+    pub host: String,
+    /// The encrypted content, once the host has sent it.
+    #[serde(default)]
+    pub content: Option<ImageContent>,
+}
+
+/// A fresh token.
+pub fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn is_token(t: &str) -> bool {
+    t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn read(app: &App, key: &str) -> Result<Option<Record>, ApiError> {
+    app.store.get(key).map_err(|e| {
+        log_chain("store read failed", &e);
+        ApiError::internal()
+    })
+}
+
+/// The VM on `host` with snapshot `token` pending: its record, document and entry.
+fn find_pending(
+    app: &App,
+    host: &str,
+    token: &str,
+) -> Result<(Record, Doc, PendingSnapshot), ApiError> {
+    if !is_token(token) {
+        return Err(ApiError::not_found(token));
+    }
+    for key in super::door::vms_on(app, host)? {
+        let Some(rec) = read(app, &key)? else {
+            continue;
+        };
+        let doc = Doc::parse(&rec.body)?;
+        if doc.prop_str("host") != Some(host) {
+            continue;
+        }
+        let internal: VmInternal = crate::docs::internal_of(&doc);
+        if let Some(p) = internal.snapshots.iter().find(|p| p.token == token) {
+            let p = p.clone();
+            return Ok((rec, doc, p));
+        }
+    }
+    Err(ApiError::not_found(&format!(
+        "no snapshot {token} is pending on host {host}"
+    )))
+}
+
+/// The upload limit for a snapshot: the largest image the store takes, plus LUKS and qcow2
+/// metadata.
+pub fn max_bytes(app: &App) -> u64 {
+    app.images
+        .config()
+        .max_upload_bytes
+        .saturating_add(64 << 20)
+}
+
+/// Checks that `token` is pending on `host` before any byte of its upload is read.
+pub fn check_pending(app: &App, host: &str, token: &str) -> Result<String, ApiError> {
+    find_pending(app, host, token).map(|(_, _, p)| p.snapshot)
+}
+
+/// Ends a pending snapshot: removes the token from its VM and, if the snapshot still exists,
+/// applies `update` to it, in one commit (retried when a status report changed the VM first).
+fn settle(
+    app: &App,
+    host: &str,
+    token: &str,
+    audit: AuditEntry,
+    update: &dyn Fn(&mut Doc, &mut SnapshotInternal),
+) -> Result<Option<Doc>, ApiError> {
+    for _ in 0..8 {
+        let (vm_rec, mut vm, pending) = find_pending(app, host, token)?;
+        let mut internal: VmInternal = crate::docs::internal_of(&vm);
+        internal.snapshots.retain(|p| p.token != token);
+        vm.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
+        let mut ops = vec![Op::Put {
+            key: vm_rec.key.clone(),
+            rtype: vm_rec.rtype.clone(),
+            parent: vm_rec.parent.clone(),
+            body: vm.to_json()?,
+            pre: Precondition::Revision(vm_rec.revision),
+        }];
+        let mut settled = None;
+        if let Some(rec) = read(app, &pending.snapshot)?
+            && rec.rtype == Kind::Snapshot.type_key()
+        {
+            let mut doc = Doc::parse(&rec.body)?;
+            let mut si: SnapshotInternal = crate::docs::internal_of(&doc);
+            if si.token == token {
+                update(&mut doc, &mut si);
+                doc.internal = serde_json::to_value(&si).map_err(|_| ApiError::internal())?;
+                ops.push(Op::Put {
+                    key: rec.key.clone(),
+                    rtype: rec.rtype.clone(),
+                    parent: rec.parent.clone(),
+                    body: doc.to_json()?,
+                    pre: Precondition::Revision(rec.revision),
+                });
+                settled = Some(doc);
+            }
+        }
+        let mut entry = audit.clone();
+        entry.scope = pending.snapshot.clone();
+        match app.commit(
+            strata_store::Batch {
+                ops,
+                audit: vec![entry],
+            },
+            false,
+        ) {
+            Ok(_) => return Ok(settled),
+            Err(e) if e.status == 412 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        "Busy",
+        "the VM kept changing; send the snapshot again",
+    ))
+}
+
+fn set_state(doc: &mut Doc, state: &str, extra: &[(&str, Value)]) {
+    if let Some(o) = doc.properties.as_object_mut() {
+        o.insert("provisioningState".into(), json!(state));
+        for (k, v) in extra {
+            o.insert((*k).into(), v.clone());
+        }
+    }
+}
+
+/// `PUT hosts/{host}/snapshots/{token}` has delivered `file` (`received`: its length and
+/// SHA-256). Only a standalone LUKS-encrypted qcow2 is kept: stored by digest, the snapshot
+/// Succeeded. Anything else fails the snapshot with the reason. `file` is moved or left for
+/// the caller to remove.
+pub fn complete(
+    app: &App,
+    host: &str,
+    token: &str,
+    file: &Path,
+    received: (u64, String),
+    audit: AuditEntry,
+) -> Result<Value, ApiError> {
+    let (length, sha256) = received;
+    let header = {
+        use std::io::Read as _;
+        let mut head = Vec::with_capacity(64 << 10);
+        std::fs::File::open(file)
+            .and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+            .map_err(|e| {
+                log_chain("cannot read a received snapshot", &e);
+                ApiError::internal()
+            })?;
+        strata_compute::import::check_snapshot_header(&head)
+    };
+    let header = match header {
+        Ok(h) => h,
+        Err(why) => {
+            let reason = format!("the host sent something other than an encrypted snapshot: {why}");
+            let mut refusal = audit;
+            refusal.outcome = "denied".into();
+            refusal.status = 400;
+            refusal.reason = reason.clone();
+            settle(app, host, token, refusal, &|doc, _| {
+                set_state(doc, "Failed", &[("failureReason", json!(reason))]);
+            })?;
+            return Err(ApiError::bad_request("InvalidSnapshot", reason));
+        }
+    };
+    let _held = app.images.lock();
+    app.images.place(file, &sha256).map_err(|e| {
+        log_chain("cannot store a snapshot", &e);
+        ApiError::internal()
+    })?;
+    let content = ImageContent {
+        sha256: sha256.clone(),
+        size_bytes: length,
+        virtual_size_bytes: header.virtual_size,
+    };
+    let now = strata_types::time::now_rfc3339();
+    let mut entry = audit;
+    entry.reason = "the host delivered the snapshot (LUKS-encrypted qcow2)".into();
+    entry.details = json!({ "sha256": sha256, "bytes": length });
+    let settled = settle(app, host, token, entry, &|doc, si| {
+        si.content = Some(content.clone());
+        set_state(
+            doc,
+            "Succeeded",
+            &[
+                ("sha256", json!(content.sha256)),
+                ("sizeBytes", json!(content.size_bytes)),
+                ("diskSizeBytes", json!(content.virtual_size_bytes)),
+                ("timeCreated", json!(now)),
+                ("failureReason", Value::Null),
+            ],
+        );
+    })?;
+    Ok(json!({ "accepted": settled.is_some(), "sha256": sha256 }))
+}
+
+/// `POST hosts/{host}/snapshots/{token}/failed`: the host could not take it.
+pub fn fail(
+    app: &App,
+    host: &str,
+    token: &str,
+    body: &[u8],
+    audit: AuditEntry,
+) -> Result<Value, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Failed {
+        reason: String,
+    }
+    let f: Failed = crate::handlers::parse_body(body)?;
+    let reason: String = f.reason.chars().take(500).collect();
+    let mut entry = audit;
+    entry.outcome = "failure".into();
+    entry.reason = format!("the host could not take the snapshot: {reason}");
+    settle(app, host, token, entry, &|doc, _| {
+        set_state(doc, "Failed", &[("failureReason", json!(reason))]);
+    })?;
+    Ok(json!({ "accepted": true }))
+}
+
+/// The tokens of a VM's pending snapshots, for its assignment.
+pub fn tokens(internal: &VmInternal) -> Vec<&str> {
+    internal
+        .snapshots
+        .iter()
+        .map(|p| p.token.as_str())
+        .collect()
+}
+
+/// The content a disk was made from, if it was made from a snapshot.
+pub fn disk_source(app: &App, disk_key: &str) -> Result<Option<ImageContent>, ApiError> {
+    let Some(rec) = read(app, disk_key)? else {
+        return Ok(None);
+    };
+    let doc = Doc::parse(&rec.body)?;
+    let internal: super::disks::DiskInternal = crate::docs::internal_of(&doc);
+    Ok(internal.source)
+}
+
+/// Every digest a snapshot or a disk made from one names (kept by the blob collector).
+pub fn named_blobs(
+    store: &dyn strata_store::Store,
+    named: &mut std::collections::BTreeSet<String>,
+) -> Result<(), strata_store::StoreError> {
+    for rec in store.list_type(&Kind::Snapshot.type_key())? {
+        if let Ok(doc) = Doc::parse(&rec.body) {
+            let si: SnapshotInternal = crate::docs::internal_of(&doc);
+            if let Some(c) = si.content {
+                named.insert(c.sha256);
+            }
+        }
+    }
+    for rec in store.list_type(&Kind::Disk.type_key())? {
+        if let Ok(doc) = Doc::parse(&rec.body) {
+            let di: super::disks::DiskInternal = crate::docs::internal_of(&doc);
+            if let Some(c) = di.source {
+                named.insert(c.sha256);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! Snapshots end to end with a real swtpm host and real QEMU VMs: a snapshot of a running VM
+//! (copied live through QMP) and of a stopped one (offline), exported still encrypted, and
+//! restored into a disk whose VM boots and reads what the first VM's guest wrote. A host cannot
+//! hand the control plane a plaintext "snapshot".
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fabric::{TrustedFabric, trusted_host};
+use serde_json::{Value, json};
+use strata_agent::images::{ImageStore, SigningKey};
+use strata_agent::vms::{ControlPlane as _, VmHost, VmHostConfig};
+
+fn b64_key(text: &str) -> strata_compute::DiskKey {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
+    strata_compute::DiskKey::from_bytes(raw.try_into().unwrap())
+}
+
+/// The bytes `qemu-io -c "read -v OFFSET LEN"` dumped (`OFFSET:  xx xx … ascii`).
+fn dumped(out: &str) -> Vec<u8> {
+    out.lines()
+        .filter_map(|l| l.split_once(":  "))
+        .flat_map(|(_, rest)| {
+            rest.split_whitespace()
+                .take(16)
+                .filter(|t| t.len() == 2)
+                .filter_map(|t| u8::from_str_radix(t, 16).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The marker line `prefix <marker>` the guest printed on its serial console.
+fn serial_marker(vm_dir: &Path, vm_id: &str, prefix: &str) -> Option<String> {
+    let serial = std::fs::read_to_string(vm_dir.join(vm_id).join("serial.log")).ok()?;
+    serial
+        .lines()
+        .filter_map(|l| l.find(prefix).map(|i| &l[i + prefix.len()..]))
+        .map(|m| m.trim().to_string())
+        .next_back()
+}
+
+#[test]
+fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
+    // The tiny image, built once and shared with the other tests that boot it.
+    let cache = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("strata-compute-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+
+    let TrustedFabric {
+        ca,
+        good,
+        server,
+        keys: _keys,
+    } = TrustedFabric::start(|cfg| {
+        cfg.fabric.attestation_interval_secs = 60;
+    });
+    let (_swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
+    let rg = server.rg("apps");
+    assert_eq!(
+        server
+            .admin("PUT", &rg, Some(json!({ "location": "local" })))
+            .0,
+        201
+    );
+
+    // The host: its VM loop on the QEMU driver, with the shared tiny image.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = strata_compute::qemu::QemuConfig::snakeoil(tmp.path().join("vms")).unwrap();
+    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * 610;
+    config.sandbox.uid_count = 16;
+    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
+    let vm_dir = driver.vm_dir.clone().unwrap();
+    let images = {
+        let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
+        lock.lock().unwrap();
+        let images = ImageStore::new(cache.clone(), SigningKey::Snakeoil);
+        images
+            .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
+            .unwrap();
+        lock.unlock().unwrap();
+        Arc::new(images)
+    };
+    let host = VmHost::new(
+        driver.hypervisor.clone(),
+        images,
+        VmHostConfig {
+            poll_every: Duration::from_millis(200),
+            report_every: Duration::from_secs(10),
+            vm_dir: driver.vm_dir.clone(),
+        },
+    );
+    let fabric = agent.fabric_client().unwrap();
+    let wait = |path: &str, what: &str, done: &dyn Fn(&Value) -> bool| -> Value {
+        let started = Instant::now();
+        loop {
+            host.tick(&fabric);
+            let (_, v) = server.admin("GET", path, None);
+            if v["properties"]["provisioningState"] == "Failed" {
+                panic!("{what} failed: {v}");
+            }
+            if done(&v) {
+                eprintln!("{what} after {:.1} s", started.elapsed().as_secs_f64());
+                return v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{what} not in time: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let running = |v: &Value| {
+        v["properties"]["provisioningState"] == "Succeeded"
+            && v["properties"]["powerState"] == "running"
+    };
+    let succeeded = |v: &Value| v["properties"]["provisioningState"] == "Succeeded";
+
+    // A VM whose guest writes a fresh marker to its disk at every boot.
+    let vm = format!("{rg}/providers/Strata.Compute/virtualMachines/source");
+    let (s, v) = server.admin(
+        "PUT",
+        &vm,
+        Some(json!({ "properties": { "storageProfile": { "image": "tiny" } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let vm_id = v["properties"]["vmId"].as_str().unwrap().to_string();
+    wait(&vm, "the source VM running", &running);
+    let marker = serial_marker(&vm_dir, &vm_id, strata_compute::image::MARKER_LINE)
+        .expect("the guest printed its disk marker");
+    let disk_key = {
+        let list = agent.assignments(true).unwrap();
+        let entry = list["virtualMachines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["vmId"] == vm_id.as_str())
+            .unwrap()
+            .clone();
+        b64_key(entry["diskKey"].as_str().unwrap())
+    };
+
+    // Refusals first: nothing is created by them.
+    let snap = |name: &str| format!("{rg}/providers/Strata.Compute/snapshots/{name}");
+    for (body, code) in [
+        (json!({ "properties": {} }), "CreationDataRequired"),
+        (
+            json!({ "properties": { "creationData": { "createOption": "Empty", "sourceResourceId": vm } } }),
+            "InvalidCreateOption",
+        ),
+        (
+            json!({ "properties": { "creationData": { "createOption": "Copy", "sourceResourceId": rg } } }),
+            "InvalidSourceResourceId",
+        ),
+    ] {
+        let (s, v) = server.admin("PUT", &snap("bad"), Some(body));
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{v}");
+    }
+    assert_eq!(server.admin("GET", &snap("bad"), None).0, 404);
+
+    // A snapshot of the running VM: copied live, the VM keeps running.
+    let copy = json!({ "properties": { "creationData": { "createOption": "Copy", "sourceResourceId": vm } } });
+    let (s, v) = server.admin("PUT", &snap("live"), Some(copy.clone()));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Creating", "{v}");
+    assert_eq!(
+        v["properties"]["encryption"]["type"],
+        "EncryptionAtRestWithPlatformKey"
+    );
+    let live = wait(&snap("live"), "the live snapshot", &succeeded);
+    let (_, v) = server.admin("GET", &vm, None);
+    assert!(running(&v), "the VM stopped for its snapshot: {v}");
+    let digest = live["properties"]["sha256"].as_str().unwrap().to_string();
+    let size = live["properties"]["sizeBytes"].as_u64().unwrap();
+
+    // Exported: exactly the stored bytes, still encrypted. Read raw they hold no trace of the
+    // marker; decrypted with the disk's key they hold it where the guest wrote it; another key
+    // opens nothing.
+    let (s, bytes) = server.get_bytes(&format!("{}/export", snap("live")));
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(crate::images::sha256(&bytes), digest);
+    assert!(
+        !contains(&bytes, marker.as_bytes()),
+        "the marker is in the export"
+    );
+    assert!(!contains(&bytes, b"STRATA-DISK-MARKER-"));
+    strata_compute::import::check_snapshot_header(&bytes[..4096]).unwrap();
+    let exported = tmp.path().join("export.qcow2");
+    std::fs::write(&exported, &bytes).unwrap();
+    let offset = strata_compute::image::MARKER_OFFSET;
+    let out = strata_compute::snapshot::qemu_io(
+        &exported,
+        &disk_key,
+        &format!("read -v {offset} {}", marker.len()),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&dumped(&out)),
+        marker,
+        "the decrypted export does not hold the marker: {out}"
+    );
+    let wrong = strata_compute::DiskKey::from_bytes([7; 32]);
+    assert!(strata_compute::snapshot::qemu_io(&exported, &wrong, "read 0 512").is_err());
+
+    // A host cannot pass plaintext off as a snapshot: refused, the snapshot Failed, nothing
+    // stored.
+    let (s, v) = server.admin("PUT", &snap("forged"), Some(copy.clone()));
+    assert_eq!(s, 201, "{v}");
+    let token = {
+        let list = agent.assignments(true).unwrap();
+        list["virtualMachines"][0]["snapshots"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let plain = tmp.path().join("plain.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&plain)
+        .arg("1M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sink = fabric.snapshot_sink().unwrap();
+    let err = sink.taken(&token, &plain).unwrap_err();
+    assert!(err.contains("not LUKS-encrypted"), "{err}");
+    let (_, v) = server.admin("GET", &snap("forged"), None);
+    assert_eq!(v["properties"]["provisioningState"], "Failed", "{v}");
+    assert!(
+        v["properties"]["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("not LUKS-encrypted"),
+        "{v}"
+    );
+    // The token is spent: the same upload again is refused as unknown.
+    let err = sink.taken(&token, &plain).unwrap_err();
+    assert!(err.contains("404") || err.contains("pending"), "{err}");
+
+    // The VM stopped: the next snapshot is copied offline.
+    let (s, v) = server.admin("POST", &format!("{vm}/stop"), None);
+    assert!(s == 200 || s == 202, "{v}");
+    wait(&vm, "the source VM stopped", &|v| {
+        v["properties"]["powerState"] == "stopped"
+    });
+    let (s, v) = server.admin("PUT", &snap("offline"), Some(copy.clone()));
+    assert_eq!(s, 201, "{v}");
+    let offline = wait(&snap("offline"), "the offline snapshot", &succeeded);
+    assert_ne!(
+        offline["properties"]["sha256"],
+        live["properties"]["sha256"]
+    );
+
+    // Restore: a disk from the live snapshot (same size, same protection), and a VM on it. Its
+    // guest finds the marker the source guest wrote, so the copy is complete and opens.
+    let disk = format!("{rg}/providers/Strata.Compute/disks/restored");
+    let (s, v) = server.admin(
+        "PUT",
+        &disk,
+        Some(json!({ "properties": { "creationData": {
+            "createOption": "Copy", "sourceResourceId": snap("live") } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["properties"]["encryption"]["type"],
+        "EncryptionAtRestWithPlatformKey"
+    );
+    assert!(v["properties"]["diskSizeGB"].as_u64().unwrap() >= 1, "{v}");
+    let copy_vm = format!("{rg}/providers/Strata.Compute/virtualMachines/restored");
+    let (s, v) = server.admin(
+        "PUT",
+        &copy_vm,
+        Some(json!({ "properties": { "storageProfile": {
+            "image": "tiny", "osDisk": { "id": disk } } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let copy_id = v["properties"]["vmId"].as_str().unwrap().to_string();
+    wait(&copy_vm, "the restored VM running", &running);
+    assert_eq!(
+        serial_marker(
+            &vm_dir,
+            &copy_id,
+            strata_compute::image::PREVIOUS_MARKER_LINE
+        ),
+        Some(marker.clone()),
+        "the restored disk does not hold the source's marker"
+    );
+    // The restored disk has its own LUKS master key: its file and the snapshot differ.
+    let restored_file = std::fs::read(vm_dir.join(&copy_id).join("disk.qcow2")).unwrap();
+    assert!(!contains(&restored_file, marker.as_bytes()));
+
+    // The snapshot's bytes stay while the disk made from it needs them; deleting both frees
+    // them.
+    assert_eq!(server.admin("DELETE", &copy_vm, None).0, 200);
+    assert_eq!(server.admin("DELETE", &disk, None).0, 200);
+    assert_eq!(server.admin("DELETE", &snap("live"), None).0, 200);
+    let (s, _) = server.get_bytes(&format!("{}/export", snap("live")));
+    assert_eq!(s, 404);
+    assert_eq!(server.admin("DELETE", &vm, None).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !driver.hypervisor.list().is_empty() {
+        host.tick(&fabric);
+        assert!(Instant::now() < deadline, "the VMs were not deleted");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(host.wait_idle(Duration::from_secs(30)));
+}
