@@ -230,18 +230,26 @@ fn rewrap_disks(
     else {
         return Ok(());
     };
-    let disks = app.store.list_type(&Kind::Disk.type_key()).map_err(|e| {
-        log_chain("key sweep: store read failed", &e);
-        ApiError::internal()
-    })?;
-    let action = Kind::Disk.action("rewrapKey/action");
+    // Snapshots keep their data key wrapped like disks (same fields): rewrapped alike.
+    let mut disks = Vec::new();
+    for kind in [Kind::Disk, Kind::Snapshot] {
+        disks.extend(app.store.list_type(&kind.type_key()).map_err(|e| {
+            log_chain("key sweep: store read failed", &e);
+            ApiError::internal()
+        })?);
+    }
     let reason = "scheduled rewrap: the disk's customer key has a newer version";
     for rec in disks {
+        let action = if rec.rtype == Kind::Snapshot.type_key() {
+            Kind::Snapshot.action("rewrapKey/action")
+        } else {
+            Kind::Disk.action("rewrapKey/action")
+        };
         let mut doc = Doc::parse(&rec.body)?;
         let Some(key_id) = customer_key_of(&doc).filter(|k| k.key() == key_storage_key) else {
             continue;
         };
-        let mut internal: DiskInternal = crate::docs::internal_of(&doc);
+        let internal: DiskInternal = crate::docs::internal_of(&doc);
         let Some(envelope) = internal
             .data_key
             .as_deref()
@@ -269,8 +277,18 @@ fn rewrap_disks(
         };
         doc.properties["encryption"] =
             crate::handlers::disks::encryption_props(Some(&key_id), &new);
-        internal.data_key = Some(new.encode());
-        doc.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
+        // Only `dataKey` changes: a snapshot's `internal` holds more than a disk's.
+        match doc.internal.as_object_mut() {
+            Some(o) => {
+                o.insert("dataKey".into(), serde_json::json!(new.encode()));
+            }
+            None => {
+                report
+                    .failed
+                    .push(format!("{}: no internal document", rec.key));
+                continue;
+            }
+        }
         doc.system_data.last_modified_by = SYSTEM.into();
         doc.system_data.last_modified_at = strata_types::time::now_rfc3339();
         let ops = vec![

@@ -290,6 +290,39 @@ pub fn fail(
     Ok(json!({ "accepted": true }))
 }
 
+/// The writes that fail `vm`'s pending snapshots when it is deleted (its host will not take
+/// them): each `Failed` with the reason, its revision asserted.
+pub fn fail_pending_on_vm_delete(app: &App, vm: &Doc) -> Result<Vec<Op>, ApiError> {
+    let internal: VmInternal = crate::docs::internal_of(vm);
+    let mut ops = Vec::new();
+    for p in &internal.snapshots {
+        let Some(rec) = read(app, &p.snapshot)? else {
+            continue;
+        };
+        let mut doc = Doc::parse(&rec.body)?;
+        let si: SnapshotInternal = crate::docs::internal_of(&doc);
+        if si.token != p.token || si.content.is_some() {
+            continue;
+        }
+        set_state(
+            &mut doc,
+            "Failed",
+            &[(
+                "failureReason",
+                json!("the VM was deleted before its host took the snapshot"),
+            )],
+        );
+        ops.push(Op::Put {
+            key: rec.key.clone(),
+            rtype: rec.rtype.clone(),
+            parent: rec.parent.clone(),
+            body: doc.to_json()?,
+            pre: Precondition::Revision(rec.revision),
+        });
+    }
+    Ok(ops)
+}
+
 /// The tokens of a VM's pending snapshots, for its assignment.
 pub fn tokens(internal: &VmInternal) -> Vec<&str> {
     internal

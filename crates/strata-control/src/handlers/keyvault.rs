@@ -269,17 +269,17 @@ struct VersionInput {
     expires: Option<IgnoredAny>,
 }
 
-/// Refuses to disable a version some disk's data key is still wrapped under: that disk would
-/// be locked. Rewrap it first (`POST …/disks/D/rewrapKey`, or let the key sweep do it).
+/// Refuses to disable a version some disk's or snapshot's data key is still wrapped under:
+/// it would be locked. Rewrap it first (`POST …/disks/D/rewrapKey`, or let the key sweep do it).
 fn check_version_unused(ctx: &Ctx<'_>, id: &ResourceId, version: u32) -> Result<(), ApiError> {
-    let disks = ctx
-        .app
-        .store
-        .list_type(&Kind::Disk.type_key())
-        .map_err(|e| {
+    // Snapshots keep their data key wrapped like disks (same fields).
+    let mut disks = Vec::new();
+    for kind in [Kind::Disk, Kind::Snapshot] {
+        disks.extend(ctx.app.store.list_type(&kind.type_key()).map_err(|e| {
             crate::app::log_chain("store read failed", &e);
             ApiError::internal()
-        })?;
+        })?);
+    }
     for rec in disks {
         let doc = Doc::parse(&rec.body)?;
         if crate::compute::disks::customer_key_of(&doc).is_none_or(|k| k.key() != id.key()) {
@@ -291,6 +291,15 @@ fn check_version_unused(ctx: &Ctx<'_>, id: &ResourceId, version: u32) -> Result<
             .as_deref()
             .and_then(|t| Envelope::decode(t).ok())
             .is_some_and(|e| e.key().version == version);
+        if uses && rec.rtype == Kind::Snapshot.type_key() {
+            return Err(ApiError::conflict(
+                "VersionInUse",
+                format!(
+                    "snapshot '{}' is still wrapped under version {version}; the key sweep rewraps it on its next pass, then disable that version",
+                    doc.id
+                ),
+            ));
+        }
         if uses {
             return Err(ApiError::conflict(
                 "VersionInUse",

@@ -515,7 +515,12 @@ fn delete_item(
         | Kind::NetworkSecurityGroup
         | Kind::ApplicationSecurityGroup
         | Kind::NetworkInterface => extra = network::delete_ops(ctx, id, kind, &doc)?,
-        Kind::VirtualMachine => extra = compute::detach_nics(ctx, &doc)?,
+        Kind::VirtualMachine => {
+            extra = compute::detach_nics(ctx, &doc)?;
+            extra.extend(crate::compute::snapshots::fail_pending_on_vm_delete(
+                ctx.app, &doc,
+            )?);
+        }
         _ => {}
     }
     // A disk in use stays; a deleted VM's OS disk becomes Unattached (kept, as in Azure).

@@ -229,6 +229,37 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
         "{v}"
     );
 
+    // A snapshot of the VM's disk is locked by the same customer key (its own envelope of the
+    // same data key, bound to the snapshot).
+    let snap = format!("{rg}/providers/Strata.Compute/snapshots/secret-snap");
+    let (s, v) = as_operator(
+        "PUT",
+        &snap,
+        Some(json!({ "properties": { "creationData": {
+            "createOption": "Copy", "sourceResourceId": vm } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let e = &v["properties"]["encryption"];
+    assert_eq!(
+        (e["type"].as_str(), &e["keyVersion"]),
+        (Some("EncryptionAtRestWithCustomerKey"), &json!(1)),
+        "{v}"
+    );
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["snapshots"].as_array().map(Vec::len), Some(1), "{a}");
+    // An unattached disk has no data to copy.
+    let (s, v) = as_operator(
+        "PUT",
+        &format!("{rg}/providers/Strata.Compute/snapshots/empty"),
+        Some(json!({ "properties": { "creationData": {
+            "createOption": "Copy", "sourceResourceId": disk("plain") } } })),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("DiskNotAttached")),
+        "{v}"
+    );
+
     // Rotation: the disk's envelope (version 1) still opens; rewrap moves it to version 2,
     // and the disk key itself never changes.
     let (s, v) = server.admin("POST", &format!("{key}/rotate"), None);
@@ -246,6 +277,38 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     );
     let a = assignment(&agent, &vm_id);
     assert_eq!(a["diskKey"].as_str(), Some(disk_key.as_str()), "{a}");
+    // Version 1 still wraps the snapshot's key: it cannot be disabled until the key sweep has
+    // moved the snapshot too.
+    let disable_v1 = || {
+        server.admin(
+            "PATCH",
+            &key,
+            Some(json!({ "properties": { "versions": [{ "version": 1, "enabled": false }] } })),
+        )
+    };
+    let (s, v) = disable_v1();
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("VersionInUse")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("snapshots/secret-snap"),
+        "{v}"
+    );
+    let report =
+        strata_control::keysweep::sweep(&server.running().app, strata_types::time::now_unix());
+    assert!(
+        report.rewrapped.iter().any(|r| r.ends_with("secret-snap")),
+        "{report:?}"
+    );
+    let (_, v) = server.admin("GET", &snap, None);
+    assert_eq!(v["properties"]["encryption"]["keyVersion"], 2, "{v}");
+    let (s, v) = disable_v1();
+    assert_eq!(s, 200, "{v}");
 
     // A VM on the platform-key disk gets that disk's key.
     let (s, v) = server.admin(
@@ -259,8 +322,21 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     let plain_key = a["diskKey"].as_str().unwrap().to_string();
     assert_ne!(plain_key, disk_key);
 
-    // Deleting the VM keeps its disk, Unattached; then the disk may go.
+    // Deleting the VM keeps its disk, Unattached; then the disk may go. The snapshot its host
+    // never took fails with the reason.
     assert_eq!(server.admin("DELETE", &vm, None).0, 200);
+    let (_, v) = server.admin("GET", &snap, None);
+    assert_eq!(
+        (
+            v["properties"]["provisioningState"].as_str(),
+            v["properties"]["failureReason"].as_str()
+        ),
+        (
+            Some("Failed"),
+            Some("the VM was deleted before its host took the snapshot")
+        ),
+        "{v}"
+    );
     let (_, d) = server.admin("GET", &disk("secret"), None);
     assert_eq!(d["properties"]["diskState"], "Unattached", "{d}");
     assert_eq!(server.admin("DELETE", &disk("secret"), None).0, 200);
