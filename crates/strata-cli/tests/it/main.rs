@@ -1007,7 +1007,8 @@ fn network_cli_nsg_rules_flow_verify_effective_rules_and_reachability() {
 /// Issue 4's CLI on the default-network path, on `strata up --dev-tpm --hypervisor sim` (a
 /// Trusted development host whose VMs are simulated: no boot, so no timing cost): `vm create`
 /// with no network arguments makes `default-vnet`, `NAME-nic` and its own deny-by-default NSG;
-/// list, show, stop, start, console-log, delete; the NIC and its NSG go with the VM.
+/// list, show, stop, start, console-log, snapshot create/list/export and a disk from it,
+/// delete; the NIC and its NSG go with the VM.
 #[test]
 fn vm_cli_default_network_lifecycle_on_a_dev_host() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1121,6 +1122,67 @@ fn vm_cli_default_network_lifecycle_on_a_dev_host() {
     });
     assert_eq!(console["host"], host.as_str(), "{console}");
     assert!(console["consoleTail"].is_string(), "{console}");
+
+    // A snapshot of the running VM's disk (the simulated host's stand-in: an empty encrypted
+    // qcow2 made with qemu-img), exported still encrypted, and a disk made from it.
+    let snap = up.cli_json(&[
+        "snapshot", "create", "-n", "s1", "-g", "app", "--vm", "web1",
+    ]);
+    let p = &snap["properties"];
+    assert_eq!(p["provisioningState"], "Succeeded", "{snap}");
+    assert_eq!(
+        p["encryption"]["type"], "EncryptionAtRestWithPlatformKey",
+        "{snap}"
+    );
+    assert!(p["sizeBytes"].as_u64().unwrap() > 0, "{snap}");
+    assert_eq!(
+        names(&up.cli_json(&["snapshot", "list", "-g", "app"])),
+        ["s1"]
+    );
+    let out = tmp.path().join("s1.qcow2");
+    let out_s = out.to_str().unwrap();
+    let (ok, _, err) = up.cli(&[
+        "snapshot", "export", "-n", "s1", "-g", "app", "--out", out_s,
+    ]);
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len() as u64, p["sizeBytes"].as_u64().unwrap());
+    assert!(bytes.starts_with(b"QFI\xfb"), "a qcow2");
+    assert_eq!(
+        &bytes[32..36],
+        &[0, 0, 0, 2],
+        "LUKS-encrypted (qcow2 crypt_method 2)"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (ok, _, err) = up.cli(&[
+        "snapshot", "export", "-n", "s1", "-g", "app", "--out", out_s,
+    ]);
+    assert!(!ok && err.contains("exists"), "never overwrites: {err}");
+    let disk = up.cli_json(&[
+        "disk",
+        "create",
+        "-n",
+        "d1",
+        "-g",
+        "app",
+        "--source-snapshot",
+        "s1",
+    ]);
+    assert!(
+        disk["properties"]["creationData"]["sourceResourceId"]
+            .as_str()
+            .unwrap()
+            .ends_with("/snapshots/s1"),
+        "{disk}"
+    );
+    let (ok, _, err) = up.cli(&["snapshot", "delete", "-n", "s1", "-g", "app", "--yes"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = up.cli(&["disk", "delete", "-n", "d1", "-g", "app"]);
+    assert!(ok, "{err}");
 
     let (ok, _, err) = up.cli(&["vm", "delete", "-n", "web1", "-g", "app"]);
     assert!(!ok && err.contains("--yes"), "{err}");
