@@ -11,7 +11,13 @@
 //!    each disk it wraps under an older version ─▶ rewrap (phase 2): commit the disk's new
 //!                                                 envelope with the key's revision
 //!                                                 asserted unchanged                (audited)
+//!    live, enabled, its current version within ─▶ notify: an audit entry
+//!    the policy's Notify timeBeforeExpiry           `…/keys/nearExpiry/action`, once per
+//!                                                 version (recorded in the key's internal)
 //! ```
+//!
+//! The notice is Azure's `KeyNearExpiry` event on Strata's event channel, the audit log (what
+//! `strata audit list` shows and a SIEM export carries).
 //!
 //! Every action is its own transaction carrying its own audit entry (principal
 //! `strata-system`), guarded by the revision it read: two replicas sweeping at once cannot
@@ -49,6 +55,8 @@ pub struct SweepReport {
     pub rotated: Vec<String>,
     pub rewrapped: Vec<String>,
     pub purged: Vec<String>,
+    /// Keys whose current version entered its Notify window (noticed once per version).
+    pub notified: Vec<String>,
     /// Actions that failed or conflicted, with the reason (retried on the next sweep).
     pub failed: Vec<String>,
 }
@@ -74,6 +82,7 @@ pub fn sweep(app: &App, now: i64) -> SweepReport {
             rotated = report.rotated.len(),
             rewrapped = report.rewrapped.len(),
             purged = report.purged.len(),
+            notified = report.notified.len(),
             failed = report.failed.len(),
             "key sweep"
         );
@@ -211,7 +220,79 @@ fn sweep_key(app: &App, rec: &Record, now: i64, report: &mut SweepReport) -> Res
         key_revision = committed;
         report.rotated.push(doc.id.clone());
     }
-    rewrap_disks(app, &rec.key, key_revision, &vault, &name, report)
+    rewrap_disks(app, &rec.key, key_revision, &vault, &name, report)?;
+    notify_near_expiry(app, &rec.key, now, report)
+}
+
+/// Where a key's `internal` records the version a near-expiry notice was given for.
+const NOTIFIED: &str = "nearExpiryNoticeVersion";
+
+/// The rotation policy's `Notify` action: once the key's current version is within
+/// `timeBeforeExpiry` of its expiry, one audit entry per version says so.
+fn notify_near_expiry(
+    app: &App,
+    key_storage_key: &str,
+    now: i64,
+    report: &mut SweepReport,
+) -> Result<(), ApiError> {
+    // Re-read: a rotation or rewrap above may have moved the key on.
+    let Some(rec) = app.store.get(key_storage_key).map_err(|e| {
+        log_chain("key sweep: store read failed", &e);
+        ApiError::internal()
+    })?
+    else {
+        return Ok(());
+    };
+    let mut doc = Doc::parse(&rec.body)?;
+    let vault = stored_vault_of(&doc)?;
+    let id = ResourceId::parse(&doc.id).map_err(|_| ApiError::internal())?;
+    let name = id.name().unwrap_or_default().to_ascii_lowercase();
+    let Some(key) = vault
+        .key(&name)
+        .filter(|k| k.deleted().is_none() && k.enabled())
+    else {
+        return Ok(());
+    };
+    let current = key.current_version();
+    let (Some(before), Some(expires)) = (
+        key.rotation_policy()
+            .and_then(|p| p.notify_before_expiry_secs),
+        key.version(current).and_then(|v| v.expires()),
+    ) else {
+        return Ok(());
+    };
+    if now < expires.saturating_sub(before)
+        || doc.internal.get(NOTIFIED).and_then(Value::as_u64) == Some(u64::from(current))
+    {
+        return Ok(());
+    }
+    let Some(internal) = doc.internal.as_object_mut() else {
+        return Err(ApiError::internal());
+    };
+    internal.insert(NOTIFIED.into(), json!(current));
+    let expires_at = strata_types::time::rfc3339(expires);
+    let days = (expires - now).max(0) / 86_400;
+    commit(
+        app,
+        vec![Op::Put {
+            key: rec.key.clone(),
+            rtype: rec.rtype.clone(),
+            parent: rec.parent.clone(),
+            body: doc.to_json()?,
+            pre: Precondition::Revision(rec.revision),
+        }],
+        entry(
+            &Kind::VaultKey.action("nearExpiry/action"),
+            &doc.id,
+            ("success", 200),
+            &format!(
+                "key near expiry: version {current} expires at {expires_at} (in {days} days); rotate it or extend its expiry (rotation policy Notify)"
+            ),
+            json!({ "id": doc.id, "version": current, "expires": expires_at, "event": "KeyNearExpiry" }),
+        ),
+    )?;
+    report.notified.push(doc.id.clone());
+    Ok(())
 }
 
 /// Phase two: every disk wrapped by this key under an older version moves to the current one.

@@ -195,8 +195,8 @@ pub struct RotationPolicy {
     /// Each new version expires this long after it is created (`expiryTime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_secs: Option<i64>,
-    /// `Notify` this long before expiry: recorded and shown; Strata has no notification
-    /// channel yet.
+    /// `Notify` this long before expiry: the control plane's key sweep writes one
+    /// `nearExpiry` audit entry per version once it is that close.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_before_expiry_secs: Option<i64>,
 }

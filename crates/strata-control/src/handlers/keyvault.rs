@@ -552,9 +552,19 @@ fn key_doc(
 ) -> Result<Doc, ApiError> {
     let props = key_properties(id, vault)?;
     let mut doc = new_doc(ctx, id, Kind::VaultKey, existing, props);
-    doc.internal =
-        json!({ "vault": serde_json::to_value(vault).map_err(|_| ApiError::internal())? });
+    doc.internal = internal_with(existing.map(|d| &d.internal), vault)?;
     Ok(doc)
+}
+
+/// A key's `internal`: its vault document, and what else the earlier one held (the key
+/// sweep's record of near-expiry notices, `keysweep`).
+fn internal_with(earlier: Option<&Value>, vault: &Vault) -> Result<Value, ApiError> {
+    let mut internal = earlier
+        .filter(|v| v.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    internal["vault"] = serde_json::to_value(vault).map_err(|_| ApiError::internal())?;
+    Ok(internal)
 }
 
 /// A key's stored document after a change made outside a request (the key sweep): its
@@ -562,8 +572,7 @@ fn key_doc(
 pub fn key_doc_by(id: &ResourceId, doc: &Doc, vault: &Vault, by: &str) -> Result<Doc, ApiError> {
     let mut out = doc.clone();
     out.properties = key_properties(id, vault)?;
-    out.internal =
-        json!({ "vault": serde_json::to_value(vault).map_err(|_| ApiError::internal())? });
+    out.internal = internal_with(Some(&doc.internal), vault)?;
     out.system_data.last_modified_by = by.to_string();
     out.system_data.last_modified_at = strata_types::time::now_rfc3339();
     Ok(out)

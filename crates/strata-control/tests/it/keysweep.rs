@@ -274,3 +274,80 @@ fn the_key_sweep_rotates_due_keys_rewraps_their_disks_and_purges_expired_keys() 
         "{text}"
     );
 }
+
+/// The rotation policy's Notify action: once the current version is within `timeBeforeExpiry`
+/// of its expiry, the sweep audits a near-expiry notice, once per version (a change to the key
+/// does not repeat it); the version a rotation makes gets its own.
+#[test]
+fn near_expiry_is_noticed_once_per_version() {
+    let server = Server::start();
+    let app = || server.running().app.clone();
+    let rg = server.rg("notice");
+    assert_eq!(
+        server
+            .admin("PUT", &rg, Some(json!({ "location": "local" })))
+            .0,
+        201
+    );
+    let vault = format!("{rg}/providers/Strata.KeyVault/vaults/kv");
+    assert_eq!(
+        server
+            .admin("PUT", &vault, Some(json!({ "properties": {} })))
+            .0,
+        201
+    );
+    let key = format!("{vault}/keys/expiring");
+    let policy = json!({
+        "lifetimeActions": [
+            { "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Notify" } },
+        ],
+        "attributes": { "expiryTime": "P30D" },
+    });
+    let (s, v) = server.admin(
+        "PUT",
+        &key,
+        Some(json!({ "properties": { "kty": "oct", "rotationPolicy": policy } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let notices = || {
+        sweep_entries(&server)
+            .into_iter()
+            .filter(|e| e.action.ends_with("keys/nearExpiry/action"))
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let t0 = strata_types::time::now_unix();
+    // 22 days in: 8 days left, outside the window.
+    assert_eq!(sweep(&app(), t0 + 22 * DAY), SweepReport::default());
+    assert!(notices().is_empty());
+    // 24 days in: 6 days left, one notice naming the version and its expiry.
+    let report = sweep(&app(), t0 + 24 * DAY);
+    assert_eq!(report.notified.len(), 1, "{report:?}");
+    let n = notices();
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0]["details"]["version"], 1, "{n:?}");
+    assert_eq!(n[0]["details"]["event"], "KeyNearExpiry", "{n:?}");
+    assert!(
+        n[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("version 1 expires"),
+        "{n:?}"
+    );
+    // Not again for the same version, even after the key document changes.
+    let (s, v) = server.admin("PATCH", &key, Some(json!({ "tags": { "owner": "ops" } })));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(sweep(&app(), t0 + 25 * DAY), SweepReport::default());
+    assert_eq!(notices().len(), 1);
+    // Rotated (now, on the real clock): the new version has its own 30 days and its own
+    // notice, in its own window.
+    let (s, v) = server.admin("POST", &format!("{key}/rotate"), Some(json!({})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["properties"]["currentVersion"], 2, "{v}");
+    assert_eq!(sweep(&app(), t0 + 22 * DAY), SweepReport::default());
+    let report = sweep(&app(), t0 + 24 * DAY);
+    assert_eq!(report.notified.len(), 1, "{report:?}");
+    let n = notices();
+    assert_eq!(n.len(), 2, "{n:?}");
+    assert!(n.iter().any(|e| e["details"]["version"] == 2), "{n:?}");
+}
