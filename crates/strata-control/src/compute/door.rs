@@ -46,6 +46,7 @@ pub fn assigned(
     }
     let keys = vms_on(app, host)?;
     let mut out = Vec::new();
+    let mut releases = Vec::new();
     // (index in `out`, subscription key, interface ids) of VMs with interfaces.
     let mut with_nics: Vec<(usize, String, Vec<String>)> = Vec::new();
     for key in keys {
@@ -150,6 +151,14 @@ pub fn assigned(
                 );
             }
         }
+        releases.push(release_entry(
+            app,
+            host,
+            &doc,
+            &rec.key,
+            &vm,
+            internal.generation,
+        ));
         let nics: Vec<String> = doc
             .properties
             .pointer("/networkProfile/networkInterfaces")
@@ -167,7 +176,75 @@ pub fn assigned(
         out.push(vm);
     }
     let network = host_network(app, &mut out, &with_nics)?;
+    let releases: Vec<AuditEntry> = releases.into_iter().flatten().collect();
+    if !releases.is_empty() {
+        app.audit_only(releases);
+    }
     Ok((out, network))
+}
+
+/// The audit entry for releasing `vm`'s keys to `host`, when what is released changed since
+/// the last one this replica audited (another host, generation or disk): each release is
+/// audited once, not on every poll. Names the keys, never their material.
+fn release_entry(
+    app: &App,
+    host: &str,
+    doc: &Doc,
+    vm_key: &str,
+    entry: &Value,
+    generation: u64,
+) -> Option<AuditEntry> {
+    let disk_key = entry.get("diskKey").is_some();
+    let vtpm_key = entry.get("vTpmKey").is_some();
+    if !disk_key && !vtpm_key {
+        return None;
+    }
+    let disk = super::disks::os_disk_of(doc);
+    let fingerprint = format!("{host}|{generation}|{disk:?}|{disk_key}|{vtpm_key}");
+    {
+        let mut released = app
+            .fabric
+            .released
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if released.get(vm_key) == Some(&fingerprint) {
+            return None;
+        }
+        released.insert(vm_key.to_owned(), fingerprint);
+    }
+    let encryption = match &disk {
+        Some(d) => app
+            .store
+            .get(d)
+            .ok()
+            .flatten()
+            .and_then(|r| Doc::parse(&r.body).ok())
+            .and_then(|d| d.properties.get("encryption").cloned())
+            .unwrap_or(Value::Null),
+        None => json!({ "type": super::disks::PLATFORM_KEY }),
+    };
+    Some(AuditEntry {
+        seq: 0,
+        time: strata_types::time::now_rfc3339(),
+        request_id: format!("release-{}", uuid::Uuid::new_v4().simple()),
+        principal_id: None,
+        principal_name: Some(format!("agent:{host}")),
+        client_ip: None,
+        category: "keyOperation".into(),
+        action: "Strata.Compute/virtualMachines/keyRelease/action".into(),
+        scope: doc.id.clone(),
+        outcome: "success".into(),
+        status: 200,
+        reason: format!(
+            "keys released to Trusted host {host} over its attestation-bound mTLS identity"
+        ),
+        details: json!({
+            "host": host,
+            "generation": generation,
+            "diskKey": disk_key.then(|| json!({ "disk": disk, "encryption": encryption })),
+            "vTpmKey": vtpm_key,
+        }),
+    })
 }
 
 /// Adds each VM's `networkInterfaces` and returns the host's `network` (`network::host`). An

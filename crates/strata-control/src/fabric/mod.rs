@@ -177,6 +177,9 @@ pub struct Fabric {
     pub audit_gate: crate::ratelimit::RateLimiter,
     /// Hosts an operator asked to attest now: name → time of the request.
     pub attest_requests: Mutex<HashMap<String, i64>>,
+    /// What each VM's keys were last released as (host, generation, disk): a release is
+    /// audited when this changes, not on every poll (`compute::door::assigned`).
+    pub released: Mutex<HashMap<String, String>>,
 }
 
 /// How long a nonce stays usable.
@@ -234,6 +237,7 @@ impl Fabric {
             limiter: crate::ratelimit::RateLimiter::new(5.0, 20.0),
             audit_gate: crate::ratelimit::RateLimiter::new(1.0, 20.0),
             attest_requests: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashMap::new()),
         })
     }
 

@@ -117,6 +117,37 @@ fn keys_reach_only_the_trusted_host_and_every_refusal_is_audited() {
     );
     let disk_key = entry["diskKey"].as_str().unwrap().to_string();
     assert!(refusals(&server, "host-a").is_empty());
+    // The release is audited once (not on every poll), naming the host and the keys released,
+    // never their material.
+    assert_eq!(assignments(&server, &a1, "host-a").unwrap().0, 200);
+    let released: Vec<_> = server
+        .running()
+        .app
+        .store
+        .audit_rows(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .map(|r| serde_json::from_slice::<strata_audit::AuditEntry>(&r.entry).unwrap())
+        .filter(|e| e.action == "Strata.Compute/virtualMachines/keyRelease/action")
+        .collect();
+    assert_eq!(released.len(), 1, "{released:?}");
+    let r = &released[0];
+    assert_eq!(
+        (r.principal_name.as_deref(), r.outcome.as_str()),
+        (Some("agent:host-a"), "success")
+    );
+    assert!(r.scope.eq_ignore_ascii_case(&vm), "{r:?}");
+    assert_eq!(r.details["vTpmKey"], true, "{r:?}");
+    assert_eq!(
+        r.details["diskKey"]["encryption"]["type"], "EncryptionAtRestWithPlatformKey",
+        "{r:?}"
+    );
+    let text = serde_json::to_string(r).unwrap();
+    assert!(
+        !text.contains(&disk_key),
+        "a released key is in the audit log"
+    );
+    assert!(!text.contains(entry["vTpmKey"].as_str().unwrap()));
 
     // Another Trusted host: its own list does not hold the VM, and host-a's list is refused.
     let b1 = b.certificate_client().unwrap();
