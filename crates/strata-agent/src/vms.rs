@@ -744,6 +744,15 @@ impl VmHost {
         };
         host.adopt();
         host.find_leftovers();
+        // Snapshot files an earlier run left half-made or unsent: taken again if still asked for.
+        if let Ok(entries) = std::fs::read_dir(snapshot_work_dir(&host.cfg)) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("strata-snapshot-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         host
     }
 
@@ -862,6 +871,7 @@ impl VmHost {
         let Some(sink) = cp.snapshot_sink() else {
             return;
         };
+        let work = snapshot_work_dir(&self.cfg);
         for d in &a.vms {
             for token in &d.snapshots {
                 let fresh = self
@@ -874,13 +884,15 @@ impl VmHost {
                 }
                 let (driver, sink, running) =
                     (self.driver.clone(), sink.clone(), self.snapshots.clone());
-                let (token, vm) = (token.clone(), d.vm_id.clone());
+                let (token, vm, work) = (token.clone(), d.vm_id.clone(), work.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("snapshot-{vm}"))
                     .spawn(move || {
                         // A delivered token stays (an assignment fetched before the control
                         // plane took it may still list it); an undelivered one is retried.
-                        if !snapshot_worker(driver.as_ref(), sink.as_ref(), &vm, &token) {
+                        if !snapshot_worker(driver.as_ref(), sink.as_ref(), &vm, &token, &work) {
+                            // Not straight away: a copy is expensive.
+                            std::thread::sleep(SNAPSHOT_RETRY);
                             running
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
@@ -1278,15 +1290,40 @@ pub fn run_with_vms(
     }
 }
 
-/// The Have and power state of a VM that is not failed.
+/// How long an undelivered snapshot waits before it is taken again.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(30);
+
+/// Where snapshots are made before they are sent: beside the VMs' directories (same file
+/// system, sized for disks), not /tmp. Root's, 0711: a VM's uid may open the file made for it
+/// there but never add, rename or replace an entry (`strata_compute::snapshot`).
+fn snapshot_work_dir(cfg: &VmHostConfig) -> PathBuf {
+    match &cfg.vm_dir {
+        Some(dir) => dir
+            .parent()
+            .map_or_else(std::env::temp_dir, |p| p.join("snapshot-work")),
+        None => std::env::temp_dir().join("strata-snapshot-work"),
+    }
+}
+
 /// One snapshot: copy, send, remove. The file is root's, 0600, and ciphertext only.
 fn snapshot_worker(
     driver: &dyn Hypervisor,
     sink: &dyn SnapshotSink,
     vm: &VmId,
     token: &str,
+    work: &Path,
 ) -> bool {
-    let out = std::env::temp_dir().join(format!("strata-snapshot-{token}.qcow2"));
+    use std::os::unix::fs::DirBuilderExt as _;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(work)
+        .and_then(|()| std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o711)));
+    if let Err(e) = made {
+        tracing::warn!(%vm, dir = %work.display(), error = %e, "cannot make the snapshot work directory");
+        return false;
+    }
+    let out = work.join(format!("strata-snapshot-{token}.qcow2"));
     let _ = std::fs::remove_file(&out);
     tracing::info!(%vm, "taking a snapshot of the OS disk");
     let sent = match driver.snapshot(vm, &out) {
@@ -1313,6 +1350,7 @@ fn snapshot_worker(
     }
 }
 
+/// The Have and power state of a VM that is not failed.
 fn settled(s: &VmState) -> (Have, PowerState) {
     match s {
         VmState::Created => (Have::Created, PowerState::Stopped),

@@ -160,9 +160,17 @@ pub const ALL: &[ActionInfo] = &[
         "Strata.Compute/virtualMachines/deallocate/action",
         "Deallocate a virtual machine and release its compute",
     ),
+    mgmt(
+        "Strata.Compute/virtualMachines/beginGetAccess/action",
+        "Copy a virtual machine's OS disk data (into a snapshot)",
+    ),
     mgmt("Strata.Compute/disks/read", "List or read disks"),
     mgmt("Strata.Compute/disks/write", "Create or update disks"),
     mgmt("Strata.Compute/disks/delete", "Delete disks"),
+    mgmt(
+        "Strata.Compute/disks/beginGetAccess/action",
+        "Copy a disk's data (into a snapshot)",
+    ),
     mgmt("Strata.Compute/snapshots/read", "List or read snapshots"),
     mgmt(
         "Strata.Compute/snapshots/write",
@@ -171,7 +179,7 @@ pub const ALL: &[ActionInfo] = &[
     mgmt("Strata.Compute/snapshots/delete", "Delete snapshots"),
     mgmt(
         "Strata.Compute/snapshots/beginGetAccess/action",
-        "Download a snapshot's bytes (they stay encrypted)",
+        "Download a snapshot's bytes (they stay encrypted) or copy it into a disk",
     ),
     mgmt("Strata.Compute/images/read", "List or read images"),
     mgmt("Strata.Compute/images/write", "Create or update images"),

@@ -259,6 +259,9 @@ struct Vm {
     state: VmState,
     procs: Option<Procs>,
     command_line: Option<String>,
+    /// Held while the disk is copied for a snapshot (`Hypervisor::snapshot`); a start or a
+    /// delete waits for it. Taken before the VM's own lock, never while holding it.
+    disk_lock: Arc<Mutex<()>>,
 }
 
 /// The QEMU driver; VMs it started are killed when it is dropped.
@@ -349,6 +352,7 @@ impl QemuDriver {
                 state,
                 procs,
                 command_line: record.command_line,
+                disk_lock: Arc::new(Mutex::new(())),
             };
             self.save(&vm);
             lock(&self.vms).insert(id, Arc::new(Mutex::new(vm)));
@@ -1020,6 +1024,7 @@ impl Hypervisor for QemuDriver {
             state: VmState::Created,
             procs: None,
             command_line: None,
+            disk_lock: Arc::new(Mutex::new(())),
         };
         self.save(&vm);
         vms.insert(vm.spec.id.clone(), Arc::new(Mutex::new(vm)));
@@ -1028,6 +1033,8 @@ impl Hypervisor for QemuDriver {
 
     fn start(&self, id: &VmId) -> Result<VmState, HypervisorError> {
         let vm = self.vm(id)?;
+        let disk_lock = lock(&vm).disk_lock.clone();
+        let _no_copy = lock(&disk_lock);
         let mut vm = lock(&vm);
         match vm.state {
             VmState::Created | VmState::Stopped | VmState::Failed { .. } => {}
@@ -1137,29 +1144,84 @@ impl Hypervisor for QemuDriver {
     }
 
     fn snapshot(&self, id: &VmId, out: &Path) -> Result<(), HypervisorError> {
+        use crate::snapshot::LiveCopy;
         let vm = self.vm(id)?;
-        let mut vm = lock(&vm);
-        let key = vm
-            .spec
-            .disk_key
-            .clone()
-            .ok_or_else(|| HypervisorError::MissingDiskKey(id.clone()))?;
-        let vm = &mut *vm;
-        match vm.procs.as_mut() {
-            None => crate::snapshot::export_encrypted(&vm.files.disk, out, &key),
-            Some(procs) => crate::snapshot::live_backup(
-                id,
-                &mut procs.qmp,
-                &vm.files.dir,
-                &vm.sandbox,
-                &key,
-                out,
-            ),
+        // Only brief holds of the VM's lock: the host's loop reads every VM's state each tick.
+        let (disk_lock, key, disk, sandbox) = {
+            let v = lock(&vm);
+            let key = v
+                .spec
+                .disk_key
+                .clone()
+                .ok_or_else(|| HypervisorError::MissingDiskKey(id.clone()))?;
+            (
+                v.disk_lock.clone(),
+                key,
+                v.files.disk.clone(),
+                v.sandbox.clone(),
+            )
+        };
+        let _copying = lock(&disk_lock);
+        let with_qmp = |f: &mut dyn FnMut(&mut QmpClient) -> Result<(), HypervisorError>| {
+            let mut v = lock(&vm);
+            match v.procs.as_mut() {
+                Some(p) => f(&mut p.qmp),
+                None => Err(HypervisorError::Start(
+                    "the VM stopped while its disk was being copied".into(),
+                )),
+            }
+        };
+        let mut size = None;
+        let running = with_qmp(&mut |q| {
+            size = Some(crate::snapshot::live_disk_size(id, q)?);
+            Ok(())
+        });
+        let Some(size) = size.filter(|_| running.is_ok()) else {
+            // Stopped (nothing else starts it while the copy runs): copied offline.
+            return crate::snapshot::copy_stopped(&disk, out, &key, &sandbox);
+        };
+        let copy = LiveCopy::prepare(out, &sandbox, &key, size)?;
+        let mut outcome = with_qmp(&mut |q| copy.start(id, q));
+        let deadline = Instant::now() + crate::snapshot::live_limit();
+        while outcome.is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut done = None;
+            if let Err(e) = with_qmp(&mut |q| {
+                done = LiveCopy::poll(id, q)?;
+                Ok(())
+            }) {
+                outcome = Err(e);
+                break;
+            }
+            if let Some(result) = done {
+                outcome = result;
+                break;
+            }
+            if Instant::now() > deadline {
+                outcome = Err(HypervisorError::Start(format!(
+                    "the disk copy did not finish within {} s",
+                    crate::snapshot::live_limit().as_secs()
+                )));
+            }
+        }
+        // Always: no job or node of this copy stays in the VM's QEMU.
+        let _ = with_qmp(&mut |q| {
+            LiveCopy::cleanup(q);
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => copy.finish(),
+            Err(e) => {
+                copy.abandon();
+                Err(e)
+            }
         }
     }
 
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
         let vm = self.vm(id)?;
+        let disk_lock = lock(&vm).disk_lock.clone();
+        let _no_copy = lock(&disk_lock);
         let mut guard = lock(&vm);
         if let Some(procs) = guard.procs.take() {
             teardown(procs, Duration::ZERO);
@@ -1232,6 +1294,7 @@ mod tests {
             state: VmState::Created,
             procs: None,
             command_line: None,
+            disk_lock: Arc::new(Mutex::new(())),
         };
         let driver = QemuDriver {
             config: QemuConfig {

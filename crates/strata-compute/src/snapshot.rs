@@ -5,7 +5,7 @@
 //! A snapshot is a standalone qcow2 — the base's contents folded in, no backing file —
 //! encrypted under the same disk key with a fresh LUKS master key. Two ways to make one:
 //!
-//! - a stopped VM ([`export_encrypted`]): `qemu-img convert`, the key on a pipe:
+//! - a stopped VM (`copy_stopped`): `qemu-img convert`, the key on a pipe:
 //!
 //! ```text
 //!  qemu-img convert  --object secret,id=disk0-key,file=/dev/fd/3      (the key: a pipe)
@@ -13,16 +13,22 @@
 //!                    -O qcow2 -o encrypt.format=luks,encrypt.key-secret=…   EXPORT
 //! ```
 //!
-//! - a running VM ([`live_backup`]): the VM keeps running; its QEMU copies the disk as it is
+//! - a running VM ([`LiveCopy`]): the VM keeps running; its QEMU copies the disk as it is
 //!   at that instant (crash-consistent) into a new encrypted qcow2 opened with the secret
 //!   object QEMU already holds, through the QMP monitor:
 //!
 //! ```text
-//!  qemu-img create -f qcow2 -o encrypt.format=luks,…  TARGET SIZE   (key on a pipe; VM's uid)
+//!  qemu-img create -f qcow2 -o encrypt.format=luks,…  TARGET SIZE   (key on a pipe)
 //!  blockdev-add    {driver: qcow2, node-name: strata-snap, file: TARGET, encrypt: disk0-key}
 //!  blockdev-backup {device: disk0, target: strata-snap, sync: full}  → query-jobs: concluded
-//!  job-dismiss, blockdev-del                                         → TARGET is the snapshot
+//!  job-cancel/job-dismiss, blockdev-del (always)                     → TARGET is the snapshot
 //! ```
+//!
+//! The VM's QEMU (its uid) or, for a stopped VM, `qemu-img` running as the VM's uid (the
+//! overlay is the VM's own file, its header the VM's to write: whatever it names, the copy
+//! reads only what that uid may) writes TARGET: a file made new for that uid in a directory
+//! only root may change, so nothing the VM does can point root's later steps (take the file
+//! back, rename it) at another file.
 //!
 //! Decrypted bytes exist only inside `qemu-img`'s or the VM's own QEMU's memory; the key
 //! reaches a tool only through an inherited pipe (never argv, environment or a file). A
@@ -35,7 +41,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -136,7 +142,7 @@ fn qmp_err(id: &VmId) -> impl FnOnce(crate::qmp::QmpError) -> HypervisorError + 
 }
 
 /// The virtual size of the running VM's OS disk, from QEMU (`query-block`).
-fn live_disk_size(id: &VmId, qmp: &mut QmpClient) -> Result<u64, HypervisorError> {
+pub(crate) fn live_disk_size(id: &VmId, qmp: &mut QmpClient) -> Result<u64, HypervisorError> {
     let blocks = qmp.execute("query-block", None).map_err(qmp_err(id))?;
     blocks
         .as_array()
@@ -148,73 +154,165 @@ fn live_disk_size(id: &VmId, qmp: &mut QmpClient) -> Result<u64, HypervisorError
         .ok_or_else(|| HypervisorError::Start(format!("VM {id} has no {DISK_DRIVE} drive")))
 }
 
-/// Copies a running VM's OS disk into `out` (which must not exist) through its QEMU: see the
-/// module documentation. The copy is made in the VM's directory as the VM's uid (its QEMU
-/// writes it), then handed to root and moved to `out`.
-pub fn live_backup(
-    id: &VmId,
-    qmp: &mut QmpClient,
-    vm_dir: &Path,
-    sandbox: &VmSandbox,
-    key: &DiskKey,
-    out: &Path,
-) -> Result<(), HypervisorError> {
+/// Refuses a directory a VM's uid could change: the snapshot's file is made there for the
+/// VM's QEMU (or `qemu-img` as the VM's uid) to write, and root acts on it by path afterwards,
+/// so nobody but root may add, rename or replace entries in it.
+fn check_root_dir(dir: &Path) -> Result<(), HypervisorError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(crate::hypervisor::io(format!("inspect {}", dir.display())))?;
+    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(HypervisorError::Start(format!(
+            "{} must be a directory owned by root and writable by nobody else",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Makes the empty file the VM's uid writes the snapshot into: `out` with `.partial`, beside
+/// it, created new (no file or link of that name can pre-exist in a root-only directory)
+/// and handed to the VM's uid through its descriptor.
+fn prepare_target(out: &Path, sandbox: &VmSandbox) -> Result<std::path::PathBuf, HypervisorError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = out.parent().unwrap_or(Path::new("."));
+    check_root_dir(dir)?;
     if out.exists() {
         return Err(HypervisorError::Start(format!(
             "{} exists; a snapshot never overwrites",
             out.display()
         )));
     }
-    let size = live_disk_size(id, qmp)?;
-    let target = vm_dir.join("snapshot.partial.qcow2");
-    let _ = std::fs::remove_file(&target);
-    create_encrypted_image(&target, key, size)?;
-    sandbox.own(&target, 0o600)?;
-    let copied = copy_live(id, qmp, &target);
-    // Whatever happened, the node goes (a failed job was dismissed or cancelled above).
-    let _ = qmp.execute("blockdev-del", Some(json!({ "node-name": SNAP_NODE })));
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&target);
-        return Err(e);
-    }
-    let moved = (|| {
-        std::os::unix::fs::chown(&target, Some(0), Some(0))?;
-        match std::fs::rename(&target, out) {
-            Ok(()) => Ok(()),
-            // Another file system: copy, then remove.
-            Err(_) => std::fs::copy(&target, out).and_then(|_| std::fs::remove_file(&target)),
-        }
+    let partial = out.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&partial)
+        .map_err(crate::hypervisor::io(format!(
+            "create {}",
+            partial.display()
+        )))?;
+    std::os::unix::fs::fchown(&file, Some(sandbox.uid), Some(sandbox.gid)).map_err(
+        crate::hypervisor::io(format!("chown {}", partial.display())),
+    )?;
+    Ok(partial)
+}
+
+/// Takes the finished `partial` back for root (through a descriptor opened without following
+/// links) and renames it to `out` in the same directory.
+fn finish_target(partial: &Path, out: &Path) -> Result<(), HypervisorError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let taken = (|| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(partial)?;
+        std::os::unix::fs::fchown(&file, Some(0), Some(0))?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::fs::rename(partial, out)
     })();
-    moved.map_err(|e| {
-        let _ = std::fs::remove_file(&target);
+    taken.map_err(|e| {
+        let _ = std::fs::remove_file(partial);
         crate::hypervisor::io(format!("move the snapshot to {}", out.display()))(e)
     })
 }
 
-fn copy_live(id: &VmId, qmp: &mut QmpClient, target: &Path) -> Result<(), HypervisorError> {
-    qmp.execute(
-        "blockdev-add",
-        Some(json!({
-            "driver": "qcow2",
-            "node-name": SNAP_NODE,
-            "file": { "driver": "file", "filename": target.display().to_string() },
-            "encrypt": { "format": "luks", "key-secret": DISK_SECRET_ID },
-        })),
-    )
-    .map_err(qmp_err(id))?;
-    qmp.execute(
-        "blockdev-backup",
-        Some(json!({
-            "job-id": SNAP_NODE,
-            "device": DISK_DRIVE,
-            "target": SNAP_NODE,
-            "sync": "full",
-            "auto-dismiss": false,
-        })),
-    )
-    .map_err(qmp_err(id))?;
-    let deadline = Instant::now() + LIVE_BACKUP_LIMIT;
-    let outcome = loop {
+/// A stopped VM's disk copied to `out` by `qemu-img convert` running as the VM's own uid (the
+/// overlay is the VM's file: whatever its header names, the copy reads only what the VM's uid
+/// may read). `out`'s directory must be root's alone.
+pub(crate) fn copy_stopped(
+    disk: &Path,
+    out: &Path,
+    key: &DiskKey,
+    sandbox: &VmSandbox,
+) -> Result<(), HypervisorError> {
+    let partial = prepare_target(out, sandbox)?;
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-q", "--object"])
+        .arg(secret_object())
+        .arg("--image-opts")
+        .arg(image_opts(disk))
+        .args(["-O", "qcow2", "-o"])
+        .arg(format!(
+            "encrypt.format=luks,encrypt.key-secret={DISK_SECRET_ID},encrypt.iter-time={LUKS_ITER_TIME_MS}"
+        ))
+        .arg(&partial);
+    sandbox.drop_privileges(&mut cmd);
+    let ran = hand_secret(&mut cmd, key.passphrase().as_bytes(), Some(sandbox))
+        .and_then(|()| crate::cmd::run(&mut cmd).map_err(HypervisorError::from));
+    if let Err(e) = ran {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    finish_target(&partial, out)
+}
+
+/// The steps of a live copy (module documentation), each one QMP exchange so that the caller
+/// holds the VM's monitor only briefly: [`LiveCopy::prepare`] (root: the target file),
+/// [`LiveCopy::start`], [`LiveCopy::poll`] until it answers, [`LiveCopy::cleanup`] always,
+/// then [`LiveCopy::finish`] or [`LiveCopy::abandon`].
+pub(crate) struct LiveCopy {
+    partial: std::path::PathBuf,
+    out: std::path::PathBuf,
+}
+
+impl LiveCopy {
+    /// Makes the encrypted target (`size` bytes, the VM's uid's, in `out`'s root-only
+    /// directory).
+    pub(crate) fn prepare(
+        out: &Path,
+        sandbox: &VmSandbox,
+        key: &DiskKey,
+        size: u64,
+    ) -> Result<LiveCopy, HypervisorError> {
+        let partial = prepare_target(out, sandbox)?;
+        // Over the empty file (same owner): root writes a file in a root-only directory.
+        if let Err(e) = create_encrypted_image(&partial, key, size) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        Ok(LiveCopy {
+            partial,
+            out: out.to_owned(),
+        })
+    }
+
+    /// Clears a node or job an interrupted copy left in this QEMU, adds the target (opened
+    /// with the secret object QEMU already holds) and starts the copy.
+    pub(crate) fn start(&self, id: &VmId, qmp: &mut QmpClient) -> Result<(), HypervisorError> {
+        Self::cleanup(qmp);
+        qmp.execute(
+            "blockdev-add",
+            Some(json!({
+                "driver": "qcow2",
+                "node-name": SNAP_NODE,
+                "file": { "driver": "file", "filename": self.partial.display().to_string() },
+                "encrypt": { "format": "luks", "key-secret": DISK_SECRET_ID },
+            })),
+        )
+        .map_err(qmp_err(id))?;
+        qmp.execute(
+            "blockdev-backup",
+            Some(json!({
+                "job-id": SNAP_NODE,
+                "device": DISK_DRIVE,
+                "target": SNAP_NODE,
+                "sync": "full",
+                "auto-dismiss": false,
+            })),
+        )
+        .map_err(qmp_err(id))?;
+        Ok(())
+    }
+
+    /// `None` while the copy runs; its outcome once it has concluded.
+    pub(crate) fn poll(
+        id: &VmId,
+        qmp: &mut QmpClient,
+    ) -> Result<Option<Result<(), HypervisorError>>, HypervisorError> {
         let jobs = qmp.execute("query-jobs", None).map_err(qmp_err(id))?;
         let job = jobs
             .as_array()
@@ -223,34 +321,57 @@ fn copy_live(id: &VmId, qmp: &mut QmpClient, target: &Path) -> Result<(), Hyperv
             .find(|j| j.get("id").and_then(Value::as_str) == Some(SNAP_NODE))
             .cloned();
         let Some(job) = job else {
-            break Err(HypervisorError::Start(
+            return Ok(Some(Err(HypervisorError::Start(
                 "the snapshot job vanished before it concluded".into(),
-            ));
+            ))));
         };
-        if job.get("status").and_then(Value::as_str) == Some("concluded") {
-            break match job.get("error").and_then(Value::as_str) {
-                None => Ok(()),
-                Some(e) => Err(HypervisorError::Start(format!("the disk copy failed: {e}"))),
-            };
+        if job.get("status").and_then(Value::as_str) != Some("concluded") {
+            return Ok(None);
         }
-        if Instant::now() > deadline {
-            let _ = qmp.execute("job-cancel", Some(json!({ "id": SNAP_NODE })));
-            break Err(HypervisorError::Start(format!(
-                "the disk copy did not finish within {} s",
-                LIVE_BACKUP_LIMIT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // A cancelled job needs a moment to conclude before it can be dismissed.
-    for _ in 0..50 {
-        if qmp
-            .execute("job-dismiss", Some(json!({ "id": SNAP_NODE })))
-            .is_ok()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        Ok(Some(match job.get("error").and_then(Value::as_str) {
+            None => Ok(()),
+            Some(e) => Err(HypervisorError::Start(format!("the disk copy failed: {e}"))),
+        }))
     }
-    outcome
+
+    /// Ends whatever is left of a copy in this QEMU: cancels a running job, waits (briefly)
+    /// for it to conclude, dismisses it, removes the target node. Every step may fail harmlessly
+    /// (nothing there).
+    pub(crate) fn cleanup(qmp: &mut QmpClient) {
+        let _ = qmp.execute("job-cancel", Some(json!({ "id": SNAP_NODE })));
+        for _ in 0..100 {
+            let concluded = qmp
+                .execute("query-jobs", None)
+                .ok()
+                .and_then(|j| {
+                    j.as_array()?
+                        .iter()
+                        .find(|j| j.get("id").and_then(Value::as_str) == Some(SNAP_NODE))
+                        .map(|j| j.get("status").and_then(Value::as_str) == Some("concluded"))
+                })
+                // No such job: nothing to wait for.
+                .unwrap_or(true);
+            if concluded {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = qmp.execute("job-dismiss", Some(json!({ "id": SNAP_NODE })));
+        let _ = qmp.execute("blockdev-del", Some(json!({ "node-name": SNAP_NODE })));
+    }
+
+    /// The copy succeeded and was cleaned up: the file becomes root's `out`.
+    pub(crate) fn finish(self) -> Result<(), HypervisorError> {
+        finish_target(&self.partial, &self.out)
+    }
+
+    /// The copy failed: its file goes.
+    pub(crate) fn abandon(self) {
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+/// The longest a live copy may take.
+pub(crate) fn live_limit() -> Duration {
+    LIVE_BACKUP_LIMIT
 }

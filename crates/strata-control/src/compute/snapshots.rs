@@ -114,13 +114,13 @@ fn find_pending(
     )))
 }
 
-/// The upload limit for a snapshot: the largest image the store takes, plus LUKS and qcow2
-/// metadata.
+/// The upload limit for a snapshot: the largest virtual disk the store takes (a full disk's
+/// worth of clusters), plus LUKS and qcow2 metadata.
 pub fn max_bytes(app: &App) -> u64 {
     app.images
         .config()
-        .max_upload_bytes
-        .saturating_add(64 << 20)
+        .max_virtual_bytes
+        .saturating_add(256 << 20)
 }
 
 /// Checks that `token` is pending on `host` before any byte of its upload is read.
@@ -155,7 +155,8 @@ fn settle(
         {
             let mut doc = Doc::parse(&rec.body)?;
             let mut si: SnapshotInternal = crate::docs::internal_of(&doc);
-            if si.token == token {
+            // Only the host asked for it (the VM may have been placed elsewhere since).
+            if si.token == token && si.host == host {
                 update(&mut doc, &mut si);
                 doc.internal = serde_json::to_value(&si).map_err(|_| ApiError::internal())?;
                 ops.push(Op::Put {
@@ -221,6 +222,17 @@ pub fn complete(
             })?;
         strata_compute::import::check_snapshot_header(&head)
     };
+    let header = header.and_then(|h| {
+        let most = app.images.config().max_virtual_bytes;
+        if h.virtual_size > most {
+            Err(format!(
+                "its virtual size {} bytes is over the {most} bytes a disk may have",
+                h.virtual_size
+            ))
+        } else {
+            Ok(h)
+        }
+    });
     let header = match header {
         Ok(h) => h,
         Err(why) => {
@@ -264,6 +276,30 @@ pub fn complete(
         );
     })?;
     Ok(json!({ "accepted": settled.is_some(), "sha256": sha256 }))
+}
+
+/// The upload of `token` could not be received (too long, disk full, …): the snapshot fails
+/// with the reason, so the host does not copy and send it again and again. An upload cut off
+/// in transit (`UploadInterrupted`) stays pending, to be sent again.
+pub fn upload_failed(
+    app: &App,
+    host: &str,
+    token: &str,
+    error: &ApiError,
+    audit: AuditEntry,
+) -> Result<(), ApiError> {
+    if error.code == "UploadInterrupted" {
+        return Ok(());
+    }
+    let reason = format!("the host's upload was refused: {}", error.message);
+    let mut entry = audit;
+    entry.outcome = "failure".into();
+    entry.status = error.status;
+    entry.reason = reason.clone();
+    settle(app, host, token, entry, &|doc, _| {
+        set_state(doc, "Failed", &[("failureReason", json!(reason))]);
+    })
+    .map(|_| ())
 }
 
 /// `POST hosts/{host}/snapshots/{token}/failed`: the host could not take it.
@@ -321,6 +357,33 @@ pub fn fail_pending_on_vm_delete(app: &App, vm: &Doc) -> Result<Vec<Op>, ApiErro
         });
     }
     Ok(ops)
+}
+
+/// The write that takes a deleted snapshot's token off its VM (the host need not copy it any
+/// more), if it is still pending.
+pub fn drop_pending_on_delete(app: &App, snapshot: &Doc) -> Result<Option<Op>, ApiError> {
+    let si: SnapshotInternal = crate::docs::internal_of(snapshot);
+    if si.content.is_some() || si.vm.is_empty() {
+        return Ok(None);
+    }
+    let Some(rec) = read(app, &si.vm)? else {
+        return Ok(None);
+    };
+    let mut vm = Doc::parse(&rec.body)?;
+    let mut internal: VmInternal = crate::docs::internal_of(&vm);
+    let before = internal.snapshots.len();
+    internal.snapshots.retain(|p| p.token != si.token);
+    if internal.snapshots.len() == before {
+        return Ok(None);
+    }
+    vm.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
+    Ok(Some(Op::Put {
+        key: rec.key.clone(),
+        rtype: rec.rtype.clone(),
+        parent: rec.parent.clone(),
+        body: vm.to_json()?,
+        pre: Precondition::Revision(rec.revision),
+    }))
 }
 
 /// The tokens of a VM's pending snapshots, for its assignment.

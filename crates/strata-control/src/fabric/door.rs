@@ -256,6 +256,19 @@ pub struct SnapshotTicket {
     pub path: std::path::PathBuf,
     /// The most bytes accepted.
     pub limit: u64,
+    /// The uploads in flight, which this one leaves when dropped (also when its request is
+    /// dropped half-way), its partial file with it.
+    uploads: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for SnapshotTicket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        self.uploads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.token);
+    }
 }
 
 /// Admits `PUT hosts/{host}/snapshots/{token}` before a byte of its body is read: the host's
@@ -272,11 +285,25 @@ pub fn snapshot_begin(app: &App, call: AgentCall<'_>) -> Result<SnapshotTicket, 
         };
         current_host(app, &call, host)?;
         crate::compute::snapshots::check_pending(app, host, token)?;
+        // One upload per snapshot at a time.
+        let fresh = app
+            .fabric
+            .uploads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((*token).to_owned());
+        if !fresh {
+            return Err(ApiError::conflict(
+                "UploadInProgress",
+                "this snapshot is being uploaded already",
+            ));
+        }
         Ok(SnapshotTicket {
             host: (*host).to_owned(),
             token: (*token).to_owned(),
             path: app.images.incoming("snapshot"),
             limit: crate::compute::snapshots::max_bytes(app),
+            uploads: app.fabric.uploads.clone(),
         })
     })();
     result.map_err(|e| Box::new(refused(app, &call, &segments, &e)))
@@ -295,8 +322,7 @@ pub fn snapshot_finish(
         .trim_start_matches("/fabric/v1/")
         .split('/')
         .collect();
-    let result = received.and_then(|r| {
-        let hid = current_host(app, &call, &ticket.host)?;
+    let result = current_host(app, &call, &ticket.host).and_then(|hid| {
         let audit = entry(
             &call,
             &ticket.host,
@@ -306,14 +332,26 @@ pub fn snapshot_finish(
             "",
             Value::Null,
         );
-        crate::compute::snapshots::complete(
-            app,
-            &ticket.host,
-            &ticket.token,
-            &ticket.path,
-            r,
-            audit,
-        )
+        match received {
+            Ok(r) => crate::compute::snapshots::complete(
+                app,
+                &ticket.host,
+                &ticket.token,
+                &ticket.path,
+                r,
+                audit,
+            ),
+            Err(e) => {
+                crate::compute::snapshots::upload_failed(
+                    app,
+                    &ticket.host,
+                    &ticket.token,
+                    &e,
+                    audit,
+                )?;
+                Err(e)
+            }
+        }
     });
     let _ = std::fs::remove_file(&ticket.path);
     match result {

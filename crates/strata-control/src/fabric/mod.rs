@@ -180,6 +180,8 @@ pub struct Fabric {
     /// What each VM's keys were last released as (host, generation, disk): a release is
     /// audited when this changes, not on every poll (`compute::door::assigned`).
     pub released: Mutex<HashMap<String, String>>,
+    /// Snapshot tokens whose upload is being received (one at a time each).
+    pub uploads: std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// How long a nonce stays usable.
@@ -238,6 +240,7 @@ impl Fabric {
             audit_gate: crate::ratelimit::RateLimiter::new(1.0, 20.0),
             attest_requests: Mutex::new(HashMap::new()),
             released: Mutex::new(HashMap::new()),
+            uploads: std::sync::Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
     }
 

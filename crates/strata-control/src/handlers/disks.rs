@@ -232,13 +232,23 @@ pub fn put_disk(
         (None, Some(data)) => Some(snapshot_source(ctx, id, data)?),
         _ => None,
     };
-    let encryption = match &from {
-        // A disk from a customer-key snapshot stays under that key unless it names another.
-        Some(f) if input.encryption.is_none() => match &f.customer {
-            Some(k) => Encryption::Customer(k.clone()),
-            None => Encryption::Platform,
-        },
-        _ => encryption_of(input.encryption.as_ref())?,
+    let encryption = match from.as_ref().and_then(|f| f.customer.as_ref()) {
+        // A disk from a customer-key snapshot stays under that key: the key's owner keeps
+        // control of the data (another key, or the platform key, would take it away).
+        Some(k) => {
+            if input.encryption.is_some()
+                && encryption_of(input.encryption.as_ref())? != Encryption::Customer(k.clone())
+            {
+                return Err(ApiError::bad_request(
+                    "InvalidEncryption",
+                    format!(
+                        "the snapshot is encrypted with customer key '{k}': a disk made from it uses that key too"
+                    ),
+                ));
+            }
+            Encryption::Customer(k.clone())
+        }
+        None => encryption_of(input.encryption.as_ref())?,
     };
     let _ = input
         .encryption
@@ -249,6 +259,7 @@ pub fn put_disk(
         key: parent.key().to_string(),
         pre: Precondition::MustExist,
     }];
+    ops.extend(from.as_mut().and_then(|f| f.assert.take()));
     let mut records = Vec::new();
     let doc = match &existing {
         Some((_, old)) => {
@@ -393,6 +404,8 @@ pub fn put_disk(
 
 /// A Succeeded snapshot a new disk copies: its data key (the disk keeps it), content and size.
 struct FromSnapshot {
+    /// The snapshot must not change (or go, its bytes with it) before the disk commits.
+    assert: Option<Op>,
     snapshot: ResourceId,
     dek: Option<DataKey>,
     content: crate::compute::images::ImageContent,
@@ -416,8 +429,8 @@ fn snapshot_source(
             "the snapshot must be in the disk's subscription",
         ));
     }
-    super::snapshots::check_read(ctx, &snapshot, Kind::Snapshot)?;
-    let (_, doc) = load(ctx, &snapshot)?.ok_or_else(|| ApiError::not_found(snapshot.as_str()))?;
+    super::snapshots::check_data_access(ctx, &snapshot, Kind::Snapshot)?;
+    let (rec, doc) = load(ctx, &snapshot)?.ok_or_else(|| ApiError::not_found(snapshot.as_str()))?;
     let internal: crate::compute::snapshots::SnapshotInternal = crate::docs::internal_of(&doc);
     let Some(content) = internal.content else {
         return Err(ApiError::conflict(
@@ -439,6 +452,10 @@ fn snapshot_source(
         }
     };
     Ok(FromSnapshot {
+        assert: Some(Op::Assert {
+            key: rec.key,
+            pre: Precondition::Revision(rec.revision),
+        }),
         size_gb: content.virtual_size_bytes.div_ceil(1 << 30).max(1),
         customer: customer_key_of(&doc),
         snapshot,

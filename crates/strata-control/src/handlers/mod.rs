@@ -515,6 +515,11 @@ fn delete_item(
         | Kind::NetworkSecurityGroup
         | Kind::ApplicationSecurityGroup
         | Kind::NetworkInterface => extra = network::delete_ops(ctx, id, kind, &doc)?,
+        Kind::Snapshot => {
+            extra.extend(crate::compute::snapshots::drop_pending_on_delete(
+                ctx.app, &doc,
+            )?);
+        }
         Kind::VirtualMachine => {
             extra = compute::detach_nics(ctx, &doc)?;
             extra.extend(crate::compute::snapshots::fail_pending_on_vm_delete(

@@ -90,9 +90,16 @@ pub(crate) fn copy_source(
     Ok((id, kind))
 }
 
-/// Refuses a source the caller may not read (deny by default, 403 with the reason).
-pub(crate) fn check_read(ctx: &Ctx<'_>, source: &ResourceId, kind: Kind) -> Result<(), ApiError> {
-    let action = kind.action("read");
+/// Refuses a source whose data the caller may not take (deny by default, 403 with the
+/// reason): copying a disk's contents is data access, so it needs the source's
+/// `beginGetAccess/action` (Azure's action for handing out a disk's bytes; the VM and disk
+/// contributor roles have it, Reader does not), not just `read`.
+pub(crate) fn check_data_access(
+    ctx: &Ctx<'_>,
+    source: &ResourceId,
+    kind: Kind,
+) -> Result<(), ApiError> {
+    let action = kind.action("beginGetAccess/action");
     if ctx
         .app
         .decide(&ctx.caller, &action, source.key(), false)
@@ -104,7 +111,7 @@ pub(crate) fn check_read(ctx: &Ctx<'_>, source: &ResourceId, kind: Kind) -> Resu
         403,
         "LinkedAuthorizationFailed",
         format!(
-            "'{}' may not read '{source}' ({action}), which copying it needs",
+            "'{}' may not copy the data of '{source}': it needs {action} there",
             ctx.caller.name
         ),
     ))
@@ -183,7 +190,7 @@ pub fn put_snapshot(
             "the source must be in the snapshot's subscription",
         ));
     }
-    check_read(ctx, &source, source_kind)?;
+    check_data_access(ctx, &source, source_kind)?;
     let (source_doc_rec, source_doc) =
         load(ctx, &source)?.ok_or_else(|| ApiError::not_found(source.as_str()))?;
     // The VM whose disk holds the data (a disk's content lives on its VM's host).
@@ -207,6 +214,14 @@ pub fn put_snapshot(
         }
     };
     let (vm_rec, mut vm) = load(ctx, &vm_id)?.ok_or_else(|| ApiError::not_found(vm_id.as_str()))?;
+    // A disk's `managedBy` may be stale (its VM deleted with a resource group, another VM of
+    // that name since): the VM must use exactly this disk now.
+    if source_kind == Kind::Disk && os_disk_of(&vm).as_deref() != Some(source.key()) {
+        return Err(ApiError::conflict(
+            "DiskNotAttached",
+            format!("disk '{source}' is not a VM's OS disk: it holds no data until a VM uses it"),
+        ));
+    }
     let Some(host) = vm.prop_str("host").map(str::to_owned) else {
         return Err(ApiError::conflict(
             "VmNotPlaced",

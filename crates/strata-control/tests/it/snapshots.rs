@@ -169,6 +169,35 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
         assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{v}");
     }
     assert_eq!(server.admin("GET", &snap("bad"), None).0, 404);
+    // Copying a VM's disk is data access: a Reader of the VM (who may write elsewhere) gets
+    // 403, and nothing is created.
+    let (oid, client_id, secret) = server.new_sp("reader");
+    server.assign(&oid, "Reader", &rg);
+    let mine = server.rg("mine");
+    assert_eq!(
+        server
+            .admin("PUT", &mine, Some(json!({ "location": "local" })))
+            .0,
+        201
+    );
+    server.assign(&oid, "Contributor", &mine);
+    let reader = server.sp_token(&client_id, &secret).unwrap();
+    let stolen = format!("{mine}/providers/Strata.Compute/snapshots/stolen");
+    let body = json!({ "properties": { "creationData": { "createOption": "Copy", "sourceResourceId": vm } } });
+    let (s, v, _) = server.req("PUT", &stolen, Some(&reader), Some(&body), &[]);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("LinkedAuthorizationFailed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("virtualMachines/beginGetAccess/action"),
+        "{v}"
+    );
+    assert_eq!(server.admin("GET", &stolen, None).0, 404);
 
     // A snapshot of the running VM: copied live, the VM keeps running.
     let copy = json!({ "properties": { "creationData": { "createOption": "Copy", "sourceResourceId": vm } } });
@@ -237,6 +266,20 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
     let sink = fabric.snapshot_sink().unwrap();
     let err = sink.taken(&token, &plain).unwrap_err();
     assert!(err.contains("not LUKS-encrypted"), "{err}");
+    // Nothing of it was kept: no blob under its digest, nothing half-received.
+    let blobs = server
+        .running()
+        .app
+        .images
+        .blob(&"0".repeat(64))
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let plain_digest = crate::images::sha256(&std::fs::read(&plain).unwrap());
+    assert!(!blobs.join(&plain_digest).exists());
+    let incoming = blobs.parent().unwrap().join("incoming");
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0);
     let (_, v) = server.admin("GET", &snap("forged"), None);
     assert_eq!(v["properties"]["provisioningState"], "Failed", "{v}");
     assert!(
@@ -259,9 +302,10 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
     let (s, v) = server.admin("PUT", &snap("offline"), Some(copy.clone()));
     assert_eq!(s, 201, "{v}");
     let offline = wait(&snap("offline"), "the offline snapshot", &succeeded);
-    assert_ne!(
-        offline["properties"]["sha256"],
-        live["properties"]["sha256"]
+    assert!(offline["properties"]["sizeBytes"].as_u64().unwrap() > 0);
+    assert!(
+        offline["properties"]["failureReason"].is_null(),
+        "{offline}"
     );
 
     // Restore: a disk from the live snapshot (same size, same protection), and a VM on it. Its
@@ -298,17 +342,35 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
         Some(marker.clone()),
         "the restored disk does not hold the source's marker"
     );
-    // The restored disk has its own LUKS master key: its file and the snapshot differ.
-    let restored_file = std::fs::read(vm_dir.join(&copy_id).join("disk.qcow2")).unwrap();
+    // The restored disk has a LUKS header (so a master key) of its own, not the snapshot's.
+    let restored_path = vm_dir.join(&copy_id).join("disk.qcow2");
+    let restored_file = std::fs::read(&restored_path).unwrap();
     assert!(!contains(&restored_file, marker.as_bytes()));
+    let luks_uuid = |path: &Path| {
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.pointer("/format-specific/data/encrypt/uuid")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no LUKS uuid: {v}"))
+    };
+    assert_ne!(luks_uuid(&restored_path), luks_uuid(&exported));
 
     // The snapshot's bytes stay while the disk made from it needs them; deleting both frees
     // them.
+    let blob = blobs.join(&digest);
+    assert!(blob.is_file());
     assert_eq!(server.admin("DELETE", &copy_vm, None).0, 200);
-    assert_eq!(server.admin("DELETE", &disk, None).0, 200);
     assert_eq!(server.admin("DELETE", &snap("live"), None).0, 200);
     let (s, _) = server.get_bytes(&format!("{}/export", snap("live")));
     assert_eq!(s, 404);
+    assert!(blob.is_file(), "the restored disk still names the bytes");
+    assert_eq!(server.admin("DELETE", &disk, None).0, 200);
+    assert!(!blob.exists(), "nothing names the bytes any more");
     assert_eq!(server.admin("DELETE", &vm, None).0, 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !driver.hypervisor.list().is_empty() {
