@@ -711,7 +711,7 @@ pub struct VmHost {
     ddos: Mutex<DdosOutbox>,
     /// Snapshot tokens being taken or sent by this agent (a token the control plane still
     /// lists after its worker finished is taken again).
-    snapshots: Arc<Mutex<BTreeSet<String>>>,
+    snapshots: Arc<Mutex<BTreeMap<String, bool>>>,
 }
 
 /// The DDoS half of the VM loop's reporting: counters are sent when they change (or every
@@ -740,7 +740,7 @@ impl VmHost {
             shared: Arc::new(Shared::default()),
             fetcher: Mutex::new(None),
             ddos: Mutex::new(DdosOutbox::default()),
-            snapshots: Arc::new(Mutex::new(BTreeSet::new())),
+            snapshots: Arc::new(Mutex::new(BTreeMap::new())),
         };
         host.adopt();
         host.find_leftovers();
@@ -872,13 +872,22 @@ impl VmHost {
             return;
         };
         let work = snapshot_work_dir(&self.cfg);
+        // Tokens (→ in flight): a delivered one is kept only while the control plane still
+        // lists it (an assignment fetched before it took the snapshot may).
+        let listed: BTreeSet<&String> = a.vms.iter().flat_map(|d| &d.snapshots).collect();
+        self.snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|t, in_flight| *in_flight || listed.contains(t));
         for d in &a.vms {
             for token in &d.snapshots {
-                let fresh = self
-                    .snapshots
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(token.clone());
+                let fresh = {
+                    let mut known = self
+                        .snapshots
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    !known.contains_key(token) && known.insert(token.clone(), true).is_none()
+                };
                 if !fresh {
                     continue;
                 }
@@ -888,15 +897,19 @@ impl VmHost {
                 let spawned = std::thread::Builder::new()
                     .name(format!("snapshot-{vm}"))
                     .spawn(move || {
-                        // A delivered token stays (an assignment fetched before the control
-                        // plane took it may still list it); an undelivered one is retried.
-                        if !snapshot_worker(driver.as_ref(), sink.as_ref(), &vm, &token, &work) {
+                        // A delivered token stays known (no longer in flight); an undelivered
+                        // one is forgotten, so it is taken again if still asked for.
+                        let delivered =
+                            snapshot_worker(driver.as_ref(), sink.as_ref(), &vm, &token, &work);
+                        if !delivered {
                             // Not straight away: a copy is expensive.
                             std::thread::sleep(SNAPSHOT_RETRY);
-                            running
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .remove(&token);
+                        }
+                        let mut known = running.lock().unwrap_or_else(PoisonError::into_inner);
+                        if delivered {
+                            known.insert(token, false);
+                        } else {
+                            known.remove(&token);
                         }
                     });
                 if let Err(e) = spawned {

@@ -22,6 +22,26 @@ struct FakeControlPlane {
     reports: Mutex<Vec<Vec<VmStatus>>>,
     /// Imported images it serves: SHA-256 → file.
     images: Arc<FileImages>,
+    /// Snapshots the host sent: (token, the file's first bytes, its length).
+    snapshots: Arc<Snapshots>,
+}
+
+#[derive(Default)]
+struct Snapshots(Mutex<Vec<(String, Vec<u8>, u64)>>);
+
+impl strata_agent::vms::SnapshotSink for Snapshots {
+    fn taken(&self, token: &str, file: &Path) -> Result<(), String> {
+        let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+        let head = bytes[..bytes.len().min(4096)].to_vec();
+        self.0
+            .lock()
+            .unwrap()
+            .push((token.to_owned(), head, bytes.len() as u64));
+        Ok(())
+    }
+    fn failed(&self, token: &str, reason: &str) -> Result<(), String> {
+        panic!("snapshot {token} failed: {reason}");
+    }
 }
 
 /// Image content served from local files, as the control plane serves it by digest.
@@ -89,6 +109,10 @@ impl ControlPlane for FakeControlPlane {
 
     fn image_fetcher(&self) -> Option<Arc<dyn strata_agent::images::ImageFetcher>> {
         Some(self.images.clone())
+    }
+
+    fn snapshot_sink(&self) -> Option<Arc<dyn strata_agent::vms::SnapshotSink>> {
+        Some(self.snapshots.clone())
     }
 }
 
@@ -927,5 +951,45 @@ fn nic_ddos_reports_go_on_change_and_keep_events_until_delivered() {
     assert_eq!(
         taken[1]["networkInterfaces"][0]["counters"]["synFlood"]["packets"],
         35
+    );
+}
+
+/// Snapshot tokens in the assignments: each taken once by the driver (the simulator's stand-in
+/// is an empty LUKS qcow2 under the VM's disk key), delivered to the control plane, not taken
+/// again while an older assignment still lists it; a token that is no file name is refused.
+#[test]
+fn snapshot_tokens_are_taken_once_and_delivered_encrypted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_sim, host) = sim_host(tmp.path(), None);
+    let cp = FakeControlPlane::default();
+    let token = "0123456789abcdef0123456789abcdef";
+    let mut a = vm("a", 1, "Running", "tiny");
+    a["snapshots"] = json!([token]);
+    let mut bad = vm("b", 1, "Running", "tiny");
+    bad["snapshots"] = json!(["../../etc/shadow"]);
+    cp.set("Trusted", json!([a, bad]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cp.snapshots.0.lock().unwrap().is_empty() {
+        settle(&host, &cp);
+        assert!(Instant::now() < deadline, "no snapshot delivered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still listed for a while (the control plane has not answered yet): not taken again.
+    for _ in 0..5 {
+        settle(&host, &cp);
+    }
+    let got = cp.snapshots.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "taken once");
+    let (t, head, len) = &got[0];
+    assert_eq!(t, token);
+    assert!(head.starts_with(b"QFI\xfb") && *len > 0, "a qcow2");
+    assert_eq!(&head[32..36], &[0, 0, 0, 2], "LUKS-encrypted");
+    let b = cp.status(&arm("b")).unwrap();
+    assert_eq!(b.power_state, PowerState::Failed, "{b:?}");
+    assert!(
+        b.detail
+            .as_deref()
+            .is_some_and(|r| r.contains("snapshot token")),
+        "{b:?}"
     );
 }

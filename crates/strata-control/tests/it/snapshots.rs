@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::fabric::{TrustedFabric, trusted_host};
 use serde_json::{Value, json};
+use strata_agent::images::ImageFetcher as _;
 use strata_agent::images::{ImageStore, SigningKey};
 use strata_agent::vms::{ControlPlane as _, VmHost, VmHostConfig};
 
@@ -359,6 +360,49 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
             .unwrap_or_else(|| panic!("no LUKS uuid: {v}"))
     };
     assert_ne!(luks_uuid(&restored_path), luks_uuid(&exported));
+
+    // Another Trusted host (joined now, so nothing above was placed on it) can neither send a
+    // snapshot pending on host-1 nor fetch the snapshot host-1's restored VM was made from.
+    let (_swtpm2, agent2, _dir2) = trusted_host(&ca, "host-2", &good, &server);
+    let fabric2 = agent2.fabric_client().unwrap();
+    let (s, v) = server.admin("PUT", &snap("cross"), Some(copy.clone()));
+    assert_eq!(s, 201, "{v}");
+    let token = agent.assignments(true).unwrap()["virtualMachines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["vmId"] == vm_id.as_str())
+        .unwrap()["snapshots"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // (A small file: a refused upload's body is read only that far before the refusal.)
+    let small = tmp.path().join("small.qcow2");
+    std::fs::write(&small, &bytes[..4096]).unwrap();
+    let err = fabric2
+        .snapshot_sink()
+        .unwrap()
+        .taken(&token, &small)
+        .unwrap_err();
+    assert!(err.contains("pending on host host-2"), "{err}");
+    let err = fabric2
+        .snapshot_sink()
+        .unwrap()
+        .failed(&token, "lies")
+        .unwrap_err();
+    assert!(err.contains("pending on host host-2"), "{err}");
+    let (_, v) = server.admin("GET", &snap("cross"), None);
+    assert_eq!(v["properties"]["provisioningState"], "Creating", "{v}");
+    let mut sink = Vec::new();
+    let err = fabric2
+        .image_fetcher()
+        .unwrap()
+        .fetch(&digest, size, &mut sink)
+        .unwrap_err();
+    assert!(err.contains("no VM assigned to host host-2"), "{err}");
+    assert!(sink.is_empty());
+    // host-1 takes it (offline: the source VM is stopped).
+    wait(&snap("cross"), "the snapshot on its own host", &succeeded);
 
     // The snapshot's bytes stay while the disk made from it needs them; deleting both frees
     // them.
