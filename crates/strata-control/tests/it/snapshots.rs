@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::fabric::{TrustedFabric, trusted_host};
 use serde_json::{Value, json};
-use strata_agent::images::ImageFetcher as _;
 use strata_agent::images::{ImageStore, SigningKey};
 use strata_agent::vms::{ControlPlane as _, VmHost, VmHostConfig};
 
