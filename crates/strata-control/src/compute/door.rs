@@ -16,6 +16,8 @@ use crate::kinds::Kind;
 
 /// Most VMs one report may carry.
 const MAX_REPORTS: usize = 1024;
+/// Most key releases remembered (to audit each once) before the memory starts afresh.
+const MAX_RELEASES_REMEMBERED: usize = 200_000;
 
 /// The store keys of the VMs placed on `host`, from the VM index brought up to date with the
 /// change feed first.
@@ -209,6 +211,11 @@ fn release_entry(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if released.get(vm_key) == Some(&fingerprint) {
             return None;
+        }
+        // Deleted VMs' entries are not removed one by one; past this many, start afresh (each
+        // VM's next release is audited once more).
+        if released.len() >= MAX_RELEASES_REMEMBERED {
+            released.clear();
         }
         released.insert(vm_key.to_owned(), fingerprint);
     }

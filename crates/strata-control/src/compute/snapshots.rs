@@ -327,11 +327,19 @@ pub fn fail(
 }
 
 /// The writes that fail `vm`'s pending snapshots when it is deleted (its host will not take
-/// them): each `Failed` with the reason, its revision asserted.
-pub fn fail_pending_on_vm_delete(app: &App, vm: &Doc) -> Result<Vec<Op>, ApiError> {
+/// them): each `Failed` with the reason, its revision asserted. Snapshots under `deleted` (a
+/// resource group going with the VM) go anyway and are left alone.
+pub fn fail_pending_on_vm_delete(
+    app: &App,
+    vm: &Doc,
+    deleted: Option<&str>,
+) -> Result<Vec<Op>, ApiError> {
     let internal: VmInternal = crate::docs::internal_of(vm);
     let mut ops = Vec::new();
     for p in &internal.snapshots {
+        if deleted.is_some_and(|d| p.snapshot.starts_with(&format!("{d}/"))) {
+            continue;
+        }
         let Some(rec) = read(app, &p.snapshot)? else {
             continue;
         };

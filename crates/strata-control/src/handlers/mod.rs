@@ -509,6 +509,17 @@ fn delete_item(
         Kind::ResourceGroup => {
             keyvault::check_no_keys_under(ctx, id)?;
             extra = network::resource_group_delete_ops(ctx, id)?;
+            // Snapshots elsewhere that the group's VMs' hosts will now never take fail.
+            for rec in ctx.app.store.list_under(id.key()).map_err(store_err)? {
+                if rec.rtype == Kind::VirtualMachine.type_key() {
+                    let vm = Doc::parse(&rec.body)?;
+                    extra.extend(crate::compute::snapshots::fail_pending_on_vm_delete(
+                        ctx.app,
+                        &vm,
+                        Some(id.key()),
+                    )?);
+                }
+            }
         }
         Kind::Vault => keyvault::check_no_keys_under(ctx, id)?,
         Kind::VirtualNetwork
@@ -523,7 +534,7 @@ fn delete_item(
         Kind::VirtualMachine => {
             extra = compute::detach_nics(ctx, &doc)?;
             extra.extend(crate::compute::snapshots::fail_pending_on_vm_delete(
-                ctx.app, &doc,
+                ctx.app, &doc, None,
             )?);
         }
         _ => {}
