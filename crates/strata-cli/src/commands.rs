@@ -414,6 +414,11 @@ pub enum AuditCmd {
         from: Option<u64>,
         #[arg(long, default_value_t = 50)]
         limit: u64,
+        /// Only entries whose action contains this text, case-insensitively (e.g.
+        /// `nearExpiry` for key-expiry notices, `keyRelease`, `snapshots`), among the page
+        /// read (--limit up to 1000; page with --from).
+        #[arg(long)]
+        action: Option<String>,
     },
     /// Show the latest signed checkpoint.
     Checkpoint,
@@ -759,15 +764,27 @@ pub fn run(cli: Cli) -> Result<()> {
             ctx.show(&v, &[("Decision", "/decision"), ("Reason", "/reason")]);
         }
         Command::Audit(a) => match a {
-            AuditCmd::List { from, limit } => {
+            AuditCmd::List {
+                from,
+                limit,
+                action,
+            } => {
                 let q = match from {
                     Some(f) => format!("?from={f}&limit={limit}"),
                     None => format!("?limit={limit}"),
                 };
-                ctx.show(
-                    &c.call("GET", &format!("/providers/Strata.Audit/entries{q}"), None)?,
-                    AUDIT_COLS,
-                );
+                let mut page =
+                    c.call("GET", &format!("/providers/Strata.Audit/entries{q}"), None)?;
+                if let Some(want) = action.map(|a| a.to_ascii_lowercase())
+                    && let Some(entries) = page.get_mut("value").and_then(Value::as_array_mut)
+                {
+                    entries.retain(|e| {
+                        e.pointer("/entry/action")
+                            .and_then(Value::as_str)
+                            .is_some_and(|a| a.to_ascii_lowercase().contains(&want))
+                    });
+                }
+                ctx.show(&page, AUDIT_COLS);
             }
             AuditCmd::Checkpoint => ctx.show(
                 &c.call("GET", "/providers/Strata.Audit/checkpoints/latest", None)?,

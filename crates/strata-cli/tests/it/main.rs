@@ -1179,6 +1179,24 @@ fn vm_cli_default_network_lifecycle_on_a_dev_host() {
             .ends_with("/snapshots/s1"),
         "{disk}"
     );
+    // The host's delivery and the export are in the audit log; the filter keeps only them.
+    let audit = up.cli_json(&["audit", "list", "--limit", "1000", "--action", "snapshots"]);
+    let entries = audit["value"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{audit}");
+    assert!(
+        entries.iter().all(|e| e["entry"]["action"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("snapshots")),
+        "{audit}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["entry"]["principalName"] == format!("agent:{host}").as_str()),
+        "the host's delivery: {audit}"
+    );
     let (ok, _, err) = up.cli(&["snapshot", "delete", "-n", "s1", "-g", "app", "--yes"]);
     assert!(ok, "{err}");
     let (ok, _, err) = up.cli(&["disk", "delete", "-n", "d1", "-g", "app"]);
