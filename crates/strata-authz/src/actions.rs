@@ -182,6 +182,14 @@ pub const ALL: &[ActionInfo] = &[
         "Download a snapshot's bytes (they stay encrypted) or copy it into a disk",
     ),
     mgmt("Strata.Compute/images/read", "List or read images"),
+    mgmt(
+        "Strata.KeyVault/deletedVaults/read",
+        "List or read soft-deleted key vaults",
+    ),
+    mgmt(
+        "Strata.KeyVault/deletedVaults/purge/action",
+        "Purge a soft-deleted key vault and its keys (refused under purge protection before its date)",
+    ),
     mgmt("Strata.Compute/images/write", "Create or update images"),
     mgmt("Strata.Compute/images/delete", "Delete images"),
     mgmt(

@@ -72,11 +72,17 @@ pub fn sweep(app: &App, now: i64) -> SweepReport {
         }
     };
     for rec in keys {
+        // A soft-deleted vault's keys are frozen (its purge takes them).
+        let vault_key = rec.key.rsplit_once("/keys/").map(|(v, _)| v.to_owned());
+        if vault_key.is_some_and(|v| matches!(app.store.get(&v), Ok(None))) {
+            continue;
+        }
         if let Err(e) = sweep_key(app, &rec, now, &mut report) {
             tracing::warn!(key = %rec.key, error = %e.message, "key sweep: skipped a key");
             report.failed.push(format!("{}: {}", rec.key, e.message));
         }
     }
+    purge_deleted_vaults(app, now, &mut report);
     if report != SweepReport::default() {
         tracing::info!(
             rotated = report.rotated.len(),
@@ -222,6 +228,49 @@ fn sweep_key(app: &App, rec: &Record, now: i64, report: &mut SweepReport) -> Res
     }
     rewrap_disks(app, &rec.key, key_revision, &vault, &name, report)?;
     notify_near_expiry(app, &rec.key, now, report)
+}
+
+/// Purges the soft-deleted vaults whose scheduled purge date has passed, with their keys.
+fn purge_deleted_vaults(app: &App, now: i64, report: &mut SweepReport) {
+    let deleted = match app.store.list_type(&Kind::DeletedVault.type_key()) {
+        Ok(d) => d,
+        Err(e) => {
+            log_chain("key sweep: store read failed", &e);
+            return;
+        }
+    };
+    for rec in deleted {
+        let Ok(doc) = Doc::parse(&rec.body) else {
+            continue;
+        };
+        let due = doc
+            .internal
+            .get("scheduledPurgeAt")
+            .and_then(Value::as_i64)
+            .is_some_and(|at| at <= now);
+        if !due {
+            continue;
+        }
+        let action = Kind::DeletedVault.action("purge/action");
+        let reason = "scheduled purge: the deleted vault's retention has elapsed";
+        let result = crate::handlers::keyvault::purge_vault_ops(&rec, &doc, now).and_then(|ops| {
+            commit(
+                app,
+                ops,
+                entry(
+                    &action,
+                    &doc.id,
+                    ("success", 200),
+                    reason,
+                    json!({ "id": doc.id, "operation": "purgeVault" }),
+                ),
+            )
+        });
+        match result {
+            Ok(_) => report.purged.push(doc.id.clone()),
+            Err(e) => report.failed.push(format!("{}: {}", doc.id, e.message)),
+        }
+    }
 }
 
 /// Where a key's `internal` records the version a near-expiry notice was given for.

@@ -24,6 +24,7 @@ pub enum Kind {
     Image,
     Vault,
     VaultKey,
+    DeletedVault,
     VirtualNetwork,
     NetworkSecurityGroup,
     NetworkInterface,
@@ -31,7 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Subscription,
         Kind::ResourceGroup,
         Kind::User,
@@ -51,6 +52,7 @@ impl Kind {
         Kind::Image,
         Kind::Vault,
         Kind::VaultKey,
+        Kind::DeletedVault,
         Kind::VirtualNetwork,
         Kind::NetworkSecurityGroup,
         Kind::NetworkInterface,
@@ -79,6 +81,7 @@ impl Kind {
             Kind::Image => "Strata.Compute/images",
             Kind::Vault => "Strata.KeyVault/vaults",
             Kind::VaultKey => "Strata.KeyVault/vaults/keys",
+            Kind::DeletedVault => "Strata.KeyVault/deletedVaults",
             Kind::VirtualNetwork => "Strata.Network/virtualNetworks",
             Kind::NetworkSecurityGroup => "Strata.Network/networkSecurityGroups",
             Kind::NetworkInterface => "Strata.Network/networkInterfaces",
@@ -115,6 +118,7 @@ impl Kind {
                 | Kind::Image
                 | Kind::Vault
                 | Kind::VaultKey
+                | Kind::DeletedVault
                 | Kind::VirtualNetwork
                 | Kind::NetworkSecurityGroup
                 | Kind::NetworkInterface
@@ -131,6 +135,7 @@ impl Kind {
                 | Kind::Snapshot
                 | Kind::Image
                 | Kind::Vault
+                | Kind::DeletedVault
                 | Kind::VirtualNetwork
                 | Kind::NetworkSecurityGroup
                 | Kind::NetworkInterface
@@ -163,7 +168,9 @@ impl Kind {
             Kind::VirtualMachine | Kind::Disk | Kind::Snapshot | Kind::Image => {
                 parent.scope() == strata_types::path::Scope::ResourceGroup
             }
-            Kind::Vault => parent.scope() == strata_types::path::Scope::ResourceGroup,
+            Kind::Vault | Kind::DeletedVault => {
+                parent.scope() == strata_types::path::Scope::ResourceGroup
+            }
             Kind::VirtualNetwork
             | Kind::NetworkSecurityGroup
             | Kind::NetworkInterface
@@ -220,6 +227,7 @@ impl Kind {
             Kind::Disk => &["rewrapKey"],
             // The snapshot's encrypted bytes, streamed (`GET …/export`, `handlers::snapshots`).
             Kind::Snapshot => &["export"],
+            Kind::DeletedVault => &["purge"],
             // The image's bytes, streamed (`handlers::images`): not a JSON action.
             Kind::Image => &["upload"],
             Kind::NetworkInterface => &[
@@ -248,7 +256,10 @@ impl Kind {
     /// Whether PUT creates or replaces it (hosts join through the agent door; reference
     /// policies arrive only in signed bundles).
     pub fn puttable(self) -> bool {
-        !matches!(self, Kind::Host | Kind::ReferencePolicy)
+        !matches!(
+            self,
+            Kind::Host | Kind::ReferencePolicy | Kind::DeletedVault
+        )
     }
 
     /// The RBAC action a POST action needs.
@@ -265,6 +276,7 @@ impl Kind {
             (Kind::VaultKey, a) => format!("Strata.KeyVault/vaults/keys/{a}/action"),
             // Azure's name for handing out a snapshot's bytes.
             (Kind::Snapshot, _) => "Strata.Compute/snapshots/beginGetAccess/action".into(),
+            (Kind::DeletedVault, a) => format!("Strata.KeyVault/deletedVaults/{a}/action"),
             _ => self.action("write"),
         }
     }
@@ -291,6 +303,7 @@ impl Kind {
                 | Kind::Host
                 | Kind::JoinToken
                 | Kind::ReferencePolicy
+                | Kind::DeletedVault
         )
     }
 }

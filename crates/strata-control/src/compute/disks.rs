@@ -118,6 +118,12 @@ pub fn vault_key(app: &App, key_id: &ResourceId) -> Result<Option<(Vault, String
     if !doc.rtype.eq_ignore_ascii_case(Kind::VaultKey.type_name()) {
         return Ok(None);
     }
+    // A key in a soft-deleted vault is frozen: as good as deleted until the vault is recovered.
+    if let Some(vault) = key_id.parent()
+        && get(app, vault.key())?.is_none()
+    {
+        return Ok(None);
+    }
     let vault: Vault = doc
         .internal
         .get("vault")

@@ -9,6 +9,15 @@
 //! (`softDeleteRetentionInDays`, `enablePurgeProtection`), copied into each key's document when
 //! it is used.
 //!
+//! A vault is soft-deleted too (`DELETE` of the vault): its document moves to
+//! `…/providers/Strata.KeyVault/deletedVaults/NAME` in the same resource group (with its
+//! deletion and scheduled purge dates) while its keys stay where they are, frozen: no key
+//! operation, no release of a disk key wrapped under one of them, no rotation. `PUT` of the
+//! vault with `properties.createMode: "recover"` brings it back; `POST
+//! …/deletedVaults/NAME/purge` (refused under purge protection before the scheduled date) or
+//! the key sweep once the date has passed removes it with its keys. Creating a vault of that
+//! name meanwhile is refused.
+//!
 //! Management operations (PUT, DELETE = soft delete, rotate, enable, disable, recover, purge)
 //! commit the key's new document together with an audit entry listing the `strata_kms` audit
 //! records (operation, key id, version, outcome). Data-plane operations write nothing but
@@ -45,6 +54,9 @@ struct VaultInput {
     soft_delete_retention_in_days: Option<u32>,
     #[serde(default)]
     enable_purge_protection: Option<bool>,
+    /// `recover`: bring back the soft-deleted vault of this name (`default`: create).
+    #[serde(default)]
+    create_mode: Option<String>,
     // Read-only, accepted and ignored so that GET-modify-PUT works.
     #[serde(default)]
     enable_soft_delete: Option<IgnoredAny>,
@@ -84,6 +96,56 @@ pub fn build_vault(
         input.vault_uri,
         input.provisioning_state,
     );
+    let deleted_id = deleted_vault_id(id)?;
+    let deleted = if existing.is_none() {
+        load(ctx, &deleted_id)?
+    } else {
+        None
+    };
+    match input.create_mode.as_deref() {
+        None | Some("default") => {
+            if deleted.is_some() {
+                return Err(ApiError::conflict(
+                    "VaultAlreadySoftDeleted",
+                    format!(
+                        "a soft-deleted key vault of this name exists ('{deleted_id}'): recover it (PUT with properties.createMode \"recover\") or purge it first"
+                    ),
+                ));
+            }
+        }
+        Some("recover") => {
+            let Some((rec, gone)) = deleted else {
+                return Err(ApiError::not_found(&format!(
+                    "{deleted_id} (no soft-deleted key vault of this name to recover)"
+                )));
+            };
+            let mut doc: Doc = serde_json::from_value(
+                gone.internal.get("vault").cloned().unwrap_or(Value::Null),
+            )
+            .map_err(|_| {
+                tracing::error!(vault = %deleted_id, "a deleted vault's stored document does not parse");
+                ApiError::internal()
+            })?;
+            doc.system_data = new_doc(ctx, id, Kind::Vault, Some(&doc), Value::Null).system_data;
+            return Ok(Built {
+                doc,
+                extra_ops: vec![Op::Delete {
+                    key: rec.key,
+                    pre: Precondition::Revision(rec.revision),
+                }],
+                reveal: None,
+            });
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "InvalidCreateMode",
+                format!(
+                    "properties.createMode '{}' is not supported: use default or recover",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+    }
     let before = existing.map(vault_settings);
     let retention = input
         .soft_delete_retention_in_days
@@ -129,6 +191,134 @@ pub fn build_vault(
         extra_ops: vec![],
         reveal: None,
     })
+}
+
+/// Where vault `id`'s document goes when it is soft-deleted.
+pub fn deleted_vault_id(id: &ResourceId) -> Result<ResourceId, ApiError> {
+    let rg = id.parent().ok_or_else(ApiError::internal)?;
+    rg.child_provider(
+        "Strata.KeyVault",
+        "deletedVaults",
+        id.name().unwrap_or_default(),
+    )
+    .map_err(|_| ApiError::internal())
+}
+
+/// `DELETE` of a vault: soft delete. The vault's document moves to `deletedVaults/NAME` with
+/// its dates; its keys stay, frozen until it is recovered or purged.
+pub fn soft_delete_vault(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    rec: &strata_store::Record,
+    doc: &Doc,
+    pre: Precondition,
+) -> Result<Reply, ApiError> {
+    let (retention, purge_protection) = vault_settings(doc);
+    let now = ctx.now();
+    let purge_at = now + i64::from(retention) * DAY;
+    let deleted_id = deleted_vault_id(id)?;
+    let props = json!({
+        "vaultId": id.to_string(),
+        "deletionDate": strata_types::time::rfc3339(now),
+        "scheduledPurgeDate": strata_types::time::rfc3339(purge_at),
+        "purgeProtectionEnabled": purge_protection,
+        "softDeleteRetentionInDays": retention,
+    });
+    let mut gone = new_doc(ctx, &deleted_id, Kind::DeletedVault, None, props);
+    gone.location = doc.location.clone();
+    gone.tags = doc.tags.clone();
+    gone.internal = json!({
+        "vault": serde_json::to_value(doc).map_err(|_| ApiError::internal())?,
+        "scheduledPurgeAt": purge_at,
+    });
+    let parent = deleted_id.parent().ok_or_else(ApiError::internal)?;
+    let ops = vec![
+        Op::Delete {
+            key: rec.key.clone(),
+            pre,
+        },
+        Op::Put {
+            key: deleted_id.key().to_string(),
+            rtype: Kind::DeletedVault.type_key(),
+            parent: parent.key().to_string(),
+            body: gone.to_json()?,
+            pre: Precondition::MustNotExist,
+        },
+    ];
+    ctx.commit(
+        ops,
+        200,
+        json!({ "id": id.to_string(), "deletedVault": deleted_id.to_string(), "scheduledPurgeAt": purge_at }),
+        false,
+    )?;
+    Ok(Reply::empty(200))
+}
+
+/// The writes that purge soft-deleted vault `deleted` (its document and every key under the
+/// vault's id) once `now` allows: refused under purge protection before the scheduled date.
+pub fn purge_vault_ops(
+    deleted_rec: &strata_store::Record,
+    deleted: &Doc,
+    now: i64,
+) -> Result<Vec<Op>, ApiError> {
+    let purge_at = deleted
+        .internal
+        .get("scheduledPurgeAt")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let protected = deleted
+        .properties
+        .get("purgeProtectionEnabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if protected && now < purge_at {
+        return Err(ApiError::conflict(
+            "PurgeProtected",
+            format!(
+                "the key vault is under purge protection until {}: it can be recovered, not purged, before then",
+                strata_types::time::rfc3339(purge_at)
+            ),
+        ));
+    }
+    let vault_id = deleted
+        .properties
+        .get("vaultId")
+        .and_then(Value::as_str)
+        .and_then(|v| ResourceId::parse(v).ok())
+        .ok_or_else(ApiError::internal)?;
+    Ok(vec![
+        Op::Delete {
+            key: deleted_rec.key.clone(),
+            pre: Precondition::Revision(deleted_rec.revision),
+        },
+        // The vault's document is gone already; this takes its keys.
+        Op::DeleteTree {
+            key: vault_id.key().to_string(),
+        },
+    ])
+}
+
+/// `POST …/deletedVaults/NAME/purge`.
+pub fn purge_deleted_vault(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    action: &str,
+) -> Result<Reply, ApiError> {
+    if action != "purge" {
+        return Err(ApiError::bad_request(
+            "InvalidAction",
+            format!("'{action}' is not an action of a deleted vault: use purge"),
+        ));
+    }
+    let (rec, doc) = load(ctx, id)?.ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    let ops = purge_vault_ops(&rec, &doc, ctx.now())?;
+    ctx.commit(
+        ops,
+        200,
+        json!({ "id": id.to_string(), "purged": true }),
+        false,
+    )?;
+    Ok(Reply::empty(200))
 }
 
 /// Refuses to delete `id` (a resource group or a vault) while it holds keys, soft-deleted ones
@@ -518,12 +708,23 @@ fn apply_vault_settings(
     vault_id: &ResourceId,
     vault: &mut Vault,
 ) -> Result<(), ApiError> {
-    if let Some((_, vdoc)) = load(ctx, vault_id)?
-        && vault_settings(&vdoc).1
-    {
+    let Some((_, vdoc)) = load(ctx, vault_id)? else {
+        return Err(vault_deleted(vault_id));
+    };
+    if vault_settings(&vdoc).1 {
         vault.enable_purge_protection();
     }
     Ok(())
+}
+
+/// A key whose vault is soft-deleted (or gone) is frozen.
+fn vault_deleted(vault_id: &ResourceId) -> ApiError {
+    ApiError::conflict(
+        "VaultDeleted",
+        format!(
+            "the key vault '{vault_id}' is deleted: recover it (PUT with properties.createMode \"recover\") to use its keys"
+        ),
+    )
 }
 
 fn vault_of(id: &ResourceId) -> Result<ResourceId, ApiError> {
@@ -910,6 +1111,9 @@ pub fn list_keys(
     parent: &ResourceId,
     query: Option<&str>,
 ) -> Result<Reply, ApiError> {
+    if load(ctx, parent)?.is_none() {
+        return Err(ApiError::not_found(parent.as_str()));
+    }
     let include_deleted = query.is_some_and(|q| {
         q.split('&')
             .any(|p| p.eq_ignore_ascii_case("includeDeleted=true"))

@@ -95,6 +95,14 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, req: &Incoming<'_>) -> Result<Reply, Ap
             },
             _,
         ) => snapshots::snapshot_action(action),
+        (
+            Target::PostAction {
+                id,
+                kind: Kind::DeletedVault,
+                action,
+            },
+            _,
+        ) => keyvault::purge_deleted_vault(ctx, id, action),
         // Network writes (and resource group and VM deletes, which may take network resources
         // with them)
         // validate against the whole subscription's network: one at a time per subscription,
@@ -173,6 +181,13 @@ fn get_item(ctx: &Ctx<'_>, id: &ResourceId, kind: Kind) -> Result<Reply, ApiErro
         return r;
     }
     let (rec, doc) = load(ctx, id)?.ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    // The keys of a soft-deleted vault are out of sight until it is recovered.
+    if kind == Kind::VaultKey
+        && let Some(vault) = id.parent()
+        && load(ctx, &vault)?.is_none()
+    {
+        return Err(ApiError::not_found(id.as_str()));
+    }
     doc_reply(200, &doc, rec.revision, None)
 }
 
@@ -421,6 +436,12 @@ fn put_item(
                 "reference policies are written only by importing a signed bundle: 'strata host policy import bundle.json'",
             ));
         }
+        Kind::DeletedVault => {
+            return Err(ApiError::bad_request(
+                "DeletedVaultsAreNotCreated",
+                "a deleted vault appears when its vault is deleted; recover it with PUT of the vault and properties.createMode \"recover\"",
+            ));
+        }
     };
     if let Some(t) = tags {
         built.doc.tags = t;
@@ -521,7 +542,8 @@ fn delete_item(
                 }
             }
         }
-        Kind::Vault => keyvault::check_no_keys_under(ctx, id)?,
+        // Soft delete: the document moves to deletedVaults, the keys stay (frozen).
+        Kind::Vault => return keyvault::soft_delete_vault(ctx, id, &rec, &doc, pre),
         Kind::VirtualNetwork
         | Kind::NetworkSecurityGroup
         | Kind::ApplicationSecurityGroup

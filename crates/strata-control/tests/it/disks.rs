@@ -229,6 +229,38 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
         "{v}"
     );
 
+    // The key's vault soft-deleted: the key is frozen, the disk locked ("deleted"); recovered:
+    // the same key is released again.
+    assert_eq!(server.admin("DELETE", &vault, None).0, 200);
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["desiredState"], "Stopped", "{a}");
+    assert!(a.get("diskKey").is_none(), "{a}");
+    report(
+        &agent,
+        &vm_arm_id,
+        a["generation"].as_u64().unwrap(),
+        "Stopped",
+    );
+    assert_eq!(
+        server.admin("GET", &vm, None).1["properties"]["failureReason"],
+        "customer key deleted"
+    );
+    let (s, v) = server.admin(
+        "PUT",
+        &vault,
+        Some(json!({ "properties": { "createMode": "recover" } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let a = assignment(&agent, &vm_id);
+    assert_eq!(a["desiredState"], "Running", "{a}");
+    assert_eq!(a["diskKey"].as_str(), Some(disk_key.as_str()), "{a}");
+    report(
+        &agent,
+        &vm_arm_id,
+        a["generation"].as_u64().unwrap(),
+        "Running",
+    );
+
     // A snapshot of the VM's disk is locked by the same customer key (its own envelope of the
     // same data key, bound to the snapshot).
     let snap = format!("{rg}/providers/Strata.Compute/snapshots/secret-snap");

@@ -241,12 +241,32 @@ fn vault_keys_follow_their_lifecycle_and_only_crypto_roles_use_them() {
         msg.contains(&year[..10]),
         "the message names the date: {msg}"
     );
+    // Deleting the vault soft-deletes it: its keys are frozen and out of sight until the vault
+    // is recovered (and a resource group holding them cannot go).
     let (st, v) = s.admin("DELETE", &vault, None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.admin("GET", &vault, None).0, 404);
+    assert_eq!(s.admin("GET", &key, None).0, 404);
+    let (st, v) = admin("POST", &format!("{key}/recover"), json!({}));
     assert_eq!(
-        (st, &v["error"]["code"]),
-        (409, &json!("KeyVaultNotEmpty")),
+        (st, v["error"]["code"].as_str()),
+        (409, Some("VaultDeleted")),
         "{v}"
     );
+    let (st, v) = post(
+        &s,
+        Some(&crypto),
+        &format!("{key}/unwrapKey"),
+        json!({ "value": w1 }),
+    );
+    assert_eq!(st, 409, "no data plane in a deleted vault: {v}");
+    let (st, v) = s.admin(
+        "PUT",
+        &vault,
+        Some(json!({ "properties": { "createMode": "recover" } })),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["enablePurgeProtection"], true, "{v}");
     let (st, v) = s.admin("DELETE", &rg, None);
     assert_eq!(st, 409, "{v}");
     let (st, v) = admin("POST", &format!("{key}/recover"), json!({}));
@@ -401,5 +421,128 @@ fn vault_keys_follow_their_lifecycle_and_only_crypto_roles_use_them() {
     assert!(
         !seen.contains("\"material\""),
         "no sealed material in any response"
+    );
+}
+
+/// A deleted vault: listed under deletedVaults with its dates, its name taken until it is
+/// recovered or purged, purge refused under purge protection until the scheduled date, and
+/// the key sweep purging it (keys and all) once that date has passed; without purge protection
+/// an explicit purge works at once.
+#[test]
+fn deleted_vaults_are_recovered_or_purged_with_their_keys() {
+    let s = Server::start();
+    let rg = s.rg("vaults");
+    assert_eq!(
+        s.admin("PUT", &rg, Some(json!({ "location": "local" }))).0,
+        201
+    );
+    let vault = format!("{rg}/providers/Strata.KeyVault/vaults/kv");
+    let (st, v) = s.admin(
+        "PUT",
+        &vault,
+        Some(json!({ "properties": { "softDeleteRetentionInDays": 7 } })),
+    );
+    assert_eq!(st, 201, "{v}");
+    let key = format!("{vault}/keys/k");
+    assert_eq!(
+        s.admin("PUT", &key, Some(json!({ "properties": {} }))).0,
+        201
+    );
+    assert_eq!(s.admin("DELETE", &vault, None).0, 200);
+
+    let deleted = format!("{rg}/providers/Strata.KeyVault/deletedVaults/kv");
+    let (st, list) = s.admin(
+        "GET",
+        &format!("{rg}/providers/Strata.KeyVault/deletedVaults"),
+        None,
+    );
+    assert_eq!(st, 200, "{list}");
+    let d = &list["value"][0];
+    assert_eq!(d["name"], "kv", "{list}");
+    assert!(
+        d["properties"]["vaultId"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&vault),
+        "{d}"
+    );
+    assert_eq!(d["properties"]["purgeProtectionEnabled"], true);
+    assert!(d["properties"]["scheduledPurgeDate"].is_string(), "{d}");
+    // The name is taken; a bad createMode is named; purge waits for the date.
+    let (st, v) = s.admin("PUT", &vault, Some(json!({ "properties": {} })));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("VaultAlreadySoftDeleted")),
+        "{v}"
+    );
+    let (st, v) = s.admin(
+        "PUT",
+        &vault,
+        Some(json!({ "properties": { "createMode": "restore" } })),
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("InvalidCreateMode"))
+    );
+    let (st, v) = s.admin("POST", &format!("{deleted}/purge"), Some(json!({})));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("PurgeProtected")),
+        "{v}"
+    );
+    assert_eq!(s.admin("PUT", &deleted, Some(json!({}))).0, 400);
+
+    // The sweep: not before the date; after it, the vault and its key are gone for good.
+    let app = || s.running().app.clone();
+    let now = strata_types::time::now_unix();
+    let report = strata_control::keysweep::sweep(&app(), now + 6 * 86_400);
+    assert!(report.purged.is_empty(), "{report:?}");
+    let report = strata_control::keysweep::sweep(&app(), now + 8 * 86_400);
+    assert_eq!(report.purged.len(), 1, "{report:?}");
+    assert_eq!(s.admin("GET", &deleted, None).0, 404);
+    let store = &s.running().app.store;
+    assert!(store.get(&key.to_ascii_lowercase()).unwrap().is_none());
+    // The name is free again: a new, empty vault.
+    assert_eq!(
+        s.admin("PUT", &vault, Some(json!({ "properties": {} }))).0,
+        201
+    );
+    assert_eq!(s.admin("GET", &key, None).0, 404);
+
+    // Without purge protection a deleted vault can be purged at once.
+    let open = format!("{rg}/providers/Strata.KeyVault/vaults/open");
+    let (st, v) = s.admin(
+        "PUT",
+        &open,
+        Some(json!({ "properties": { "enablePurgeProtection": false, "softDeleteRetentionInDays": 7 } })),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        s.admin(
+            "PUT",
+            &format!("{open}/keys/x"),
+            Some(json!({ "properties": {} }))
+        )
+        .0,
+        201
+    );
+    assert_eq!(s.admin("DELETE", &open, None).0, 200);
+    let (st, v) = s.admin(
+        "POST",
+        &format!("{rg}/providers/Strata.KeyVault/deletedVaults/open/purge"),
+        Some(json!({})),
+    );
+    assert_eq!(st, 200, "{v}");
+    // Nothing holds the resource group any more.
+    assert_eq!(s.admin("DELETE", &vault, None).0, 200);
+    let (st, v) = s.admin("POST", &format!("{deleted}/purge"), Some(json!({})));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("PurgeProtected"))
+    );
+    assert_eq!(
+        s.admin("DELETE", &rg, None).0,
+        200,
+        "an empty deleted vault goes with its group"
     );
 }
