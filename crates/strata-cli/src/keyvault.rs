@@ -19,6 +19,13 @@ const VAULT_COLS: &[Column<'static>] = &[
     ("PurgeProtection", "/properties/enablePurgeProtection"),
 ];
 
+const DELETED_VAULT_COLS: &[Column<'static>] = &[
+    ("Name", "/name"),
+    ("Deleted", "/properties/deletionDate"),
+    ("ScheduledPurge", "/properties/scheduledPurgeDate"),
+    ("PurgeProtection", "/properties/purgeProtectionEnabled"),
+];
+
 const KEY_COLS: &[Column<'static>] = &[
     ("Name", "/name"),
     ("Kty", "/properties/kty"),
@@ -57,10 +64,31 @@ pub enum KeyVaultCmd {
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
     },
-    /// Delete an empty key vault (refused while it holds keys, deleted ones included).
+    /// Delete a key vault: soft delete. Its keys are frozen (and disks under them locked)
+    /// until it is recovered; it is purged with them after its retention.
     Delete {
         #[arg(short = 'n', long)]
         name: String,
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// Bring back a soft-deleted key vault with its keys.
+    Recover {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// Purge a soft-deleted key vault and its keys for good (refused under purge protection
+    /// before its scheduled purge date).
+    Purge {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// List the soft-deleted key vaults in a resource group.
+    ListDeleted {
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
     },
@@ -319,6 +347,45 @@ pub fn run(c: &Client, out: Format, sub: &str, cmd: KeyVaultCmd) -> Result<()> {
             resource_group,
         } => {
             c.call("DELETE", &vault_path(sub, &resource_group, &name)?, None)?;
+            eprintln!(
+                "key vault {name} soft-deleted: its keys are frozen until 'strata keyvault recover -n {name} -g {resource_group}'"
+            );
+        }
+        KeyVaultCmd::Recover {
+            name,
+            resource_group,
+        } => {
+            let v = c.call(
+                "PUT",
+                &vault_path(sub, &resource_group, &name)?,
+                Some(&json!({ "properties": { "createMode": "recover" } })),
+            )?;
+            print(out, &v, VAULT_COLS);
+        }
+        KeyVaultCmd::Purge {
+            name,
+            resource_group,
+        } => {
+            strata_types::path::validate_name(&resource_group)?;
+            strata_types::path::validate_name(&name)?;
+            c.call(
+                "POST",
+                &format!(
+                    "/subscriptions/{sub}/resourceGroups/{resource_group}/providers/Strata.KeyVault/deletedVaults/{name}/purge"
+                ),
+                Some(&json!({})),
+            )?;
+        }
+        KeyVaultCmd::ListDeleted { resource_group } => {
+            strata_types::path::validate_name(&resource_group)?;
+            let v = c.call(
+                "GET",
+                &format!(
+                    "/subscriptions/{sub}/resourceGroups/{resource_group}/providers/Strata.KeyVault/deletedVaults"
+                ),
+                None,
+            )?;
+            print(out, &v, DELETED_VAULT_COLS);
         }
         KeyVaultCmd::Key(k) => run_key(c, out, sub, k)?,
     }

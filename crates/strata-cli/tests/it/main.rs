@@ -630,7 +630,8 @@ fn image_import_list_show_delete() {
 }
 
 /// `strata keyvault key rotation-policy update|show`: a policy built from flags, replaced by
-/// one given as JSON, refused with the reason when wrong, removed with no flags.
+/// one given as JSON, refused with the reason when wrong, removed with no flags; then the
+/// vault's soft delete, list-deleted, refused purge and recover.
 #[test]
 fn key_rotation_policy_from_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
@@ -688,6 +689,25 @@ fn key_rotation_policy_from_the_cli() {
     let (ok, _, err) = policy(&[]);
     assert!(ok, "{err}");
     assert_eq!(up.cli_json(&show), Value::Null);
+
+    // The vault soft-deleted: listed with its dates, its key out of sight, purge refused under
+    // purge protection; recovered with its key.
+    let (ok, _, err) = up.cli(&["keyvault", "delete", "-n", "kv1", "-g", "kv"]);
+    assert!(ok && err.contains("recover"), "{err}");
+    let deleted = up.cli_json(&["keyvault", "list-deleted", "-g", "kv"]);
+    assert_eq!(deleted["value"][0]["name"], "kv1", "{deleted}");
+    assert!(
+        deleted["value"][0]["properties"]["scheduledPurgeDate"].is_string(),
+        "{deleted}"
+    );
+    let (ok, _, err) = up.cli(&show);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) = up.cli(&["keyvault", "purge", "-n", "kv1", "-g", "kv"]);
+    assert!(!ok && err.contains("PurgeProtected"), "{err}");
+    let v = up.cli_json(&["keyvault", "recover", "-n", "kv1", "-g", "kv"]);
+    assert_eq!(v["name"], "kv1", "{v}");
+    let (ok, _, err) = up.cli(&show);
+    assert!(ok, "{err}");
 }
 
 #[test]
