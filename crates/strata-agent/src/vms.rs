@@ -712,6 +712,8 @@ pub struct VmHost {
     /// Snapshot tokens being taken or sent by this agent (a token the control plane still
     /// lists after its worker finished is taken again).
     snapshots: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// Where snapshots are made before they are sent (`snapshot_work_dir`).
+    snapshot_work: PathBuf,
 }
 
 /// The DDoS half of the VM loop's reporting: counters are sent when they change (or every
@@ -736,16 +738,21 @@ impl VmHost {
             driver,
             images,
             network: Arc::new(SimNetwork::new()),
-            cfg,
             shared: Arc::new(Shared::default()),
             fetcher: Mutex::new(None),
             ddos: Mutex::new(DdosOutbox::default()),
             snapshots: Arc::new(Mutex::new(BTreeMap::new())),
+            snapshot_work: snapshot_work_dir(&cfg),
+            cfg,
         };
         host.adopt();
         host.find_leftovers();
-        // Snapshot files an earlier run left half-made or unsent: taken again if still asked for.
-        if let Ok(entries) = std::fs::read_dir(snapshot_work_dir(&host.cfg)) {
+        // Snapshot files an earlier run left half-made or unsent: taken again if still asked
+        // for. (Only the QEMU driver's directory outlives a run; the simulator's is this
+        // process's own.)
+        if host.cfg.vm_dir.is_some()
+            && let Ok(entries) = std::fs::read_dir(&host.snapshot_work)
+        {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with("strata-snapshot-") {
@@ -871,7 +878,7 @@ impl VmHost {
         let Some(sink) = cp.snapshot_sink() else {
             return;
         };
-        let work = snapshot_work_dir(&self.cfg);
+        let work = self.snapshot_work.clone();
         // Tokens (→ in flight): a delivered one is kept only while the control plane still
         // lists it (an assignment fetched before it took the snapshot may).
         let listed: BTreeSet<&String> = a.vms.iter().flat_map(|d| &d.snapshots).collect();
@@ -1309,12 +1316,26 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(30);
 /// Where snapshots are made before they are sent: beside the VMs' directories (same file
 /// system, sized for disks), not /tmp. Root's, 0711: a VM's uid may open the file made for it
 /// there but never add, rename or replace an entry (`strata_compute::snapshot`).
+/// 16 random hex digits (a directory name no other host object in this process uses).
+fn uuid_like() -> String {
+    let mut b = [0u8; 8];
+    // On failure the zeros still name a directory; the process id beside it keeps
+    // processes apart.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn snapshot_work_dir(cfg: &VmHostConfig) -> PathBuf {
     match &cfg.vm_dir {
         Some(dir) => dir
             .parent()
             .map_or_else(std::env::temp_dir, |p| p.join("snapshot-work")),
-        None => std::env::temp_dir().join("strata-snapshot-work"),
+        // The simulator: a directory of this host object's own (tests run many at once).
+        None => std::env::temp_dir().join(format!(
+            "strata-snapshot-work-{}-{}",
+            std::process::id(),
+            uuid_like()
+        )),
     }
 }
 
