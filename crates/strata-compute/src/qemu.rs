@@ -1171,15 +1171,15 @@ impl Hypervisor for QemuDriver {
                 )),
             }
         };
-        let mut size = None;
-        let running = with_qmp(&mut |q| {
-            size = Some(crate::snapshot::live_disk_size(id, q)?);
-            Ok(())
-        });
-        let Some(size) = size.filter(|_| running.is_ok()) else {
+        if lock(&vm).procs.is_none() {
             // Stopped (nothing else starts it while the copy runs): copied offline.
             return crate::snapshot::copy_stopped(&disk, out, &key, &sandbox);
-        };
+        }
+        let mut size = 0;
+        with_qmp(&mut |q| {
+            size = crate::snapshot::live_disk_size(id, q)?;
+            Ok(())
+        })?;
         let copy = LiveCopy::prepare(out, &sandbox, &key, size)?;
         let mut outcome = with_qmp(&mut |q| copy.start(id, q));
         let deadline = Instant::now() + crate::snapshot::live_limit();
@@ -1220,7 +1220,15 @@ impl Hypervisor for QemuDriver {
 
     fn delete(&self, id: &VmId) -> Result<(), HypervisorError> {
         let vm = self.vm(id)?;
-        let disk_lock = lock(&vm).disk_lock.clone();
+        // Stop it first: a live copy in progress ends at its next QMP exchange, so the wait
+        // for the disk lock below is short.
+        let disk_lock = {
+            let mut guard = lock(&vm);
+            if let Some(procs) = guard.procs.take() {
+                teardown(procs, Duration::ZERO);
+            }
+            guard.disk_lock.clone()
+        };
         let _no_copy = lock(&disk_lock);
         let mut guard = lock(&vm);
         if let Some(procs) = guard.procs.take() {

@@ -74,7 +74,7 @@ pub fn sweep(app: &App, now: i64) -> SweepReport {
     for rec in keys {
         // A soft-deleted vault's keys are frozen (its purge takes them).
         let vault_key = rec.key.rsplit_once("/keys/").map(|(v, _)| v.to_owned());
-        if vault_key.is_some_and(|v| matches!(app.store.get(&v), Ok(None))) {
+        if vault_key.is_some_and(|v| !matches!(app.store.get(&v), Ok(Some(_)))) {
             continue;
         }
         if let Err(e) = sweep_key(app, &rec, now, &mut report) {
@@ -453,7 +453,30 @@ fn rewrap_disks(
 }
 
 /// Commits one action with its audit entry; returns the revision of the last write.
+/// Every sweep commit that uses or changes a key (a write or assert on `…/vaults/V/keys/K`)
+/// also asserts that the key's vault is still there, so a vault soft-deleted meanwhile wins and
+/// its keys stay frozen.
+fn with_vaults_live(mut ops: Vec<Op>) -> Vec<Op> {
+    let vaults: std::collections::BTreeSet<String> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Assert { key, .. }
+            | Op::DeleteTree { key } => Some(key),
+        })
+        .filter(|k| k.contains("/providers/strata.keyvault/vaults/"))
+        .filter_map(|k| k.rsplit_once("/keys/").map(|(vault, _)| vault.to_owned()))
+        .collect();
+    ops.extend(vaults.into_iter().map(|key| Op::Assert {
+        key,
+        pre: Precondition::MustExist,
+    }));
+    ops
+}
+
 fn commit(app: &App, ops: Vec<Op>, audit: AuditEntry) -> Result<u64, ApiError> {
+    let ops = with_vaults_live(ops);
     let committed = app.commit(
         Batch {
             ops,

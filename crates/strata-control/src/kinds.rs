@@ -262,6 +262,12 @@ impl Kind {
         )
     }
 
+    /// Whether DELETE applies (a deleted vault goes only through its purge, which honours
+    /// purge protection).
+    pub fn deletable(self) -> bool {
+        self != Kind::DeletedVault
+    }
+
     /// The RBAC action a POST action needs.
     pub fn post_action_permission(self, action: &str) -> String {
         match (self, action) {

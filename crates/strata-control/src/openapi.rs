@@ -147,13 +147,15 @@ pub fn operations() -> Vec<Operation> {
                 true,
             ));
         }
-        ops.push(op(
-            "delete",
-            item.clone(),
-            format!("{tag}_Delete"),
-            format!("Delete one of {t}"),
-            false,
-        ));
+        if kind.deletable() {
+            ops.push(op(
+                "delete",
+                item.clone(),
+                format!("{tag}_Delete"),
+                format!("Delete one of {t}"),
+                false,
+            ));
+        }
         for action in kind.post_actions() {
             let a = action[..1].to_uppercase() + &action[1..];
             ops.push(op(

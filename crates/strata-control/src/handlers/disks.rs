@@ -172,7 +172,7 @@ pub(super) fn wrap_customer(
     key_id: &ResourceId,
     dek: &DataKey,
     records: &mut Vec<AuditRecord>,
-) -> Result<(Envelope, Op), ApiError> {
+) -> Result<(Envelope, Vec<Op>), ApiError> {
     let (rec, _) = load(ctx, key_id)?.ok_or_else(|| {
         ApiError::new(
             404,
@@ -191,12 +191,16 @@ pub(super) fn wrap_customer(
     let audited = vault.wrap_key(&pmk, &name, id.key(), dek);
     records.push(audited.record);
     let envelope = audited.result.map_err(|e| kms_error(&e))?;
-    // The key must not change under us (disabled or rotated) before the disk commits.
-    let assert = Op::Assert {
-        key: rec.key,
-        pre: Precondition::Revision(rec.revision),
-    };
-    Ok((envelope, assert))
+    // The key must not change under us (disabled or rotated), nor its vault go, before the
+    // disk commits.
+    let asserts = vec![
+        Op::Assert {
+            key: rec.key,
+            pre: Precondition::Revision(rec.revision),
+        },
+        super::keyvault::vault_live(&key_id.parent().ok_or_else(ApiError::internal)?),
+    ];
+    Ok((envelope, asserts))
 }
 
 pub(super) fn details(id: &ResourceId, records: &[AuditRecord]) -> Value {
@@ -352,9 +356,9 @@ pub fn put_disk(
                         ));
                     }
                     check_wrap_access(ctx, key_id)?;
-                    let (env, assert) = wrap_customer(ctx, id, key_id, &dek, &mut records)
+                    let (env, asserts) = wrap_customer(ctx, id, key_id, &dek, &mut records)
                         .map_err(|e| refused(ctx, id, &records, e))?;
-                    ops.push(assert);
+                    ops.extend(asserts);
                     (env, Some(key_id))
                 }
             };
@@ -549,6 +553,7 @@ pub fn disk_action(
             key: key_rec.key,
             pre: Precondition::Revision(key_rec.revision),
         },
+        super::keyvault::vault_live(&key_id.parent().ok_or_else(ApiError::internal)?),
         Op::Put {
             key: id.key().to_string(),
             rtype: rec.rtype.clone(),

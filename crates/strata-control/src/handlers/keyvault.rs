@@ -188,7 +188,11 @@ pub fn build_vault(
     });
     Ok(Built {
         doc: new_doc(ctx, id, Kind::Vault, existing, props),
-        extra_ops: vec![],
+        // No soft-deleted vault of this name may appear before this commits.
+        extra_ops: vec![Op::Assert {
+            key: deleted_id.key().to_string(),
+            pre: Precondition::MustNotExist,
+        }],
         reveal: None,
     })
 }
@@ -291,6 +295,11 @@ pub fn purge_vault_ops(
             key: deleted_rec.key.clone(),
             pre: Precondition::Revision(deleted_rec.revision),
         },
+        // Never a live vault's keys: the vault must still be deleted.
+        Op::Assert {
+            key: vault_id.key().to_string(),
+            pre: Precondition::MustNotExist,
+        },
         // The vault's document is gone already; this takes its keys.
         Op::DeleteTree {
             key: vault_id.key().to_string(),
@@ -334,7 +343,7 @@ pub fn check_no_keys_under(ctx: &Ctx<'_>, id: &ResourceId) -> Result<(), ApiErro
         return Err(ApiError::conflict(
             "KeyVaultNotEmpty",
             format!(
-                "'{id}' still holds {keys} key vault key(s), soft-deleted ones included; delete and purge them first"
+                "'{id}' still holds {keys} key vault key(s), soft-deleted ones and those of deleted vaults included; purge them first (POST …/keys/K/purge, or POST …/deletedVaults/V/purge for a deleted vault; under purge protection only after the scheduled purge date)"
             ),
         ));
     }
@@ -717,6 +726,15 @@ fn apply_vault_settings(
     Ok(())
 }
 
+/// Asserted in every commit that uses or changes a key: its vault is still there (a vault
+/// soft-deleted meanwhile freezes its keys; the commit then fails instead).
+pub fn vault_live(vault_id: &ResourceId) -> Op {
+    Op::Assert {
+        key: vault_id.key().to_string(),
+        pre: Precondition::MustExist,
+    }
+}
+
 /// A key whose vault is soft-deleted (or gone) is frozen.
 fn vault_deleted(vault_id: &ResourceId) -> ApiError {
     ApiError::conflict(
@@ -1089,13 +1107,16 @@ pub fn delete_key(ctx: &Ctx<'_>, id: &ResourceId, req: &Incoming<'_>) -> Result<
     let mut trail = Trail::new(ctx, id, "delete");
     trail.take(vault.delete(&key_name(id), ctx.now()))?;
     let doc = key_doc(ctx, id, Some(&doc), &vault)?;
-    let ops = vec![Op::Put {
-        key: id.key().to_string(),
-        rtype: rec.rtype.clone(),
-        parent: rec.parent.clone(),
-        body: doc.to_json()?,
-        pre,
-    }];
+    let ops = vec![
+        Op::Put {
+            key: id.key().to_string(),
+            rtype: rec.rtype.clone(),
+            parent: rec.parent.clone(),
+            body: doc.to_json()?,
+            pre,
+        },
+        vault_live(&vault_id),
+    ];
     let committed = ctx.commit(ops, 200, trail.details(), false)?;
     super::doc_reply(
         200,
@@ -1166,10 +1187,13 @@ pub fn key_action(
         "recover" => trail.take(vault.recover(&name))?,
         "purge" => {
             trail.take(vault.purge(&name, now))?;
-            let ops = vec![Op::Delete {
-                key: id.key().to_string(),
-                pre: Precondition::Revision(rec.revision),
-            }];
+            let ops = vec![
+                Op::Delete {
+                    key: id.key().to_string(),
+                    pre: Precondition::Revision(rec.revision),
+                },
+                vault_live(&vault_id),
+            ];
             ctx.commit(ops, 200, trail.details(), false)?;
             return Ok(Reply::empty(204));
         }
@@ -1192,6 +1216,7 @@ pub fn key_action(
         pre: Precondition::Revision(rec.revision),
     }];
     ops.extend(extra_ops);
+    ops.push(vault_live(&vault_id));
     let committed = ctx.commit(ops, 200, trail.details(), false)?;
     super::doc_reply(
         200,

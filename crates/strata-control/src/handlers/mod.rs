@@ -504,6 +504,16 @@ fn delete_item(
             "reference policies are replaced only by importing a newer signed bundle; they cannot be deleted",
         ));
     }
+    if !kind.deletable() {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "{} are not deleted: purge one with POST …/NAME/purge (refused under purge protection before its scheduled date) or recover its vault",
+                kind.type_name()
+            ),
+        ));
+    }
     let Some((rec, doc)) = load(ctx, id)? else {
         return Ok(Reply::empty(204));
     };
@@ -531,6 +541,8 @@ fn delete_item(
             keyvault::check_no_keys_under(ctx, id)?;
             extra = network::resource_group_delete_ops(ctx, id)?;
             // Snapshots elsewhere that the group's VMs' hosts will now never take fail.
+            // Snapshots going with the group that VMs elsewhere were to take come off them.
+            let inside = format!("{}/", id.key());
             for rec in ctx.app.store.list_under(id.key()).map_err(store_err)? {
                 if rec.rtype == Kind::VirtualMachine.type_key() {
                     let vm = Doc::parse(&rec.body)?;
@@ -539,6 +551,16 @@ fn delete_item(
                         &vm,
                         Some(id.key()),
                     )?);
+                } else if rec.rtype == Kind::Snapshot.type_key() {
+                    let snap = Doc::parse(&rec.body)?;
+                    extra.extend(
+                        crate::compute::snapshots::drop_pending_on_delete(ctx.app, &snap)?.filter(
+                            |op| match op {
+                                Op::Put { key, .. } => !key.starts_with(&inside),
+                                _ => false,
+                            },
+                        ),
+                    );
                 }
             }
         }

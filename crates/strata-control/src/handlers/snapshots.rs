@@ -285,9 +285,9 @@ pub fn put_snapshot(
             .map_err(|_| ApiError::internal())?,
         Some(key_id) => {
             check_wrap_access(ctx, key_id)?;
-            let (env, assert) = wrap_customer(ctx, id, key_id, &dek, &mut records)
+            let (env, asserts) = wrap_customer(ctx, id, key_id, &dek, &mut records)
                 .map_err(|e| refused(ctx, id, &records, e))?;
-            ops.push(assert);
+            ops.extend(asserts);
             env
         }
     };

@@ -490,7 +490,29 @@ fn deleted_vaults_are_recovered_or_purged_with_their_keys() {
         (409, Some("PurgeProtected")),
         "{v}"
     );
-    assert_eq!(s.admin("PUT", &deleted, Some(json!({}))).0, 400);
+    let (st, v) = s.admin("PUT", &deleted, Some(json!({})));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("DeletedVaultsAreNotCreated")),
+        "{v}"
+    );
+    // Nor deleted around the purge: DELETE is not a way past purge protection.
+    let (st, v) = s.admin("DELETE", &deleted, None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{v}"
+    );
+    assert_eq!(s.admin("GET", &deleted, None).0, 200);
+    // Its keys are out of sight and frozen meanwhile.
+    assert_eq!(s.admin("GET", &key, None).0, 404);
+    assert_eq!(s.admin("GET", &format!("{vault}/keys"), None).0, 404);
+    let (st, v) = s.admin("POST", &format!("{key}/rotate"), Some(json!({})));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("VaultDeleted")),
+        "{v}"
+    );
 
     // The sweep: not before the date; after it, the vault and its key are gone for good.
     let app = || s.running().app.clone();
@@ -533,6 +555,13 @@ fn deleted_vaults_are_recovered_or_purged_with_their_keys() {
         Some(json!({})),
     );
     assert_eq!(st, 200, "{v}");
+    assert!(
+        store
+            .get(&format!("{open}/keys/x").to_ascii_lowercase())
+            .unwrap()
+            .is_none(),
+        "the purge took the vault's key"
+    );
     // Nothing holds the resource group any more.
     assert_eq!(s.admin("DELETE", &vault, None).0, 200);
     let (st, v) = s.admin("POST", &format!("{deleted}/purge"), Some(json!({})));
