@@ -459,11 +459,11 @@ fn rewrap_disks(
 fn with_vaults_live(mut ops: Vec<Op>) -> Vec<Op> {
     let vaults: std::collections::BTreeSet<String> = ops
         .iter()
-        .filter_map(|op| match op {
+        .map(|op| match op {
             Op::Put { key, .. }
             | Op::Delete { key, .. }
             | Op::Assert { key, .. }
-            | Op::DeleteTree { key } => Some(key),
+            | Op::DeleteTree { key } => key,
         })
         .filter(|k| k.contains("/providers/strata.keyvault/vaults/"))
         .filter_map(|k| k.rsplit_once("/keys/").map(|(vault, _)| vault.to_owned()))
