@@ -5,6 +5,7 @@
 //! rotation and rewrap keep the same disk key; nothing secret in any GET or audit entry.
 
 use crate::fabric::{TrustedFabric, trusted_host};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use strata_agent::agent::Agent;
 
@@ -341,6 +342,84 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     assert_eq!(v["properties"]["encryption"]["keyVersion"], 2, "{v}");
     let (s, v) = disable_v1();
     assert_eq!(s, 200, "{v}");
+
+    // A delivered customer-key snapshot (the host's copy stood in for by an encrypted image
+    // under the disk's key): a disk made from it keeps the customer key; asking for the
+    // platform key instead is refused, since it would take the data from the key's owner.
+    let first = assignment(&agent, &vm_id)["snapshots"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap2 = format!("{rg}/providers/Strata.Compute/snapshots/delivered");
+    let (s, v) = as_operator(
+        "PUT",
+        &snap2,
+        Some(json!({ "properties": { "creationData": {
+            "createOption": "Copy", "sourceResourceId": vm } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let token = assignment(&agent, &vm_id)["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|t| *t != first)
+        .unwrap()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("copy.qcow2");
+    let raw: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(&disk_key)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    strata_compute::snapshot::create_encrypted_image(
+        &image,
+        &strata_compute::DiskKey::from_bytes(raw),
+        64 << 20,
+    )
+    .unwrap();
+    use strata_agent::vms::ControlPlane as _;
+    agent
+        .fabric_client()
+        .unwrap()
+        .snapshot_sink()
+        .unwrap()
+        .taken(&token, &image)
+        .unwrap();
+    let (_, v) = server.admin("GET", &snap2, None);
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let restored = format!("{rg}/providers/Strata.Compute/disks/from-cmk");
+    let (s, v) = as_operator(
+        "PUT",
+        &restored,
+        Some(json!({ "properties": {
+            "creationData": { "createOption": "Copy", "sourceResourceId": snap2 },
+            "encryption": { "type": "EncryptionAtRestWithPlatformKey" } } })),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("InvalidEncryption")),
+        "{v}"
+    );
+    let (s, v) = as_operator(
+        "PUT",
+        &restored,
+        Some(json!({ "properties": { "creationData": {
+            "createOption": "Copy", "sourceResourceId": snap2 } } })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let e = &v["properties"]["encryption"];
+    assert_eq!(e["type"], "EncryptionAtRestWithCustomerKey", "{v}");
+    assert!(
+        e["keyVaultKeyId"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&key),
+        "{v}"
+    );
+    assert_eq!(v["properties"]["diskSizeGB"], 1, "{v}");
+    assert_eq!(as_operator("DELETE", &restored, None).0, 200);
 
     // A VM on the platform-key disk gets that disk's key.
     let (s, v) = server.admin(
