@@ -100,6 +100,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                 log_chain("signing-key maintenance failed", &e);
             }
             crate::fabric::door::sweep(&a);
+            crate::compute::snapshots::expire(&a, strata_types::time::now_unix());
             if key_sweep {
                 crate::keysweep::sweep(&a, strata_types::time::now_unix());
             }

@@ -68,6 +68,85 @@ pub struct SnapshotInternal {
     /// The encrypted content, once the host has sent it.
     #[serde(default)]
     pub content: Option<ImageContent>,
+    /// Unix seconds of the request (a snapshot still pending long after fails: `expire`).
+    #[serde(default)]
+    pub requested_at: i64,
+}
+
+/// How long a host has to deliver a snapshot (a live copy may take an hour; then the upload).
+pub const PENDING_LIMIT_SECS: i64 = 3 * 3600;
+
+/// Fails the snapshots still `Creating` more than [`PENDING_LIMIT_SECS`] after they were asked
+/// for (their host is gone, Untrusted, or cannot copy), taking their tokens off their VMs.
+/// Runs on the background tick; `now` is an argument for tests. Returns how many failed.
+pub fn expire(app: &App, now: i64) -> usize {
+    let records = match app.store.list_type(&Kind::Snapshot.type_key()) {
+        Ok(r) => r,
+        Err(e) => {
+            log_chain("snapshot expiry: store read failed", &e);
+            return 0;
+        }
+    };
+    let mut failed = 0;
+    for rec in records {
+        let Ok(mut doc) = Doc::parse(&rec.body) else {
+            continue;
+        };
+        let si: SnapshotInternal = crate::docs::internal_of(&doc);
+        if si.content.is_some()
+            || si.requested_at == 0
+            || now - si.requested_at <= PENDING_LIMIT_SECS
+            || doc.prop_str("provisioningState") != Some("Creating")
+        {
+            continue;
+        }
+        let reason = format!(
+            "host {} did not deliver the snapshot within {} hours",
+            si.host,
+            PENDING_LIMIT_SECS / 3600
+        );
+        let result = (|| {
+            let mut ops: Vec<Op> = drop_pending_on_delete(app, &doc)?.into_iter().collect();
+            set_state(&mut doc, "Failed", &[("failureReason", json!(reason))]);
+            ops.push(Op::Put {
+                key: rec.key.clone(),
+                rtype: rec.rtype.clone(),
+                parent: rec.parent.clone(),
+                body: doc.to_json()?,
+                pre: Precondition::Revision(rec.revision),
+            });
+            let entry = AuditEntry {
+                seq: 0,
+                time: strata_types::time::now_rfc3339(),
+                request_id: format!("snapshot-expiry-{}", uuid::Uuid::new_v4().simple()),
+                principal_id: None,
+                principal_name: Some("strata-system".into()),
+                client_ip: None,
+                category: "compute".into(),
+                action: Kind::Snapshot.action("write"),
+                scope: doc.id.clone(),
+                outcome: "failure".into(),
+                status: 200,
+                reason: reason.clone(),
+                details: json!({ "id": doc.id }),
+            };
+            app.commit(
+                strata_store::Batch {
+                    ops,
+                    audit: vec![entry],
+                },
+                false,
+            )
+        })();
+        match result {
+            Ok(_) => failed += 1,
+            // Delivered or changed meanwhile: looked at again on the next tick.
+            Err(e) => {
+                tracing::debug!(snapshot = %doc.id, error = %e.message, "snapshot expiry skipped")
+            }
+        }
+    }
+    failed
 }
 
 /// A fresh token.

@@ -309,6 +309,7 @@ pub fn put_snapshot(
         vm: vm_rec.key.clone(),
         host,
         content: None,
+        requested_at: ctx.now(),
     })
     .map_err(|_| ApiError::internal())?;
     vm_internal.snapshots.push(PendingSnapshot {

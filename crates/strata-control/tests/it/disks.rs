@@ -433,8 +433,38 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     let plain_key = a["diskKey"].as_str().unwrap().to_string();
     assert_ne!(plain_key, disk_key);
 
-    // Deleting the VM keeps its disk, Unattached; then the disk may go. The snapshot its host
+    // A snapshot its host never delivers fails after the limit, its token off the VM.
+    let app = server.running().app.clone();
+    let now = strata_types::time::now_unix();
+    assert_eq!(
+        strata_control::compute::snapshots::expire(&app, now + 3600),
+        0
+    );
+    assert_eq!(
+        strata_control::compute::snapshots::expire(&app, now + 4 * 3600),
+        1
+    );
+    let (_, v) = server.admin("GET", &snap, None);
+    assert_eq!(v["properties"]["provisioningState"], "Failed", "{v}");
+    assert!(
+        v["properties"]["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("did not deliver the snapshot within 3 hours"),
+        "{v}"
+    );
+    assert!(assignment(&agent, &vm_id).get("snapshots").is_none());
+
+    // Deleting the VM keeps its disk, Unattached; then the disk may go. A snapshot its host
     // never took fails with the reason.
+    let snap = format!("{rg}/providers/Strata.Compute/snapshots/late");
+    let (s, v) = as_operator(
+        "PUT",
+        &snap,
+        Some(json!({ "properties": { "creationData": {
+            "createOption": "Copy", "sourceResourceId": vm } } })),
+    );
+    assert_eq!(s, 201, "{v}");
     assert_eq!(server.admin("DELETE", &vm, None).0, 200);
     let (_, v) = server.admin("GET", &snap, None);
     assert_eq!(
