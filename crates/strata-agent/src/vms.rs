@@ -887,6 +887,20 @@ impl VmHost {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|t, in_flight| *in_flight || listed.contains(t));
         for d in &a.vms {
+            // Only a VM whose disk exists and no worker is changing (a VM still being created
+            // gets its snapshot taken on a later tick).
+            let settled = self.shared.lock().vms.get(&d.vm_id).is_some_and(|e| {
+                matches!(
+                    e.have,
+                    Have::Created
+                        | Have::Stopped
+                        | Have::Running
+                        | Have::Failed { exists: true, .. }
+                )
+            });
+            if !settled {
+                continue;
+            }
             for token in &d.snapshots {
                 let fresh = {
                     let mut known = self
