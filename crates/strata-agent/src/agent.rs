@@ -245,6 +245,9 @@ impl crate::vms::SnapshotSink for FabricClient {
             .put(&format!("{}/snapshots/{token}", self.base))
             .header("content-type", "application/octet-stream")
             .header("content-length", len.to_string())
+            // The control plane admits the upload before it reads a byte: a refusal comes back
+            // before the file is sent, so the agent reads the reason instead of a broken pipe.
+            .header("expect", "100-continue")
             .config()
             .timeout_global(Some(std::time::Duration::from_secs(60 + len / (1 << 20))))
             .http_status_as_error(false)

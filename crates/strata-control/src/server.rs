@@ -319,6 +319,8 @@ async fn snapshot_upload(
         parts.uri.path().to_owned(),
         request_id.clone(),
     );
+    let expects_continue = header_str(&parts.headers, header::EXPECT)
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let begun = {
         let (s, method, path, rid, peer, cert) = (
             s.clone(),
@@ -346,7 +348,11 @@ async fn snapshot_upload(
     let ticket = match begun {
         Ok(Ok(t)) => t,
         Ok(Err(reply)) => {
-            let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
+            // A client that asked `Expect: 100-continue` has sent nothing yet: answer at once
+            // (reading the body would invite it to send). Others get a little read first.
+            if !expects_continue {
+                let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
+            }
             return reply_response(*reply, &request_id);
         }
         Err(_) => {

@@ -375,13 +375,12 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
         .as_str()
         .unwrap()
         .to_string();
-    // (A small file: a refused upload's body is read only that far before the refusal.)
-    let small = tmp.path().join("small.qcow2");
-    std::fs::write(&small, &bytes[..4096]).unwrap();
+    // (The whole export: the agent asks `Expect: 100-continue`, so the refusal arrives before
+    // any of it is sent, not as a broken pipe.)
     let err = fabric2
         .snapshot_sink()
         .unwrap()
-        .taken(&token, &small)
+        .taken(&token, &exported)
         .unwrap_err();
     assert!(err.contains("pending on host host-2"), "{err}");
     let err = fabric2
