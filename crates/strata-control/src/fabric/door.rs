@@ -193,14 +193,7 @@ pub fn image_fetch(app: &App, call: AgentCall<'_>) -> Result<(std::fs::File, u64
         let ["hosts", host, "images", digest] = segments.as_slice() else {
             return Err(ApiError::not_found(call.path));
         };
-        let hid = host_id(host)?;
-        let (_, doc) = load(app, &hid)?
-            .ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
-        if !current_certificate(&doc, call.peer_certificate) {
-            return Err(ApiError::unauthenticated(
-                "this call needs the host's current client certificate, which is issued after a passing attestation round",
-            ));
-        }
+        let (hid, _) = current_host(app, &call, host)?;
         let path = crate::compute::door::image_for_host(app, host, digest)?;
         let file = std::fs::File::open(&path).map_err(|e| {
             log_chain("cannot open image bytes", &e);
@@ -227,8 +220,13 @@ pub fn image_fetch(app: &App, call: AgentCall<'_>) -> Result<(std::fs::File, u64
     result.map_err(|e| Box::new(refused(app, &call, &segments, &e)))
 }
 
-/// The host `host` if the call carries its current attestation-bound client certificate.
-fn current_host(app: &App, call: &AgentCall<'_>, host: &str) -> Result<ResourceId, ApiError> {
+/// The host `host` (its id and document) if the call carries its current attestation-bound
+/// client certificate: every mTLS-only call of the door starts here.
+fn current_host(
+    app: &App,
+    call: &AgentCall<'_>,
+    host: &str,
+) -> Result<(ResourceId, Doc), ApiError> {
     let hid = host_id(host)?;
     let (_, doc) =
         load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
@@ -237,7 +235,7 @@ fn current_host(app: &App, call: &AgentCall<'_>, host: &str) -> Result<ResourceI
             "this call needs the host's current client certificate, which is issued after a passing attestation round",
         ));
     }
-    Ok(hid)
+    Ok((hid, doc))
 }
 
 /// Whether an agent call is `PUT hosts/{host}/snapshots/{token}`, whose body is a stream of
@@ -322,7 +320,7 @@ pub fn snapshot_finish(
         .trim_start_matches("/fabric/v1/")
         .split('/')
         .collect();
-    let result = current_host(app, &call, &ticket.host).and_then(|hid| {
+    let result = current_host(app, &call, &ticket.host).and_then(|(hid, _)| {
         let audit = entry(
             &call,
             &ticket.host,
@@ -367,7 +365,7 @@ fn snapshot_failed(
     host: &str,
     token: &str,
 ) -> Result<Reply, ApiError> {
-    let hid = current_host(app, call, host)?;
+    let (hid, _) = current_host(app, call, host)?;
     let audit = entry(
         call,
         host,
@@ -1100,14 +1098,7 @@ fn evidence(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiErr
 }
 
 fn assignments(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
-    let hid = host_id(host)?;
-    let (_, doc) =
-        load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
-    if !current_certificate(&doc, call.peer_certificate) {
-        return Err(ApiError::unauthenticated(
-            "this call needs the host's current client certificate, which is issued after a passing attestation round",
-        ));
-    }
+    let (hid, doc) = current_host(app, call, host)?;
     let (vms, network) =
         crate::compute::door::assigned(app, host, doc.prop_str("state").unwrap_or(""))?;
     Ok(Reply::json(
@@ -1124,14 +1115,7 @@ fn assignments(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, Api
 
 /// `POST hosts/{host}/vmstatus`: the host's agent says what its VMs are doing.
 fn vm_status(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
-    let hid = host_id(host)?;
-    let (_, doc) =
-        load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
-    if !current_certificate(&doc, call.peer_certificate) {
-        return Err(ApiError::unauthenticated(
-            "this call needs the host's current client certificate, which is issued after a passing attestation round",
-        ));
-    }
+    current_host(app, call, host)?;
     let audit = |action: &str, scope: &str, reason: &str, details: Value| {
         entry(call, host, action, scope, ("success", 200), reason, details)
     };
@@ -1142,14 +1126,7 @@ fn vm_status(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiEr
 /// `POST hosts/{host}/nicstatus`: the host's agent reports its interfaces' DDoS counters and
 /// mitigation events (`network::ddos`).
 fn nic_status(app: &App, call: &AgentCall<'_>, host: &str) -> Result<Reply, ApiError> {
-    let hid = host_id(host)?;
-    let (_, doc) =
-        load(app, &hid)?.ok_or_else(|| ApiError::unauthenticated("no current host certificate"))?;
-    if !current_certificate(&doc, call.peer_certificate) {
-        return Err(ApiError::unauthenticated(
-            "this call needs the host's current client certificate, which is issued after a passing attestation round",
-        ));
-    }
+    current_host(app, call, host)?;
     let audit = |action: &str, scope: &str, reason: &str, details: Value| {
         entry(call, host, action, scope, ("success", 200), reason, details)
     };
