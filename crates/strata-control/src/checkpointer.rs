@@ -100,9 +100,11 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                 log_chain("signing-key maintenance failed", &e);
             }
             crate::fabric::door::sweep(&a);
-            crate::compute::snapshots::expire(&a, strata_types::time::now_unix());
+            // Once a minute: both read every key, disk and snapshot document.
             if key_sweep {
-                crate::keysweep::sweep(&a, strata_types::time::now_unix());
+                let now = strata_types::time::now_unix();
+                crate::keysweep::sweep(&a, now);
+                crate::compute::snapshots::expire(&a, now);
             }
         })
         .await;
