@@ -156,6 +156,15 @@ pub enum Release {
 /// Opens disk `disk_key`'s data key for release to a host, or says why it stays locked: a
 /// customer key that is disabled, deleted or purged locks its disks until it is back.
 pub fn release(app: &App, disk_key: &str) -> Result<Release, ApiError> {
+    release_with_source(app, disk_key).map(|(release, _)| release)
+}
+
+/// [`release`], and the snapshot content the disk was made from (if it was), from one read of
+/// the disk's document (what a host's assignments need of a VM's OS disk).
+pub fn release_with_source(
+    app: &App,
+    disk_key: &str,
+) -> Result<(Release, Option<super::images::ImageContent>), ApiError> {
     let fail = |what: &str| {
         tracing::error!(disk = %disk_key, "{what}");
         ApiError::internal()
@@ -164,6 +173,20 @@ pub fn release(app: &App, disk_key: &str) -> Result<Release, ApiError> {
         return Err(fail("the VM's OS disk is gone"));
     };
     let internal: DiskInternal = crate::docs::internal_of(&disk);
+    let source = internal.source.clone();
+    release_of(app, disk_key, &disk, &internal).map(|release| (release, source))
+}
+
+fn release_of(
+    app: &App,
+    disk_key: &str,
+    disk: &Doc,
+    internal: &DiskInternal,
+) -> Result<Release, ApiError> {
+    let fail = |what: &str| {
+        tracing::error!(disk = %disk_key, "{what}");
+        ApiError::internal()
+    };
     let envelope = internal
         .data_key
         .as_deref()
@@ -172,7 +195,7 @@ pub fn release(app: &App, disk_key: &str) -> Result<Release, ApiError> {
             Envelope::decode(t).map_err(|_| fail("the disk key envelope does not parse"))
         })?;
     let pmk = platform_key(app, disk_key)?;
-    let Some(key_id) = customer_key_of(&disk) else {
+    let Some(key_id) = customer_key_of(disk) else {
         return pmk
             .unwrap_data_key(disk_key, &envelope)
             .map(Release::Key)

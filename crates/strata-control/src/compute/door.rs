@@ -102,20 +102,25 @@ pub fn assigned(
         if !pending.is_empty() {
             vm["snapshots"] = json!(pending);
         }
-        // A disk made from a snapshot: the host copies that content as the disk.
-        if let Some(disk) = super::disks::os_disk_of(&doc)
-            && let Some(c) = super::snapshots::disk_source(app, &disk)?
-        {
-            vm["diskSource"] = json!({ "sha256": c.sha256, "sizeBytes": c.size_bytes });
-        }
         // The OS disk's key, released only here: a disk resource's (platform or customer key,
         // `disks::release`), else the VM's own, unwrapped with the subscription's platform key.
         // A customer key that is disabled or deleted withholds it: the VM is held Stopped.
         let dek = if let Some(disk) = super::disks::os_disk_of(&doc) {
             // Fail closed, one VM at a time: an error withholds this VM's key only.
-            match super::disks::release(app, &disk) {
-                Ok(super::disks::Release::Key(dek)) => Some(dek),
-                Ok(super::disks::Release::Withheld(_)) | Err(_) => None,
+            let (release, source) = match super::disks::release_with_source(app, &disk) {
+                Ok(r) => r,
+                Err(_) => (
+                    super::disks::Release::Withheld("the disk cannot be read"),
+                    None,
+                ),
+            };
+            // A disk made from a snapshot: the host copies that content as the disk.
+            if let Some(c) = source {
+                vm["diskSource"] = json!({ "sha256": c.sha256, "sizeBytes": c.size_bytes });
+            }
+            match release {
+                super::disks::Release::Key(dek) => Some(dek),
+                super::disks::Release::Withheld(_) => None,
             }
         } else {
             let Some(disk_key) = internal.disk_key.as_deref() else {
