@@ -115,3 +115,15 @@ pub fn internal_of<T: for<'de> Deserialize<'de> + Default>(doc: &Doc) -> T {
     }
     serde_json::from_value(doc.internal.clone()).unwrap_or_default()
 }
+
+/// The write that replaces stored record `rec` with `doc`, on condition that `rec` is still the
+/// current revision (a concurrent change makes the commit fail instead of being lost).
+pub fn rewrite(rec: &strata_store::Record, doc: &Doc) -> Result<strata_store::Op, ApiError> {
+    Ok(strata_store::Op::Put {
+        key: rec.key.clone(),
+        rtype: rec.rtype.clone(),
+        parent: rec.parent.clone(),
+        body: doc.to_json()?,
+        pre: strata_store::Precondition::Revision(rec.revision),
+    })
+}

@@ -208,13 +208,7 @@ fn sweep_key(app: &App, rec: &Record, now: i64, report: &mut SweepReport) -> Res
         let new_doc = key_doc_by(&id, &doc, &vault, SYSTEM)?;
         let committed = commit(
             app,
-            vec![Op::Put {
-                key: rec.key.clone(),
-                rtype: rec.rtype.clone(),
-                parent: rec.parent.clone(),
-                body: new_doc.to_json()?,
-                pre: Precondition::Revision(rec.revision),
-            }],
+            vec![crate::docs::rewrite(rec, &new_doc)?],
             entry(
                 &action,
                 &doc.id,
@@ -323,13 +317,7 @@ fn notify_near_expiry(
     let days = (expires - now).max(0) / 86_400;
     commit(
         app,
-        vec![Op::Put {
-            key: rec.key.clone(),
-            rtype: rec.rtype.clone(),
-            parent: rec.parent.clone(),
-            body: doc.to_json()?,
-            pre: Precondition::Revision(rec.revision),
-        }],
+        vec![crate::docs::rewrite(&rec, &doc)?],
         entry(
             &Kind::VaultKey.action("nearExpiry/action"),
             &doc.id,
@@ -426,13 +414,7 @@ fn rewrap_disks(
                 key: key_storage_key.to_string(),
                 pre: Precondition::Revision(key_revision),
             },
-            Op::Put {
-                key: rec.key.clone(),
-                rtype: rec.rtype.clone(),
-                parent: rec.parent.clone(),
-                body: doc.to_json()?,
-                pre: Precondition::Revision(rec.revision),
-            },
+            crate::docs::rewrite(&rec, &doc)?,
         ];
         match commit(
             app,

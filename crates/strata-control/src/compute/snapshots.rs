@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use strata_audit::AuditEntry;
-use strata_store::{Op, Precondition, Record};
+use strata_store::{Op, Record};
 use strata_types::ApiError;
 
 use super::VmInternal;
@@ -108,13 +108,7 @@ pub fn expire(app: &App, now: i64) -> usize {
         let result = (|| {
             let mut ops: Vec<Op> = drop_pending_on_delete(app, &doc)?.into_iter().collect();
             set_state(&mut doc, "Failed", &[("failureReason", json!(reason))]);
-            ops.push(Op::Put {
-                key: rec.key.clone(),
-                rtype: rec.rtype.clone(),
-                parent: rec.parent.clone(),
-                body: doc.to_json()?,
-                pre: Precondition::Revision(rec.revision),
-            });
+            ops.push(crate::docs::rewrite(&rec, &doc)?);
             let entry = AuditEntry {
                 seq: 0,
                 time: strata_types::time::now_rfc3339(),
@@ -221,13 +215,7 @@ fn settle(
         let mut internal: VmInternal = crate::docs::internal_of(&vm);
         internal.snapshots.retain(|p| p.token != token);
         vm.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
-        let mut ops = vec![Op::Put {
-            key: vm_rec.key.clone(),
-            rtype: vm_rec.rtype.clone(),
-            parent: vm_rec.parent.clone(),
-            body: vm.to_json()?,
-            pre: Precondition::Revision(vm_rec.revision),
-        }];
+        let mut ops = vec![crate::docs::rewrite(&vm_rec, &vm)?];
         let mut settled = None;
         if let Some(rec) = read(app, &pending.snapshot)?
             && rec.rtype == Kind::Snapshot.type_key()
@@ -238,13 +226,7 @@ fn settle(
             if si.token == token && si.host == host {
                 update(&mut doc, &mut si);
                 doc.internal = serde_json::to_value(&si).map_err(|_| ApiError::internal())?;
-                ops.push(Op::Put {
-                    key: rec.key.clone(),
-                    rtype: rec.rtype.clone(),
-                    parent: rec.parent.clone(),
-                    body: doc.to_json()?,
-                    pre: Precondition::Revision(rec.revision),
-                });
+                ops.push(crate::docs::rewrite(&rec, &doc)?);
                 settled = Some(doc);
             }
         }
@@ -435,13 +417,7 @@ pub fn fail_pending_on_vm_delete(
                 json!("the VM was deleted before its host took the snapshot"),
             )],
         );
-        ops.push(Op::Put {
-            key: rec.key.clone(),
-            rtype: rec.rtype.clone(),
-            parent: rec.parent.clone(),
-            body: doc.to_json()?,
-            pre: Precondition::Revision(rec.revision),
-        });
+        ops.push(crate::docs::rewrite(&rec, &doc)?);
     }
     Ok(ops)
 }
@@ -464,13 +440,7 @@ pub fn drop_pending_on_delete(app: &App, snapshot: &Doc) -> Result<Option<Op>, A
         return Ok(None);
     }
     vm.internal = serde_json::to_value(&internal).map_err(|_| ApiError::internal())?;
-    Ok(Some(Op::Put {
-        key: rec.key.clone(),
-        rtype: rec.rtype.clone(),
-        parent: rec.parent.clone(),
-        body: vm.to_json()?,
-        pre: Precondition::Revision(rec.revision),
-    }))
+    Ok(Some(crate::docs::rewrite(&rec, &vm)?))
 }
 
 /// The tokens of a VM's pending snapshots, for its assignment.

@@ -325,13 +325,7 @@ pub fn put_snapshot(
         body: doc.to_json()?,
         pre,
     });
-    ops.push(Op::Put {
-        key: vm_rec.key.clone(),
-        rtype: vm_rec.rtype.clone(),
-        parent: vm_rec.parent.clone(),
-        body: vm.to_json()?,
-        pre: Precondition::Revision(vm_rec.revision),
-    });
+    ops.push(crate::docs::rewrite(&vm_rec, &vm)?);
     let committed = ctx.commit(ops, 201, details(id, &records), false)?;
     let rev = committed
         .revisions
