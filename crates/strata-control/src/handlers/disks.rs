@@ -12,9 +12,9 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use strata_kms::{AuditRecord, DataKey, Envelope, ErrorCode, KmsError};
 use strata_store::{Op, Precondition};
-use strata_types::{ApiError, ResourceBody, ResourceId};
+use strata_types::{ApiError, ResourceId};
 
-use super::{load, new_doc, parse_body, parse_props};
+use super::{load, new_doc, parse_props};
 use crate::compute::disks::{
     CUSTOMER_KEY, DiskInternal, PLATFORM_KEY, customer_key_of, platform_key, vault_key,
 };
@@ -215,21 +215,12 @@ pub fn put_disk(
     req: &Incoming<'_>,
     patch: bool,
 ) -> Result<Reply, ApiError> {
-    let mut body: ResourceBody = parse_body(req.body)?;
-    super::check_envelope(&body, id, Kind::Disk)?;
-    let parent = id.parent().unwrap_or_else(ResourceId::tenant);
-    Kind::Disk
-        .check_parent(&parent)
-        .map_err(|m| ApiError::bad_request("InvalidResourceLocation", m))?;
-    super::require_parent(ctx, &parent)?;
-    let existing = load(ctx, id)?;
-    let pre = super::precondition(req, existing.as_ref().map(|(r, _)| r))?;
-    if patch {
-        let Some((_, doc)) = &existing else {
-            return Err(ApiError::not_found(id.as_str()));
-        };
-        super::patch_onto(&mut body, doc);
-    }
+    let super::OwnPut {
+        mut body,
+        parent,
+        existing,
+        pre,
+    } = super::own_put(ctx, id, req, Kind::Disk, patch)?;
     let input: DiskInput = parse_props(body.properties)?;
     let _ = (input.disk_state, input.managed_by, input.provisioning_state);
     let mut from = match (&existing, input.creation_data.as_ref()) {

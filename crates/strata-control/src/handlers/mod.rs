@@ -238,6 +238,45 @@ fn precondition(req: &Incoming<'_>, existing: Option<&Record>) -> Result<Precond
     })
 }
 
+/// The common start of a kind's own PUT/PATCH handler: the body parsed and checked against the
+/// id, the parent checked and present, the existing record and the request's precondition, a
+/// PATCH merged onto what is stored (404 when nothing is).
+pub struct OwnPut {
+    pub body: ResourceBody,
+    pub parent: ResourceId,
+    pub existing: Option<(Record, Doc)>,
+    pub pre: Precondition,
+}
+
+pub fn own_put(
+    ctx: &Ctx<'_>,
+    id: &ResourceId,
+    req: &Incoming<'_>,
+    kind: Kind,
+    patch: bool,
+) -> Result<OwnPut, ApiError> {
+    let mut body: ResourceBody = parse_body(req.body)?;
+    check_envelope(&body, id, kind)?;
+    let parent = id.parent().unwrap_or_else(ResourceId::tenant);
+    kind.check_parent(&parent)
+        .map_err(|m| ApiError::bad_request("InvalidResourceLocation", m))?;
+    require_parent(ctx, &parent)?;
+    let existing = load(ctx, id)?;
+    let pre = precondition(req, existing.as_ref().map(|(r, _)| r))?;
+    if patch {
+        let Some((_, doc)) = &existing else {
+            return Err(ApiError::not_found(id.as_str()));
+        };
+        patch_onto(&mut body, doc);
+    }
+    Ok(OwnPut {
+        body,
+        parent,
+        existing,
+        pre,
+    })
+}
+
 /// RFC 7396 JSON merge patch.
 /// A PATCH body made whole: the stored properties with the patch merged in (RFC 7396), and the
 /// stored tags and location where the patch names none.

@@ -11,10 +11,10 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use strata_kms::Envelope;
 use strata_store::{Op, Precondition};
-use strata_types::{ApiError, ResourceBody, ResourceId};
+use strata_types::{ApiError, ResourceId};
 
 use super::disks::{check_wrap_access, details, encryption_props, refused, wrap_customer};
-use super::{load, new_doc, parse_body, parse_props};
+use super::{load, new_doc, parse_props};
 use crate::compute::VmInternal;
 use crate::compute::disks::{Release, customer_key_of, os_disk_of, platform_key, release};
 use crate::compute::snapshots::{PendingSnapshot, SnapshotInternal, new_token};
@@ -125,21 +125,12 @@ pub fn put_snapshot(
     req: &Incoming<'_>,
     patch: bool,
 ) -> Result<Reply, ApiError> {
-    let mut body: ResourceBody = parse_body(req.body)?;
-    super::check_envelope(&body, id, Kind::Snapshot)?;
-    let parent = id.parent().unwrap_or_else(ResourceId::tenant);
-    Kind::Snapshot
-        .check_parent(&parent)
-        .map_err(|m| ApiError::bad_request("InvalidResourceLocation", m))?;
-    super::require_parent(ctx, &parent)?;
-    let existing = load(ctx, id)?;
-    let pre = super::precondition(req, existing.as_ref().map(|(r, _)| r))?;
-    if patch {
-        let Some((_, doc)) = &existing else {
-            return Err(ApiError::not_found(id.as_str()));
-        };
-        super::patch_onto(&mut body, doc);
-    }
+    let super::OwnPut {
+        mut body,
+        parent,
+        existing,
+        pre,
+    } = super::own_put(ctx, id, req, Kind::Snapshot, patch)?;
     let input: SnapshotInput = parse_props(body.properties.take())?;
     let _ = (
         &input.provisioning_state,
