@@ -496,3 +496,49 @@ fn bad_join_tokens_and_unknown_nonces_are_refused() {
     assert_eq!(s, 200);
     assert!(!v.to_string().contains(secret), "{v}");
 }
+
+/// The tiny image's cache directory, built once (under a lock) and shared with the compute and
+/// agent tests that boot it.
+pub(crate) fn tiny_cache() -> PathBuf {
+    let cache = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("strata-compute-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
+    lock.lock().unwrap();
+    strata_agent::images::ImageStore::new(
+        cache.clone(),
+        strata_agent::images::SigningKey::Snakeoil,
+    )
+    .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
+    .unwrap();
+    lock.unlock().unwrap();
+    cache
+}
+
+/// A host's VM loop on the real QEMU driver, its VMs under `dir/vms` (`dir` made 0755 so VM
+/// uids can pass), uids from a range of its own (`uid_slot` keeps parallel tests apart),
+/// images from `images`.
+pub(crate) fn qemu_host(
+    dir: &Path,
+    uid_slot: u32,
+    images: std::sync::Arc<strata_agent::images::ImageStore>,
+) -> (strata_agent::drivers::Driver, strata_agent::vms::VmHost) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = strata_compute::qemu::QemuConfig::snakeoil(dir.join("vms")).unwrap();
+    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * uid_slot;
+    config.sandbox.uid_count = 16;
+    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
+    let host = strata_agent::vms::VmHost::new(
+        driver.hypervisor.clone(),
+        images,
+        strata_agent::vms::VmHostConfig {
+            poll_every: std::time::Duration::from_millis(200),
+            report_every: std::time::Duration::from_secs(10),
+            vm_dir: driver.vm_dir.clone(),
+        },
+    );
+    (driver, host)
+}

@@ -528,27 +528,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// boot integrity appraised.
 #[test]
 fn an_imported_image_boots_on_its_trusted_host() {
-    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
     use strata_agent::images::{ImageStore, SigningKey};
-    use strata_agent::vms::{VmHost, VmHostConfig};
 
-    // The tiny image, built once and shared with the compute and agent tests.
-    let cache = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("strata-compute-cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    {
-        let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
-        lock.lock().unwrap();
-        ImageStore::new(cache.clone(), SigningKey::Snakeoil)
-            .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
-            .unwrap();
-        lock.unlock().unwrap();
-    }
-    let raw = std::fs::read(cache.join("tiny/disk.raw")).unwrap();
+    let raw = std::fs::read(crate::fabric::tiny_cache().join("tiny/disk.raw")).unwrap();
 
     let TrustedFabric {
         ca,
@@ -584,20 +568,11 @@ fn an_imported_image_boots_on_its_trusted_host() {
 
     // The host: its VM loop on the QEMU driver, an empty image directory of its own.
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut config = strata_compute::qemu::QemuConfig::snakeoil(tmp.path().join("vms")).unwrap();
-    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * 600;
-    config.sandbox.uid_count = 16;
-    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
     let host_images = tmp.path().join("images");
-    let host = VmHost::new(
-        driver.hypervisor.clone(),
+    let (driver, host) = crate::fabric::qemu_host(
+        tmp.path(),
+        600,
         Arc::new(ImageStore::new(host_images.clone(), SigningKey::Snakeoil)),
-        VmHostConfig {
-            poll_every: Duration::from_millis(200),
-            report_every: Duration::from_secs(10),
-            vm_dir: driver.vm_dir.clone(),
-        },
     );
     let fabric = agent.fabric_client().unwrap();
     let started = Instant::now();

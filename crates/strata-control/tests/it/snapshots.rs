@@ -3,15 +3,14 @@
 //! restored into a disk whose VM boots and reads what the first VM's guest wrote. A host cannot
 //! hand the control plane a plaintext "snapshot".
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fabric::{TrustedFabric, trusted_host};
+use crate::fabric::{TrustedFabric, qemu_host, tiny_cache, trusted_host};
 use serde_json::{Value, json};
 use strata_agent::images::{ImageStore, SigningKey};
-use strata_agent::vms::{ControlPlane as _, VmHost, VmHostConfig};
+use strata_agent::vms::ControlPlane as _;
 
 fn b64_key(text: &str) -> strata_compute::DiskKey {
     use base64::Engine as _;
@@ -51,13 +50,7 @@ fn serial_marker(vm_dir: &Path, vm_id: &str, prefix: &str) -> Option<String> {
 
 #[test]
 fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
-    // The tiny image, built once and shared with the other tests that boot it.
-    let cache = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("strata-compute-cache");
-    std::fs::create_dir_all(&cache).unwrap();
-
+    let cache = tiny_cache();
     let TrustedFabric {
         ca,
         good,
@@ -77,31 +70,9 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
 
     // The host: its VM loop on the QEMU driver, with the shared tiny image.
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut config = strata_compute::qemu::QemuConfig::snakeoil(tmp.path().join("vms")).unwrap();
-    config.sandbox.uid_base = strata_compute::sandbox::DEFAULT_UID_BASE + 16 * 610;
-    config.sandbox.uid_count = 16;
-    let driver = strata_agent::drivers::Driver::from_qemu(config).unwrap();
+    let images = Arc::new(ImageStore::new(cache, SigningKey::Snakeoil));
+    let (driver, host) = qemu_host(tmp.path(), 610, images);
     let vm_dir = driver.vm_dir.clone().unwrap();
-    let images = {
-        let lock = std::fs::File::create(cache.join("build.lock")).unwrap();
-        lock.lock().unwrap();
-        let images = ImageStore::new(cache.clone(), SigningKey::Snakeoil);
-        images
-            .resolve("tiny", &mut |l| eprintln!("tiny image: {l}"))
-            .unwrap();
-        lock.unlock().unwrap();
-        Arc::new(images)
-    };
-    let host = VmHost::new(
-        driver.hypervisor.clone(),
-        images,
-        VmHostConfig {
-            poll_every: Duration::from_millis(200),
-            report_every: Duration::from_secs(10),
-            vm_dir: driver.vm_dir.clone(),
-        },
-    );
     let fabric = agent.fabric_client().unwrap();
     let wait = |path: &str, what: &str, done: &dyn Fn(&Value) -> bool| -> Value {
         let started = Instant::now();
