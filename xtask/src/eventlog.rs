@@ -327,12 +327,9 @@ pub(crate) fn ensure_qemu() -> Result {
         return ensure_packages(&["qemu-system-x86"]);
     }
     let codename = os_release("VERSION_CODENAME")?;
-    let sources = Path::new("/etc/apt/sources.list.d/debian.sources");
+    let sources = Path::new(DEBIAN_SOURCES);
     let text = fs::read_to_string(sources).map_err(|e| format!("{}: {e}", sources.display()))?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-    };
+    let field = |name: &str| sources_field(&text, name);
     let uris = field("URIs:").ok_or("no URIs: line in debian.sources")?;
     let mut stanza =
         format!("Types: deb\nURIs: {uris}\nSuites: {codename}-backports\nComponents: main\n");
@@ -378,6 +375,22 @@ pub(crate) fn ensure_qemu() -> Result {
     });
     let _ = fs::remove_dir_all(&dir);
     result
+}
+
+/// The host's apt source list (deb822), where its Debian mirror is named.
+const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+
+fn sources_field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+}
+
+/// The host's Debian mirror (the first `URIs:` of its debian.sources).
+pub(crate) fn debian_mirror() -> Result<String> {
+    let text = fs::read_to_string(DEBIAN_SOURCES).map_err(|e| format!("{DEBIAN_SOURCES}: {e}"))?;
+    sources_field(&text, "URIs:")
+        .and_then(|u| u.split_whitespace().next().map(str::to_string))
+        .ok_or_else(|| format!("no URIs: line in {DEBIAN_SOURCES}"))
 }
 
 fn os_release(key: &str) -> Result<String> {

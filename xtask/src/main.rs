@@ -3,6 +3,7 @@
 //! fresh Debian 12 machine needs nothing else. Plain std only: this builds in seconds.
 
 mod eventlog;
+mod qemu;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -16,6 +17,8 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
+    // the UEFI firmware of every VM (secure boot code, variable store template)
+    "ovmf",
     // strata-netdp: the agent's dataplane (bridges, routes, the nftables ruleset, conntrack)
     "iproute2",
     "nftables",
@@ -27,7 +30,6 @@ const TEST_PACKAGES: &[&str] = &[
     "postgresql-client",
     // strata-compute: build a signed UKI on an ESP and boot it under QEMU with OVMF secure
     // boot and a swtpm vTPM (qemu-system-x86 itself comes from `eventlog::ensure_qemu`).
-    "ovmf",
     "busybox-static",
     "mtools",
     "gdisk",
@@ -48,13 +50,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("up") => up(&args[1..]),
         Some("ci") => ci(),
-        Some("deps") => ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat())
-            .and_then(|()| eventlog::ensure_qemu()),
+        Some("deps") => deps(),
+        Some("qemu") => qemu::ensure(),
         Some("bench-http") => bench_http(),
         Some("capture-eventlog") => eventlog::cli(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  up [ARGS…]  install missing Debian packages, build, and run `strata up ARGS…`\n              (default: --data-dir /var/lib/strata --listen 127.0.0.1:8443)\n  ci          install test dependencies, start PostgreSQL, run fmt, clippy and every test\n  deps        only install the Debian packages\n  bench-http  measure authenticated+authorized+audited GET throughput over HTTPS with wrk\n  capture-eventlog [--out DIR]\n              boot an OVMF secure-boot guest with a swtpm vTPM under QEMU and save its\n              TCG event log and PCRs (the verifier's real-firmware fixture)"
+                "usage: cargo xtask <command>\n\n  up [ARGS…]  install missing Debian packages, build, and run `strata up ARGS…`\n              (default: --data-dir /var/lib/strata --listen 127.0.0.1:8443)\n  ci          install test dependencies, start PostgreSQL, run fmt, clippy and every test\n  deps        only install what `ci` needs (Debian packages, Strata's QEMU)\n  qemu        only build Strata's QEMU into /opt/strata/qemu (when its inputs changed)\n  bench-http  measure authenticated+authorized+audited GET throughput over HTTPS with wrk\n  capture-eventlog [--out DIR]\n              boot an OVMF secure-boot guest with a swtpm vTPM under QEMU and save its\n              TCG event log and PCRs (the verifier's real-firmware fixture)"
             );
             return ExitCode::from(2);
         }
@@ -125,6 +127,7 @@ fn ensure_packages(pkgs: &[&str]) -> Result {
 
 fn up(args: &[String]) -> Result {
     ensure_packages(RUNTIME_PACKAGES)?;
+    qemu::ensure()?;
     let root = root();
     run(Command::new("cargo").current_dir(&root).args([
         "build",
@@ -155,9 +158,16 @@ fn up(args: &[String]) -> Result {
     run(&mut cmd)
 }
 
-fn ci() -> Result {
+/// Everything `ci` needs on the host: Debian packages, Debian's QEMU (the tests' second
+/// opinion on image files, and the fallback) and Strata's own QEMU build.
+fn deps() -> Result {
     eventlog::ensure_qemu()?;
     ensure_packages(&[RUNTIME_PACKAGES, TEST_PACKAGES].concat())?;
+    qemu::ensure()
+}
+
+fn ci() -> Result {
+    deps()?;
     let root = root();
     run(Command::new("cargo")
         .current_dir(&root)

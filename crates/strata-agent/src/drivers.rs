@@ -101,11 +101,16 @@ fn io(what: String, source: std::io::Error) -> HypervisorError {
 
 /// What the QEMU driver needs and this host lacks (empty: it can run).
 pub fn missing_for_qemu(vars_template: &Path) -> Vec<String> {
-    let mut missing: Vec<String> = ["qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup"]
-        .into_iter()
-        .filter(|p| !on_path(p))
-        .map(str::to_owned)
-        .collect();
+    let mut missing: Vec<String> = [
+        strata_compute::binaries::qemu_system(),
+        strata_compute::binaries::qemu_img(),
+        "swtpm".into(),
+        "swtpm_setup".into(),
+    ]
+    .into_iter()
+    .filter(|p| !runnable(p))
+    .map(|p| p.display().to_string())
+    .collect();
     for f in [Path::new(qemu::OVMF_CODE_SECBOOT), vars_template] {
         if !f.exists() {
             missing.push(f.display().to_string());
@@ -117,7 +122,11 @@ pub fn missing_for_qemu(vars_template: &Path) -> Vec<String> {
     missing
 }
 
-fn on_path(program: &str) -> bool {
+/// `program` (a path, or a name on PATH) is a file.
+fn runnable(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
         .unwrap_or(false)

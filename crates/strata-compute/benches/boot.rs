@@ -57,7 +57,7 @@ fn bare_boot(image: &Path, dir: &Path, accel: Accel) -> Duration {
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir.join("tpm")).unwrap();
     let started = Instant::now();
-    run(Command::new("qemu-img")
+    run(Command::new(strata_compute::binaries::qemu_img())
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(image)
         .arg(dir.join("disk.qcow2")));
@@ -80,7 +80,7 @@ fn bare_boot(image: &Path, dir: &Path, accel: Accel) -> Duration {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg,tb-size=128",
     };
-    let mut qemu = Command::new("qemu-system-x86_64")
+    let mut qemu = Command::new(strata_compute::binaries::qemu_system())
         .args([
             "-machine",
             "q35,smm=on",

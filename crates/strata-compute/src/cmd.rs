@@ -32,7 +32,17 @@ pub enum CmdError {
 
 /// The Debian package that provides `program` (for error messages).
 pub(crate) fn package_of(program: &str) -> &'static str {
-    match program {
+    let dir = std::path::Path::new(program).parent();
+    let name = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    match name {
+        "qemu-system-x86_64" | "qemu-img"
+            if dir == Some(std::path::Path::new(crate::binaries::STRATA_QEMU_DIR)) =>
+        {
+            "Strata's QEMU: run `cargo xtask qemu`"
+        }
         "qemu-system-x86_64" => "qemu-system-x86",
         "qemu-img" => "qemu-utils",
         "swtpm" => "swtpm",

@@ -370,7 +370,7 @@ pub fn build_tiny_with_progress(
     make_disk(&raw_disk, &uki)?;
     progress("converting to qcow2");
     cmd::run(
-        Command::new("qemu-img")
+        Command::new(crate::binaries::qemu_img())
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
             .arg(&raw_disk)
             .arg(&disk),

@@ -10,6 +10,7 @@
 //! - [`sim`] is the in-process driver for control-plane scale tests.
 
 pub mod adopt;
+pub mod binaries;
 pub mod hypervisor;
 pub mod image;
 pub mod import;

@@ -64,7 +64,6 @@ pub const OVMF_VARS_PLAIN: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
-const QEMU: &str = "qemu-system-x86_64";
 /// The id of the disk key's `secret` object, for `qemu-img` and QEMU alike.
 pub(crate) const DISK_SECRET_ID: &str = "disk0-key";
 /// LUKS key-slot PBKDF2 time, ms. The passphrase is a full-entropy 256-bit key, so stretching
@@ -148,7 +147,7 @@ fn probe_kvm(device: &Path, timeout: Duration) -> Result<(), String> {
     } else {
         format!("kvm,device={}", device.display())
     };
-    let mut cmd = Command::new(QEMU);
+    let mut cmd = Command::new(crate::binaries::qemu_system());
     cmd.args(["-machine", "q35,smm=on", "-accel", &accel, "-S"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .stdin(Stdio::null())
@@ -298,8 +297,8 @@ impl QemuDriver {
     /// directory is dropped.
     fn adopt(&self) {
         let root = &self.config.root;
-        let qemu_exe = adopt::program_path(QEMU);
-        let swtpm_exe = adopt::program_path("swtpm");
+        let qemu_exe = adopt::program_path(&crate::binaries::qemu_system());
+        let swtpm_exe = adopt::program_path(Path::new("swtpm"));
         for record in adopt::load_all(root) {
             let id = record.spec.id.clone();
             let files = VmFiles::new(root, &id);
@@ -454,7 +453,7 @@ impl QemuDriver {
     fn qemu_command(&self, vm: &Vm) -> Command {
         let f = &vm.files;
         let s = &vm.spec;
-        let mut c = Command::new(QEMU);
+        let mut c = Command::new(crate::binaries::qemu_system());
         c.env("GLIBC_TUNABLES", QEMU_MALLOC_TUNABLES);
         c.arg("-name")
             .arg(format!("strata-{},debug-threads=on", s.id))
@@ -507,8 +506,9 @@ impl QemuDriver {
             ))
             .arg("-drive")
             .arg(format!(
-                "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID}",
-                f.disk.display()
+                "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID},cache={}",
+                f.disk.display(),
+                disk_cache_mode(&[&f.disk, &s.image])
             ))
             .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
         // Each NIC: the tap the host made for this VM (owned by its uid, on its network's
@@ -822,10 +822,42 @@ fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox, key: &VtpmKey) -> Result<Child,
     Ok(child)
 }
 
+/// The VM disk's host cache mode: `none` (O_DIRECT: guest I/O goes to the storage without
+/// passing through the host's page cache, as OpenStack and Proxmox give VM disks) when every
+/// file of the chain is on a filesystem that supports it, else `writeback`. Either way a guest
+/// flush reaches the storage (QEMU's `fdatasync`) before it completes. Bypassing the cache
+/// keeps host memory for guests and makes a disk's throughput the storage's: a warm page cache
+/// would serve a plaintext image's reads as a memory copy, an encrypted one's as a copy plus
+/// AES-XTS (docs/benchmarks.md, "Disk encryption").
+fn disk_cache_mode(files: &[&Path]) -> &'static str {
+    if files.iter().all(|f| direct_io_works(f)) {
+        "none"
+    } else {
+        "writeback"
+    }
+}
+
+/// Whether `file` can be opened and read with O_DIRECT (tmpfs before Linux 6.6 and some FUSE
+/// filesystems refuse it).
+fn direct_io_works(file: &Path) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let Ok(f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(file)
+    else {
+        return false;
+    };
+    // An aligned 4 KiB buffer (covers 512-byte and 4 KiB logical blocks).
+    let mut buf = vec![0u8; 8192];
+    let at = buf.as_ptr().align_offset(4096);
+    f.read_at(&mut buf[at..at + 4096], 0).is_ok()
+}
+
 /// The virtual size of the qcow2 image `path` (a base image: host input, not uploaded bytes).
 fn virtual_size(path: &Path) -> Result<u64, HypervisorError> {
     let out = cmd::stdout(
-        Command::new("qemu-img")
+        Command::new(crate::binaries::qemu_img())
             .args(["info", "--output=json", "-f", "qcow2"])
             .arg(path),
     )?;
@@ -855,7 +887,7 @@ pub(crate) fn create_encrypted_overlay(
         }
         None => None,
     };
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
         .arg("--object")
@@ -1265,6 +1297,24 @@ impl Drop for QemuDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A disk bypasses the host page cache only when every file of its chain can be read with
+    /// O_DIRECT; anything unreadable that way (here: missing) falls back to writeback.
+    #[test]
+    fn disk_cache_mode_falls_back_when_a_file_cannot_be_opened_direct() {
+        // Under target/: a real filesystem (the temp dir may be a tmpfs without O_DIRECT).
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+        fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::tempdir_in(&target).unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        fs::write(&disk, vec![7u8; 65536]).unwrap();
+        let missing = dir.path().join("base.qcow2");
+        assert_eq!(disk_cache_mode(&[&disk, &missing]), "writeback");
+        if direct_io_works(&disk) {
+            assert_eq!(disk_cache_mode(&[&disk, &disk]), "none");
+        }
+        assert!(!direct_io_works(&missing));
+    }
 
     /// QEMU starts with the malloc settings that keep an encrypted disk's bounce buffers on the
     /// heap between requests, and the driver sets no other variable for it (the disk key goes

@@ -83,7 +83,7 @@ pub fn export_encrypted(overlay: &Path, out: &Path, key: &DiskKey) -> Result<(),
             out.display()
         )));
     }
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["convert", "-q", "--object"])
         .arg(secret_object())
         .arg("--image-opts")
@@ -120,7 +120,7 @@ pub fn create_encrypted_image(
     key: &DiskKey,
     size: u64,
 ) -> Result<(), HypervisorError> {
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["create", "-q", "-f", "qcow2", "--object"])
         .arg(secret_object())
         .arg("-o")
@@ -230,7 +230,7 @@ pub(crate) fn copy_stopped(
     sandbox: &VmSandbox,
 ) -> Result<(), HypervisorError> {
     let partial = prepare_target(out, sandbox)?;
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["convert", "-q", "--object"])
         .arg(secret_object())
         .arg("--image-opts")
