@@ -14,6 +14,7 @@
 //! flags, patch texts) is written beside the binaries: when it matches, nothing is rebuilt.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,11 +26,13 @@ use crate::{Result, describe, ensure_packages, run};
 pub const PREFIX: &str = "/opt/strata/qemu";
 /// The build's inputs, written last: its presence with this content means "installed, current".
 const MANIFEST: &str = "BUILD-MANIFEST";
-/// Work space: the downloaded source and the build tree (kept, so a changed flag rebuilds
-/// incrementally).
+/// Work space (root's, 0700): the downloaded source tarball (kept: a rebuild does not fetch it
+/// again), the Python tools, and the source and build tree (made anew for every build).
 const WORK: &str = "/var/cache/strata/qemu-build";
 
 const SOURCE: &str = "qemu_10.0.2+ds.orig.tar.xz";
+/// Where the source comes from when the host's apt sources name no mirror.
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 const SOURCE_DIR: &str = "qemu-10.0.2";
 /// From Debian's `Sources` index (bookworm-backports and trixie-security,
 /// `qemu 1:10.0.2+ds-2+deb13u1`), `Checksums-Sha256`.
@@ -102,9 +105,10 @@ const PATCHES: &[(&str, &str)] = &[
 /// What goes into the build, as text: equal manifests, equal builds.
 fn manifest() -> String {
     let mut m = format!(
-        "source {SOURCE} sha256:{SOURCE_SHA256}\n{PYTHON_REQUIREMENTS}configure --prefix={PREFIX} {}\nprograms {}\n",
+        "source {SOURCE} sha256:{SOURCE_SHA256}\n{PYTHON_REQUIREMENTS}configure --prefix={PREFIX} {}\n\
+         install bin/{{{}}} share/qemu/{{the option ROMs: pc-bios/optionrom/*.bin}}\n",
         CONFIGURE.join(" "),
-        PROGRAMS.join(" ")
+        PROGRAMS.join(",")
     );
     for (name, text) in PATCHES {
         m.push_str(&format!("patch {name}\n{text}"));
@@ -124,28 +128,41 @@ pub fn ensure() -> Result {
     {
         return Ok(());
     }
+    warn_if_debian_is_newer();
     eprintln!(
         "xtask: building Strata's QEMU into {PREFIX} (QEMU 10.0.2, gnutls crypto; once per \
-         machine, about 10 minutes on 2 cores)"
+         machine, about 5-10 minutes on 2 cores)"
     );
     ensure_packages(BUILD_PACKAGES)?;
     let work = PathBuf::from(WORK);
     fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
+    // Only root may touch what root builds and installs.
+    fs::set_permissions(&work, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", work.display()))?;
+    // One build at a time (two `cargo xtask` runs on one machine).
+    let lock_path = work.join("lock");
+    let lock =
+        fs::File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
     let tarball = work.join(SOURCE);
     fetch_source(&tarball)?;
 
-    // A fresh source tree every time the inputs change: patches apply to pristine files.
+    // A fresh source tree for every build: the patches apply to pristine files. Extracted as
+    // root's files whatever owners the tarball records.
     let src = work.join(SOURCE_DIR);
-    let _ = fs::remove_dir_all(&src);
+    if src.exists() {
+        fs::remove_dir_all(&src).map_err(|e| format!("remove {}: {e}", src.display()))?;
+    }
     run(Command::new("tar")
-        .arg("-xf")
+        .args(["--no-same-owner", "--no-same-permissions", "-xf"])
         .arg(&tarball)
         .arg("-C")
         .arg(&work))?;
     for (name, text) in PATCHES {
         let file = write_file(&work, name, text)?;
         run(Command::new("patch")
-            .args(["-p1", "--forward", "--quiet", "-d"])
+            .args(["-p1", "--quiet", "-d"])
             .arg(&src)
             .arg("-i")
             .arg(&file))?;
@@ -177,10 +194,39 @@ pub fn ensure() -> Result {
         .arg(build.join("pc-bios/optionrom")))?;
 
     install(&build, prefix)?;
+    // The manifest vouches for the files only once they are on disk.
+    run(&mut Command::new("sync"))?;
     fs::write(prefix.join(MANIFEST), want)
         .map_err(|e| format!("write {}: {e}", prefix.join(MANIFEST).display()))?;
+    drop(lock);
     eprintln!("xtask: Strata's QEMU is in {PREFIX}/bin");
     Ok(())
+}
+
+/// Strata's build follows the pinned source, not apt: say so when Debian's QEMU has moved on
+/// (a newer Debian package may carry fixes this build lacks until the pin moves).
+fn warn_if_debian_is_newer() {
+    let Ok(out) = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "qemu-system-x86"])
+        .output()
+    else {
+        return;
+    };
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // "1:10.0.2+ds-2+deb13u1~bpo12+1" -> "10.0.2"
+    let upstream = version
+        .split_once(':')
+        .map_or(version.as_str(), |(_, v)| v)
+        .split(['+', '-', '~'])
+        .next()
+        .unwrap_or_default();
+    if out.status.success() && !upstream.is_empty() && upstream != "10.0.2" {
+        eprintln!(
+            "xtask: WARNING: Debian's qemu-system-x86 is {version}; Strata's QEMU is built from \
+             the pinned 10.0.2 source (xtask/src/qemu.rs): check whether the newer version fixes \
+             something Strata's hosts need, and move the pin"
+        );
+    }
 }
 
 /// The source tarball from the host's Debian mirror, verified by `apt-helper` against the
@@ -189,7 +235,11 @@ fn fetch_source(tarball: &Path) -> Result {
     if tarball.is_file() && sha256_of(tarball)? == SOURCE_SHA256 {
         return Ok(());
     }
-    let mirror = crate::eventlog::debian_mirror()?;
+    // Any mirror will do: the file is checked against the pinned digest.
+    let mirror = crate::eventlog::debian_mirror().unwrap_or_else(|why| {
+        eprintln!("xtask: {why}: fetching the QEMU source from {DEFAULT_MIRROR}");
+        DEFAULT_MIRROR.to_string()
+    });
     let url = format!("{}/pool/main/q/qemu/{SOURCE}", mirror.trim_end_matches('/'));
     let _ = fs::remove_file(tarball);
     run(Command::new("/usr/lib/apt/apt-helper")
@@ -253,7 +303,6 @@ fn install(build: &Path, prefix: &Path) -> Result {
 }
 
 fn put(from: &Path, to: &Path, mode: u32) -> Result {
-    use std::os::unix::fs::PermissionsExt as _;
     let tmp = to.with_extension("strata-new");
     fs::copy(from, &tmp)
         .map_err(|e| format!("copy {} to {}: {e}", from.display(), tmp.display()))?;

@@ -59,6 +59,11 @@ impl Driver {
                 strata_compute::COMPUTE_PACKAGES.join(" ")
             )));
         }
+        tracing::info!(
+            qemu = %strata_compute::binaries::describe(),
+            "the QEMU driver runs {}",
+            strata_compute::binaries::qemu_system().display()
+        );
         // QemuDriver creates the VM directory 0711 but would create missing parents 0700,
         // which VM uids could not pass through.
         if let Some(parent) = vm_dir.parent()

@@ -446,7 +446,7 @@ pub struct AgentArgs {
     /// This is a software TPM: register as a development host.
     #[arg(long)]
     pub dev_tpm: bool,
-    /// Measure this binary into every round: NAME=PATH (e.g. qemu=/usr/bin/qemu-system-x86_64).
+    /// Measure this binary into every round: NAME=PATH (e.g. qemu=/opt/strata/qemu/bin/qemu-system-x86_64).
     #[arg(long = "measure")]
     pub measure: Vec<String>,
     #[command(flatten)]

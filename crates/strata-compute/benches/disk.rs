@@ -2,22 +2,31 @@
 //! Strata VM disk is: `encrypt.format=luks`, AES-256-XTS, the driver's PBKDF time) and a plain
 //! qcow2 of the same size, in the same run, interleaved.
 //!
-//! Both images are created, then filled completely (so every read decrypts real clusters and
-//! every write overwrites allocated ones: unallocated clusters read as zeros without any
-//! decryption). Each measurement is one `qemu-img convert` streaming the whole image to or from
-//! QEMU's `null-co` driver (which costs nothing: no copy, no fill), `-m 16 -W`: 16 coroutines
-//! with up to 2 MiB each always in flight, in any order — `qemu-img bench`'s constant-depth
-//! model (`qemu-img bench` itself has no `--object`, so it cannot be given the key), with
-//! `-S 0` so no data is skipped as zeros. The cache bypassed (`cache=none`, O_DIRECT: what the
-//! driver gives VM disks whenever their filesystem supports it, so the plain side runs at the
-//! storage's speed) and not (`cache=writeback`, the driver's fallback; reads are timed on a warm
-//! cache, so the plain side runs at memory speed). The time of the same command over one
-//! sector (start, LUKS key-slot unlock, close) is measured in the same round and subtracted.
+//! The data is random (a file of random bytes, kept in the page cache): both images are filled
+//! with it first, so every read decrypts real clusters and every write overwrites allocated
+//! ones (unallocated clusters read as zeros without any decryption), and no layer can take a
+//! shortcut for zeros (this host's virtual disk writes zeros faster than data, which flattered
+//! the plain side by 20–40% when the writes carried zeros).
+//!
+//! Each measurement is one `qemu-img convert` with `-m 16 -W`: 16 coroutines with up to 2 MiB
+//! each always in flight, in any order — `qemu-img bench`'s constant-depth model (`qemu-img
+//! bench` itself has no `--object`, so it cannot be given the key), `-S 0` so nothing is
+//! skipped as zeros. A read streams the image into QEMU's `null-co` driver (which discards it);
+//! a write streams the random file (read from the page cache: the same copy on both sides, as
+//! a guest's data is in its memory) into the image. The image's cache is bypassed
+//! (`cache=none`, O_DIRECT: what the driver gives VM disks whenever their filesystem supports
+//! it, so the plain side runs at the storage's speed) or not (`cache=writeback`, the driver's
+//! fallback; reads are timed on a warm cache, so the plain side runs at memory speed).
+//!
+//! Throughput is differential: each case runs over the whole image and over its first quarter,
+//! and the rate is the extra bytes over the extra time, so the fixed costs of a process (start,
+//! LUKS key-slot unlock, first touch of its buffers, close) cancel out.
 //!
 //! Columns: plain and LUKS with the QEMU the driver runs (`strata_compute::binaries`: Strata's
 //! build when installed), and LUKS with the distribution's `qemu-img` (`/usr/bin`, Debian's
-//! nettle-based build) when it is a different program, to show what the build changes. Every
-//! `qemu-img` runs with the malloc settings the driver gives QEMU ([`QEMU_MALLOC_TUNABLES`]).
+//! nettle-based build) when it is a different program, to show what the build changes (its
+//! ratio is against the first column's plain rate). Every `qemu-img` runs with the malloc
+//! settings the driver gives QEMU ([`QEMU_MALLOC_TUNABLES`]).
 //!
 //! The key goes to `qemu-img` on stdin (`secret,file=/dev/stdin`), never in argv.
 //!
@@ -28,7 +37,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark code")]
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,40 +59,56 @@ enum Column {
     EncryptedDistro,
 }
 
+impl Column {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Encrypted => "LUKS",
+            Self::EncryptedDistro => "LUKS (distro)",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Read,
+    Write,
+}
+
 struct Images {
     qemu_img: PathBuf,
+    random: PathBuf,
     plain: PathBuf,
     encrypted: PathBuf,
     bytes: u64,
 }
 
-/// `--image-opts` text of `column`'s image, and whether it needs the key.
-fn image_opts(images: &Images, column: Column) -> (String, bool) {
-    match column {
-        Column::Plain => (
-            format!("driver=qcow2,file.filename={}", images.plain.display()),
-            false,
-        ),
-        Column::Encrypted | Column::EncryptedDistro => (
-            format!(
-                "driver=qcow2,file.filename={},encrypt.key-secret=k",
-                images.encrypted.display()
-            ),
-            true,
-        ),
+/// `--image-opts` text for the first `bytes` of `column`'s image, and whether it needs the key.
+fn image_opts(images: &Images, column: Column, bytes: u64) -> (String, bool) {
+    let (file, keyed) = match column {
+        Column::Plain => (&images.plain, false),
+        Column::Encrypted | Column::EncryptedDistro => (&images.encrypted, true),
+    };
+    let mut opts = format!(
+        "driver=raw,size={bytes},file.driver=qcow2,file.file.filename={}",
+        file.display()
+    );
+    if keyed {
+        opts.push_str(",file.encrypt.key-secret=k");
     }
+    (opts, keyed)
 }
 
-/// Streams `bytes` between `column`'s image and `null-co`: "read" from the image, "write" to
-/// it, with the image's cache mode `cache`. Returns the wall time of the whole process.
-fn stream(images: &Images, column: Column, op: &str, cache: &str, bytes: u64) -> Duration {
+/// Streams the first `bytes` of `column`'s image into `null-co` (read) or of the random file
+/// into the image (write), with the image's cache mode `cache`. Returns the wall time of the
+/// whole process.
+fn stream(images: &Images, column: Column, op: Op, cache: &str, bytes: u64) -> Duration {
     let program = if column == Column::EncryptedDistro {
         PathBuf::from(DISTRO_QEMU_IMG)
     } else {
         images.qemu_img.clone()
     };
-    let (image, keyed) = image_opts(images, column);
-    let null = format!("driver=null-co,size={bytes}");
+    let (image, keyed) = image_opts(images, column, bytes);
     let mut cmd = Command::new(&program);
     cmd.env("GLIBC_TUNABLES", QEMU_MALLOC_TUNABLES).args([
         "convert",
@@ -97,24 +122,20 @@ fn stream(images: &Images, column: Column, op: &str, cache: &str, bytes: u64) ->
     if keyed {
         cmd.args(["--object", "secret,id=k,file=/dev/stdin"]);
     }
-    if op == "read" {
-        cmd.args([
-            "-T",
-            cache,
-            "--image-opts",
-            &image,
-            "--target-image-opts",
-            &null,
-        ]);
-    } else {
-        cmd.args([
-            "-t",
-            cache,
-            "--image-opts",
-            &null,
-            "--target-image-opts",
-            &image,
-        ]);
+    match op {
+        Op::Read => {
+            let null = format!("driver=null-co,size={bytes}");
+            cmd.args(["-T", cache, "--image-opts", &image])
+                .args(["--target-image-opts", &null]);
+        }
+        Op::Write => {
+            let random = format!(
+                "driver=raw,size={bytes},file.filename={}",
+                images.random.display()
+            );
+            cmd.args(["-T", "writeback", "-t", cache, "--image-opts", &random])
+                .args(["--target-image-opts", &image]);
+        }
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -135,6 +156,14 @@ fn stream(images: &Images, column: Column, op: &str, cache: &str, bytes: u64) ->
         program.display()
     );
     took
+}
+
+/// `bytes` of random data (from the kernel's generator) at `path`.
+fn random_file(path: &Path, bytes: u64) {
+    let mut src = std::fs::File::open("/dev/urandom").unwrap();
+    let mut dst = std::fs::File::create(path).unwrap();
+    let copied = std::io::copy(&mut (&mut src).take(bytes), &mut dst).unwrap();
+    assert_eq!(copied, bytes);
 }
 
 fn create(images: &Images) {
@@ -177,10 +206,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn mib_per_s(mib: u64, d: Duration) -> f64 {
-    mib as f64 / d.as_secs_f64()
-}
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -188,129 +213,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn main() {
-    let mib: u64 = env_or("STRATA_DISK_BENCH_MIB", 1024);
-    let rounds: usize = env_or("STRATA_DISK_BENCH_ROUNDS", 3);
-    let qemu_img = std::env::var_os("STRATA_DISK_BENCH_QEMU_IMG")
-        .map_or_else(strata_compute::binaries::qemu_img, PathBuf::from);
-    let distro = Path::new(DISTRO_QEMU_IMG);
-    let mut columns = vec![Column::Plain, Column::Encrypted];
-    if distro.is_file() && which(&qemu_img) != std::fs::canonicalize(distro).ok() {
-        columns.push(Column::EncryptedDistro);
-    }
-    // Under target/: a real filesystem (O_DIRECT works; /tmp may be tmpfs).
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    std::fs::create_dir_all(&target).unwrap();
-    let dir = tempfile::tempdir_in(&target).unwrap();
-    let images = Images {
-        qemu_img,
-        plain: dir.path().join("plain.qcow2"),
-        encrypted: dir.path().join("luks.qcow2"),
-        bytes: mib << 20,
-    };
-    println!(
-        "disk throughput: {mib} MiB qcow2, plain vs LUKS (AES-256-XTS), qemu-img convert to/from \
-         null-co, {DEPTH} coroutines in flight, {rounds} rounds; {} ({}){}; \
-         GLIBC_TUNABLES={QEMU_MALLOC_TUNABLES}",
-        images.qemu_img.display(),
-        strata_compute::binaries::describe(),
-        if columns.contains(&Column::EncryptedDistro) {
-            format!("; last column {DISTRO_QEMU_IMG}")
-        } else {
-            String::new()
-        }
-    );
-    create(&images);
-    for column in [Column::Plain, Column::Encrypted] {
-        let took = stream(&images, column, "write", "none", images.bytes);
-        let name = if column == Column::Plain {
-            "plain"
-        } else {
-            "LUKS"
-        };
-        println!(
-            "  fill {name}: {:.0} MiB/s (allocating writes)",
-            mib_per_s(mib, took)
-        );
-    }
-
-    let cases = [
-        ("none", "read"),
-        ("none", "write"),
-        ("writeback", "read"),
-        ("writeback", "write"),
-    ];
-    // [case][column] -> samples
-    let mut samples: Vec<Vec<Vec<Duration>>> = cases
-        .iter()
-        .map(|_| columns.iter().map(|_| Vec::new()).collect())
-        .collect();
-    let mut opens: Vec<Vec<Duration>> = columns.iter().map(|_| Vec::new()).collect();
-    for round in 0..rounds {
-        let mut order: Vec<usize> = (0..columns.len()).collect();
-        order.rotate_left(round % columns.len());
-        for &c in &order {
-            // Start, unlock, one sector, close.
-            opens[c].push(stream(&images, columns[c], "write", "none", 512));
-        }
-        for (i, (cache, op)) in cases.iter().enumerate() {
-            for &c in &order {
-                if *cache == "writeback" && *op == "read" {
-                    // Warm the page cache (the O_DIRECT writes before emptied it): this case
-                    // measures reads served from host memory.
-                    stream(&images, columns[c], op, cache, images.bytes);
-                }
-                samples[i][c].push(stream(&images, columns[c], op, cache, images.bytes));
-            }
-        }
-    }
-    let open: Vec<Duration> = opens.into_iter().map(median).collect();
-    println!(
-        "  start + open + close (subtracted): {}",
-        columns
-            .iter()
-            .zip(&open)
-            .map(|(c, d)| format!("{} {:.0} ms", label(*c), d.as_secs_f64() * 1e3))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut header = format!(
-        "  {:<22} {:>12} {:>12} {:>8}",
-        "case", "plain MiB/s", "LUKS MiB/s", "ratio"
-    );
-    if columns.len() > 2 {
-        header.push_str(&format!(" {:>22} {:>8}", "LUKS, distro qemu-img", "ratio"));
-    }
-    println!("{header}");
-    for (i, (cache, op)) in cases.iter().enumerate() {
-        let rate = |c: usize| {
-            let t = median(samples[i][c].clone()).saturating_sub(open[c]);
-            mib_per_s(mib, t)
-        };
-        let plain = rate(0);
-        let luks = rate(1);
-        let mut line = format!(
-            "  {:<22} {plain:>12.0} {luks:>12.0} {:>8.2}",
-            format!("{op} (cache={cache})"),
-            luks / plain
-        );
-        if columns.len() > 2 {
-            let distro = rate(2);
-            line.push_str(&format!(" {distro:>22.0} {:>8.2}", distro / plain));
-        }
-        println!("{line}");
-    }
-}
-
-fn label(c: Column) -> &'static str {
-    match c {
-        Column::Plain => "plain",
-        Column::Encrypted => "LUKS",
-        Column::EncryptedDistro => "LUKS (distro)",
-    }
-}
-
-/// `program` as PATH resolves it (a bare name), or itself.
+/// `program` as PATH resolves it (a bare name), or itself; canonical.
 fn which(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return std::fs::canonicalize(program).ok();
@@ -319,4 +222,113 @@ fn which(program: &Path) -> Option<PathBuf> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
         .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+fn main() {
+    let mib: u64 = env_or("STRATA_DISK_BENCH_MIB", 1024);
+    let rounds: usize = env_or("STRATA_DISK_BENCH_ROUNDS", 3);
+    let qemu_img = std::env::var_os("STRATA_DISK_BENCH_QEMU_IMG")
+        .map_or_else(strata_compute::binaries::qemu_img, PathBuf::from);
+    let mut columns = vec![Column::Plain, Column::Encrypted];
+    let distro = std::fs::canonicalize(DISTRO_QEMU_IMG).ok();
+    if distro.is_some() && which(&qemu_img) != distro {
+        columns.push(Column::EncryptedDistro);
+    }
+    // Under target/: a real filesystem (O_DIRECT works; /tmp may be tmpfs).
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::tempdir_in(&target).unwrap();
+    let images = Images {
+        qemu_img,
+        random: dir.path().join("random.raw"),
+        plain: dir.path().join("plain.qcow2"),
+        encrypted: dir.path().join("luks.qcow2"),
+        bytes: mib << 20,
+    };
+    // Sizes are multiples of 4 MiB, so a quarter stays aligned for O_DIRECT.
+    assert!(
+        mib >= 16 && mib.is_multiple_of(16),
+        "STRATA_DISK_BENCH_MIB: a multiple of 16, ≥ 16"
+    );
+    let small = images.bytes / 4;
+    println!(
+        "disk throughput: {mib} MiB qcow2 of random data, plain vs LUKS (AES-256-XTS), qemu-img \
+         convert, {DEPTH} coroutines in flight, rate over (all − first quarter), {rounds} rounds; \
+         {} = {}{}; GLIBC_TUNABLES={QEMU_MALLOC_TUNABLES}",
+        images.qemu_img.display(),
+        strata_compute::binaries::describe(),
+        if columns.contains(&Column::EncryptedDistro) {
+            format!("; last column {DISTRO_QEMU_IMG}")
+        } else {
+            String::new()
+        }
+    );
+    random_file(&images.random, images.bytes);
+    create(&images);
+    for column in [Column::Plain, Column::Encrypted] {
+        let took = stream(&images, column, Op::Write, "none", images.bytes);
+        println!(
+            "  fill {}: {:.0} MiB/s (allocating writes)",
+            column.label(),
+            mib as f64 / took.as_secs_f64()
+        );
+    }
+
+    let cases = [
+        ("none", Op::Read),
+        ("none", Op::Write),
+        ("writeback", Op::Read),
+        ("writeback", Op::Write),
+    ];
+    // [case][column] -> (whole, quarter) samples
+    let mut samples: Vec<Vec<(Vec<Duration>, Vec<Duration>)>> = cases
+        .iter()
+        .map(|_| columns.iter().map(|_| (Vec::new(), Vec::new())).collect())
+        .collect();
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..columns.len()).collect();
+        order.rotate_left(round % columns.len());
+        for (i, (cache, op)) in cases.iter().enumerate() {
+            for &c in &order {
+                if *cache == "writeback" && *op == Op::Read {
+                    // Warm the page cache (the O_DIRECT writes before emptied it): this case
+                    // measures reads served from host memory.
+                    stream(&images, columns[c], *op, cache, images.bytes);
+                }
+                let whole = stream(&images, columns[c], *op, cache, images.bytes);
+                let quarter = stream(&images, columns[c], *op, cache, small);
+                samples[i][c].0.push(whole);
+                samples[i][c].1.push(quarter);
+            }
+        }
+    }
+    let mut header = format!(
+        "  {:<22} {:>12} {:>12} {:>8}",
+        "case", "plain MiB/s", "LUKS MiB/s", "ratio"
+    );
+    if columns.len() > 2 {
+        header.push_str(&format!(" {:>22} {:>8}", "LUKS, distro qemu-img", "ratio"));
+    }
+    println!("{header}");
+    let extra_mib = (images.bytes - small) as f64 / f64::from(1 << 20);
+    for (i, (cache, op)) in cases.iter().enumerate() {
+        let rate = |c: usize| {
+            let (whole, quarter) = &samples[i][c];
+            let extra = median(whole.clone()).saturating_sub(median(quarter.clone()));
+            extra_mib / extra.max(Duration::from_micros(1)).as_secs_f64()
+        };
+        let plain = rate(0);
+        let luks = rate(1);
+        let name = if *op == Op::Read { "read" } else { "write" };
+        let mut line = format!(
+            "  {:<22} {plain:>12.0} {luks:>12.0} {:>8.2}",
+            format!("{name} (cache={cache})"),
+            luks / plain
+        );
+        if columns.len() > 2 {
+            let distro = rate(2);
+            line.push_str(&format!(" {distro:>22.0} {:>8.2}", distro / plain));
+        }
+        println!("{line}");
+    }
 }

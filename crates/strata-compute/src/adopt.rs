@@ -192,9 +192,9 @@ pub(crate) fn program_path(program: &Path) -> Option<PathBuf> {
 }
 
 /// Opens a pidfd on `pid` and checks, after opening it, that the process is the one recorded:
-/// same start time, the expected executable, every uid `uid`. `None`: not that process (or
-/// gone).
-pub(crate) fn verify(pid: u32, start: u64, exe: Option<&Path>, uid: u32) -> Option<Proc> {
+/// same start time, one of the expected executables (canonical paths), every uid `uid`.
+/// `None`: not that process (or gone).
+pub(crate) fn verify(pid: u32, start: u64, exes: &[PathBuf], uid: u32) -> Option<Proc> {
     let pidfd = pidfd_open(pid)?;
     if start_time(pid)? != start {
         return None;
@@ -203,7 +203,7 @@ pub(crate) fn verify(pid: u32, start: u64, exe: Option<&Path>, uid: u32) -> Opti
     let actual = actual.to_string_lossy();
     // An upgraded binary shows as "PATH (deleted)"; it is still that program.
     let actual = actual.strip_suffix(" (deleted)").unwrap_or(&actual);
-    if exe.is_none_or(|e| Path::new(actual) != e) {
+    if !exes.iter().any(|e| Path::new(actual) == e) {
         return None;
     }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -374,17 +374,17 @@ mod tests {
         let start = start_time(me).unwrap();
         let exe = fs::canonicalize("/proc/self/exe").unwrap();
         let uid = nix_uid();
-        assert!(verify(me, start, Some(&exe), uid).is_some());
+        assert!(verify(me, start, std::slice::from_ref(&exe), uid).is_some());
         assert!(
-            verify(me, start + 1, Some(&exe), uid).is_none(),
+            verify(me, start + 1, std::slice::from_ref(&exe), uid).is_none(),
             "another start time"
         );
         assert!(
-            verify(me, start, Some(Path::new("/bin/true")), uid).is_none(),
+            verify(me, start, &[PathBuf::from("/bin/true")], uid).is_none(),
             "another binary"
         );
         assert!(
-            verify(me, start, Some(&exe), uid + 1).is_none(),
+            verify(me, start, std::slice::from_ref(&exe), uid + 1).is_none(),
             "another uid"
         );
     }

@@ -10,8 +10,11 @@
 //! Order: the directory in `STRATA_QEMU_DIR` when set (e.g. `/usr/bin` to run Debian's QEMU on
 //! purpose), else [`STRATA_QEMU_DIR`] when it holds `qemu-system-x86_64`, else the programs on
 //! `PATH` (Debian's `qemu-system-x86` and `qemu-utils`), with a warning the first time the
-//! emulator is asked for.
+//! emulator is asked for. A directory is used only if it is absolute and it and its emulator
+//! are owned by root and writable by nobody else (the agent runs what it finds there as root's
+//! child); one that is not is skipped with a warning.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -41,9 +44,21 @@ pub fn qemu_img() -> PathBuf {
     resolve("qemu-img")
 }
 
-/// The block-layer test tool (the disk benchmark drives it).
+/// The block-layer test tool (tests check image contents with it).
 pub fn qemu_io() -> PathBuf {
     resolve("qemu-io")
+}
+
+/// Every emulator a VM may have been started with on this host: the chosen one, Strata's
+/// build and the one on `PATH` (a VM started before the host switched keeps running its own).
+pub fn known_qemu_systems() -> Vec<PathBuf> {
+    let mut all = vec![
+        qemu_system(),
+        Path::new(STRATA_QEMU_DIR).join("qemu-system-x86_64"),
+        PathBuf::from("qemu-system-x86_64"),
+    ];
+    all.dedup();
+    all
 }
 
 /// A short description of the QEMU in use, for logs and host inventories.
@@ -72,19 +87,56 @@ fn choice() -> Option<&'static Path> {
             choose(
                 std::env::var_os(QEMU_DIR_ENV).map(PathBuf::from),
                 Path::new(STRATA_QEMU_DIR),
+                0,
             )
         })
         .as_deref()
 }
 
-fn choose(configured: Option<PathBuf>, strata: &Path) -> Option<PathBuf> {
+/// The directory to use, trusting directories owned by `owner` (root, outside tests).
+fn choose(configured: Option<PathBuf>, strata: &Path, owner: u32) -> Option<PathBuf> {
     if let Some(dir) = configured.filter(|d| !d.as_os_str().is_empty()) {
-        return Some(dir);
+        match trusted(&dir, owner) {
+            Ok(()) => return Some(dir),
+            Err(why) => tracing::warn!(
+                dir = %dir.display(),
+                reason = %why,
+                "{QEMU_DIR_ENV} is not used"
+            ),
+        }
     }
-    strata
-        .join("qemu-system-x86_64")
-        .is_file()
-        .then(|| strata.to_path_buf())
+    if !strata.join("qemu-system-x86_64").exists() {
+        return None;
+    }
+    match trusted(strata, owner) {
+        Ok(()) => Some(strata.to_path_buf()),
+        Err(why) => {
+            tracing::warn!(dir = %strata.display(), reason = %why, "Strata's QEMU is not used");
+            None
+        }
+    }
+}
+
+/// `dir` is absolute, and it and its `qemu-system-x86_64` are owned by `owner` and writable by
+/// no group or other user.
+fn trusted(dir: &Path, owner: u32) -> Result<(), String> {
+    if !dir.is_absolute() {
+        return Err("not an absolute path".into());
+    }
+    for path in [dir.to_path_buf(), dir.join("qemu-system-x86_64")] {
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.uid() != owner {
+            return Err(format!("{} is owned by uid {}", path.display(), meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is writable by its group or others (mode {:o})",
+                path.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,19 +145,37 @@ mod tests {
 
     #[test]
     fn a_configured_directory_wins_then_strata_s_build_then_path() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
         let dir = tempfile::tempdir().unwrap();
+        let install = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let emulator = d.join("qemu-system-x86_64");
+            std::fs::write(&emulator, b"").unwrap();
+            std::fs::set_permissions(&emulator, std::fs::Permissions::from_mode(0o755)).unwrap();
+            (d, emulator)
+        };
         let strata = dir.path().join("strata");
-        std::fs::create_dir_all(&strata).unwrap();
         // No build installed: PATH.
-        assert_eq!(choose(None, &strata), None);
-        assert_eq!(choose(Some(PathBuf::new()), &strata), None);
+        assert_eq!(choose(None, &strata, me), None);
+        assert_eq!(choose(Some(PathBuf::new()), &strata, me), None);
         // Installed: used.
-        std::fs::write(strata.join("qemu-system-x86_64"), b"").unwrap();
-        assert_eq!(choose(None, &strata), Some(strata.clone()));
+        let (strata, emulator) = install("strata");
+        assert_eq!(choose(None, &strata, me), Some(strata.clone()));
         // Configured: used even over an installed build.
+        let (other, _) = install("other");
+        assert_eq!(choose(Some(other.clone()), &strata, me), Some(other));
+        // Not absolute, or another user's: skipped.
         assert_eq!(
-            choose(Some("/usr/bin".into()), &strata),
-            Some(PathBuf::from("/usr/bin"))
+            choose(Some("relative/bin".into()), &strata, me),
+            Some(strata.clone())
         );
+        assert_eq!(choose(None, &strata, me + 1), None);
+        // Writable by others: skipped (here: PATH).
+        std::fs::set_permissions(&emulator, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(trusted(&strata, me).unwrap_err().contains("writable"));
+        assert_eq!(choose(None, &strata, me), None);
     }
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
     /// The program is not on PATH.
-    #[error("{program} is not installed: install the Debian package {package}")]
+    #[error("{program} is not installed: {package}")]
     Missing {
         program: String,
         package: &'static str,
@@ -30,31 +30,29 @@ pub enum CmdError {
     },
 }
 
-/// The Debian package that provides `program` (for error messages).
+/// How to get `program` (for error messages): usually the Debian package that provides it.
 pub(crate) fn package_of(program: &str) -> &'static str {
-    let dir = std::path::Path::new(program).parent();
-    let name = std::path::Path::new(program)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(program);
-    match name {
-        "qemu-system-x86_64" | "qemu-img"
-            if dir == Some(std::path::Path::new(crate::binaries::STRATA_QEMU_DIR)) =>
-        {
-            "Strata's QEMU: run `cargo xtask qemu`"
+    let path = std::path::Path::new(program);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(program);
+    let qemu = matches!(name, "qemu-system-x86_64" | "qemu-img" | "qemu-io");
+    match (name, dir) {
+        (_, Some(d)) if qemu && d == std::path::Path::new(crate::binaries::STRATA_QEMU_DIR) => {
+            "build Strata's QEMU with `cargo xtask qemu`"
         }
-        "qemu-system-x86_64" => "qemu-system-x86",
-        "qemu-img" => "qemu-utils",
-        "swtpm" => "swtpm",
-        "busybox" => "busybox-static",
-        "mformat" | "mcopy" | "mmd" => "mtools",
-        "sgdisk" => "gdisk",
-        "objcopy" => "binutils",
-        "sbsign" | "sbverify" => "sbsigntool",
-        "openssl" => "openssl",
-        "apt-get" | "apt-cache" => "apt",
-        "dpkg-deb" => "dpkg",
-        _ => "that provides it",
+        (_, Some(_)) if qemu => "put it in the directory STRATA_QEMU_DIR names, or unset it",
+        ("qemu-system-x86_64", _) => "install the Debian package qemu-system-x86",
+        ("qemu-img" | "qemu-io", _) => "install the Debian package qemu-utils",
+        ("swtpm", _) => "install the Debian package swtpm",
+        ("busybox", _) => "install the Debian package busybox-static",
+        ("mformat" | "mcopy" | "mmd", _) => "install the Debian package mtools",
+        ("sgdisk", _) => "install the Debian package gdisk",
+        ("objcopy", _) => "install the Debian package binutils",
+        ("sbsign" | "sbverify", _) => "install the Debian package sbsigntool",
+        ("openssl", _) => "install the Debian package openssl",
+        ("apt-get" | "apt-cache", _) => "install the Debian package apt",
+        ("dpkg-deb", _) => "install the Debian package dpkg",
+        _ => "install the Debian package that provides it",
     }
 }
 

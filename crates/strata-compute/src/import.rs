@@ -371,7 +371,7 @@ fn import_inner(
     check_info(&info, declared, limits).map_err(refuse)?;
 
     // 3. The canonical qcow2, its growth watched.
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["convert", "-q", "-f", declared.as_str(), "-O", "qcow2"])
         .args(["-o", "compat=1.1"])
         .arg(src)
@@ -402,7 +402,7 @@ fn import_inner(
 /// `qemu-img info --output=json -f FORMAT path`; `bounded`: with a CPU-time and address-space
 /// limit (for uploaded files).
 fn qemu_img_info(path: &Path, format: Format, bounded: bool) -> Result<Info, ImportError> {
-    let mut cmd = Command::new("qemu-img");
+    let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["info", "--output=json", "-f", format.as_str()])
         .arg(path);
     if bounded {

@@ -297,8 +297,16 @@ impl QemuDriver {
     /// directory is dropped.
     fn adopt(&self) {
         let root = &self.config.root;
-        let qemu_exe = adopt::program_path(&crate::binaries::qemu_system());
-        let swtpm_exe = adopt::program_path(Path::new("swtpm"));
+        // A VM keeps the QEMU it was started with: one started before the host switched
+        // between Strata's build and the distribution's (or another STRATA_QEMU_DIR) is still
+        // adopted, and runs the new one from its next start.
+        let qemu_exes: Vec<PathBuf> = crate::binaries::known_qemu_systems()
+            .iter()
+            .filter_map(|p| adopt::program_path(p))
+            .collect();
+        let swtpm_exe: Vec<PathBuf> = adopt::program_path(Path::new("swtpm"))
+            .into_iter()
+            .collect();
         for record in adopt::load_all(root) {
             let id = record.spec.id.clone();
             let files = VmFiles::new(root, &id);
@@ -315,10 +323,10 @@ impl QemuDriver {
             };
             let qemu = record
                 .qemu
-                .and_then(|(pid, t)| adopt::verify(pid, t, qemu_exe.as_deref(), sandbox.uid));
+                .and_then(|(pid, t)| adopt::verify(pid, t, &qemu_exes, sandbox.uid));
             let swtpm = record
                 .swtpm
-                .and_then(|(pid, t)| adopt::verify(pid, t, swtpm_exe.as_deref(), sandbox.uid));
+                .and_then(|(pid, t)| adopt::verify(pid, t, &swtpm_exe, sandbox.uid));
             let qmp = qemu.as_ref().and_then(|_| {
                 QmpClient::connect(&files.qmp_sock, Duration::from_secs(5))
                     .and_then(|mut q| q.query_status().map(|s| (q, s)))
@@ -500,6 +508,8 @@ impl QemuDriver {
                 .args(["-device", "tpm-crb,tpmdev=tpm0"]);
         }
         // The disk key: a secret object read from the inherited pipe (see `boot`).
+        let cache = disk_cache_mode(&[&f.disk, &s.image]);
+        tracing::info!(vm = %s.id, cache, "disk host cache mode");
         c.arg("-object")
             .arg(format!(
                 "secret,id={DISK_SECRET_ID},file=/dev/fd/{SECRET_FD}"
@@ -508,7 +518,7 @@ impl QemuDriver {
             .arg(format!(
                 "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID},cache={}",
                 f.disk.display(),
-                disk_cache_mode(&[&f.disk, &s.image])
+                cache
             ))
             .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
         // Each NIC: the tap the host made for this VM (owned by its uid, on its network's

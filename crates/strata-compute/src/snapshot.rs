@@ -102,7 +102,7 @@ pub fn export_encrypted(overlay: &Path, out: &Path, key: &DiskKey) -> Result<(),
 /// encrypted qcow2 opened with `key`; returns its output. For checks and tests: it proves an
 /// image opens with a key, and what it holds.
 pub fn qemu_io(image: &Path, key: &DiskKey, command: &str) -> Result<String, HypervisorError> {
-    let mut cmd = Command::new("qemu-io");
+    let mut cmd = Command::new(crate::binaries::qemu_io());
     cmd.arg("--object")
         .arg(secret_object())
         .arg("--image-opts")
