@@ -18,11 +18,13 @@
 //! cluster the guest writes lands in the overlay encrypted. Only the overlay holds VM data;
 //! what stays readable in it is qcow2 metadata (which clusters were written, not what) and the
 //! LUKS header (its key slot needs the key: 256 bits, so the PBKDF time is kept short). The
-//! key reaches `qemu-img create` and QEMU as a `secret` object reading `/dev/fd/3`, an
-//! inherited pipe holding the key and nothing else (`hand_secret`); argv names only the
-//! descriptor. The pipe is created by the driver (root) and handed to the VM's uid with
-//! `fchown`, because QEMU re-opens `/dev/fd/3` and the kernel checks the pipe's owner on that
-//! open. Not yet encrypted separately: snapshots and exports (there are none yet).
+//! key reaches `qemu-img` and QEMU only as an encrypted `secret` object ([`DiskSecret`]:
+//! AES-256-CBC under a random key made for that one program start), and that key as a
+//! `secret` object reading `/dev/fd/3`, an inherited pipe holding it and nothing else
+//! (`hand_secret`); argv names only the descriptor and carries the ciphertext. The pipe is
+//! created by the driver (root) and handed to the VM's uid with `fchown`, because QEMU
+//! re-opens `/dev/fd/3` and the kernel checks the pipe's owner on that open. Snapshots and
+//! exports stay LUKS-encrypted under the disk's key (`crate::snapshot`).
 //!
 //! `start` reads top to bottom as the launch sequence: cgroup with limits, vTPM up (as the VM's
 //! uid, in its cgroup), QEMU up (likewise, then its seccomp sandbox, protected pflash,
@@ -458,7 +460,7 @@ impl QemuDriver {
             .ok_or_else(|| HypervisorError::NotFound(id.clone()))
     }
 
-    fn qemu_command(&self, vm: &Vm) -> Command {
+    fn qemu_command(&self, vm: &Vm, secret: &DiskSecret) -> Command {
         let f = &vm.files;
         let s = &vm.spec;
         let mut c = Command::new(crate::binaries::qemu_system());
@@ -507,13 +509,10 @@ impl QemuDriver {
                 .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
                 .args(["-device", "tpm-crb,tpmdev=tpm0"]);
         }
-        // The disk key: a secret object read from the inherited pipe (see `boot`).
+        // The disk key: encrypted secret objects, their key on the inherited pipe (`boot`).
         let cache = disk_cache_mode(&[&f.disk, &s.image]);
         tracing::info!(vm = %s.id, cache, "disk host cache mode");
-        c.arg("-object")
-            .arg(format!(
-                "secret,id={DISK_SECRET_ID},file=/dev/fd/{SECRET_FD}"
-            ))
+        c.args(secret.objects("-object"))
             .arg("-drive")
             .arg(format!(
                 "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID},cache={}",
@@ -580,14 +579,23 @@ impl QemuDriver {
         //    disk key on its inherited pipe.
         let log = private_file(&f.dir.join("qemu.log"))?;
         let log2 = log.try_clone().map_err(io("open qemu.log"))?;
-        let mut cmd = self.qemu_command(vm);
+        let secret = match &vm.spec.disk_key {
+            Some(key) => DiskSecret::new(key),
+            None => Err(HypervisorError::MissingDiskKey(vm.spec.id.clone())),
+        };
+        let secret = match secret {
+            Ok(secret) => secret,
+            Err(e) => {
+                kill(swtpm);
+                return Err(e);
+            }
+        };
+        let mut cmd = self.qemu_command(vm, &secret);
         let handed = vm
             .sandbox
             .confine(&mut cmd)
-            .and_then(|()| match &vm.spec.disk_key {
-                Some(key) => hand_secret(&mut cmd, key.passphrase().as_bytes(), Some(&vm.sandbox)),
-                None => Err(HypervisorError::MissingDiskKey(vm.spec.id.clone())),
-            });
+            .and_then(|()| secret.hand(&mut cmd, Some(&vm.sandbox)));
+        drop(secret);
         if let Err(e) = handed {
             kill(swtpm);
             return Err(e);
@@ -735,6 +743,71 @@ pub fn secure_boot_refusal(serial: &str) -> Option<String> {
         .filter_map(|l| l.find("BdsDxe: failed to load").map(|i| &l[i..]))
         .find(|l| l.ends_with("Access Denied") || l.ends_with("Security Violation"))
         .map(str::to_owned)
+}
+
+/// The id of the per-program key that decrypts the disk key's `secret` object.
+pub(crate) const DISK_MASTER_ID: &str = "disk0-master";
+
+/// The disk key as QEMU's encrypted `secret` object, the form libvirt uses: the LUKS
+/// passphrase encrypted with AES-256-CBC (as QEMU expects) under a random 32-byte key made for
+/// this one program start. That key reaches the program on its inherited pipe
+/// ([`hand_secret`]) as the `secret` object [`DISK_MASTER_ID`]; the command line carries only
+/// the ciphertext and its IV ([`DISK_SECRET_ID`], `keyid=` the master). The passphrase itself
+/// is never on a pipe, in argv or in a file; every start and every `qemu-img` run gets a new
+/// master key and IV.
+pub(crate) struct DiskSecret {
+    master: zeroize::Zeroizing<[u8; 32]>,
+    /// `secret,id=disk0-key,keyid=disk0-master,format=base64,iv=…,data=…`
+    encrypted: String,
+}
+
+impl DiskSecret {
+    pub(crate) fn new(key: &DiskKey) -> Result<Self, HypervisorError> {
+        use aes::cipher::{BlockModeEncrypt as _, KeyIvInit as _, block_padding::Pkcs7};
+        use base64::Engine as _;
+        use ring::rand::SecureRandom as _;
+        let rng = ring::rand::SystemRandom::new();
+        let mut master = zeroize::Zeroizing::new([0u8; 32]);
+        let mut iv = [0u8; 16];
+        rng.fill(master.as_mut())
+            .and_then(|()| rng.fill(&mut iv))
+            .map_err(|_| HypervisorError::Start("no randomness for the disk secret".into()))?;
+        let passphrase = key.passphrase();
+        let len = passphrase.len();
+        // Room for the passphrase and a whole block of padding.
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; len + 16]);
+        buf[..len].copy_from_slice(passphrase.as_bytes());
+        let ciphertext = cbc::Encryptor::<aes::Aes256>::new(&(*master).into(), &iv.into())
+            .encrypt_padded::<Pkcs7>(&mut buf, len)
+            .map_err(|_| HypervisorError::Start("cannot encrypt the disk secret".into()))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let encrypted = format!(
+            "secret,id={DISK_SECRET_ID},keyid={DISK_MASTER_ID},format=base64,iv={},data={}",
+            b64.encode(iv),
+            b64.encode(ciphertext)
+        );
+        Ok(Self { master, encrypted })
+    }
+
+    /// The two objects, each after `flag` (`-object` for QEMU, `--object` for its tools): the
+    /// master key read from the inherited pipe, then the encrypted disk key.
+    pub(crate) fn objects(&self, flag: &str) -> [String; 4] {
+        [
+            flag.to_owned(),
+            format!("secret,id={DISK_MASTER_ID},format=raw,file=/dev/fd/{SECRET_FD}"),
+            flag.to_owned(),
+            self.encrypted.clone(),
+        ]
+    }
+
+    /// Puts the master key on `cmd`'s inherited pipe (see [`hand_secret`]).
+    pub(crate) fn hand(
+        &self,
+        cmd: &mut Command,
+        reopened_by: Option<&VmSandbox>,
+    ) -> Result<(), HypervisorError> {
+        hand_secret(cmd, self.master.as_ref(), reopened_by)
+    }
 }
 
 /// The descriptor number a child reads its secret (vTPM key, disk key) from.
@@ -897,13 +970,11 @@ pub(crate) fn create_encrypted_overlay(
         }
         None => None,
     };
+    let secret = DiskSecret::new(key)?;
     let mut cmd = Command::new(crate::binaries::qemu_img());
     cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
-        .arg("--object")
-        .arg(format!(
-            "secret,id={DISK_SECRET_ID},file=/dev/fd/{SECRET_FD}"
-        ))
+        .args(secret.objects("--object"))
         .arg("-o")
         .arg(format!(
             "encrypt.format=luks,encrypt.key-secret={DISK_SECRET_ID},\
@@ -915,7 +986,7 @@ pub(crate) fn create_encrypted_overlay(
     if let Some(size) = size {
         cmd.arg(size.to_string());
     }
-    hand_secret(&mut cmd, key.passphrase().as_bytes(), None)?;
+    secret.hand(&mut cmd, None)?;
     cmd::run(&mut cmd)?;
     Ok(())
 }
@@ -1308,6 +1379,39 @@ impl Drop for QemuDriver {
 mod tests {
     use super::*;
 
+    /// The encrypted secret object holds the passphrase AES-256-CBC-encrypted (PKCS#7) under
+    /// the master key, as QEMU decrypts it; every secret has its own master key and IV.
+    #[test]
+    fn the_disk_secret_is_the_passphrase_encrypted_under_a_fresh_key() {
+        use aes::cipher::{BlockModeDecrypt as _, KeyIvInit as _, block_padding::Pkcs7};
+        use base64::Engine as _;
+        let key = DiskKey::from_bytes([9; 32]);
+        let field = |object: &str, name: &str| -> Vec<u8> {
+            let value = object
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap();
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .unwrap()
+        };
+        let a = DiskSecret::new(&key).unwrap();
+        let b = DiskSecret::new(&key).unwrap();
+        assert_ne!(*a.master, *b.master);
+        assert_ne!(field(&a.encrypted, "iv"), field(&b.encrypted, "iv"));
+        let iv: [u8; 16] = field(&a.encrypted, "iv").try_into().unwrap();
+        let mut data = field(&a.encrypted, "data");
+        assert_eq!(data.len() % 16, 0);
+        let plain = cbc::Decryptor::<aes::Aes256>::new(&(*a.master).into(), &iv.into())
+            .decrypt_padded::<Pkcs7>(&mut data)
+            .unwrap();
+        assert_eq!(plain, key.passphrase().as_bytes());
+        // The master key object reads the pipe; the key itself is in neither object.
+        let objects = a.objects("--object").join(" ");
+        assert!(!objects.contains(key.passphrase().as_str()));
+        assert!(objects.contains(&format!("keyid={DISK_MASTER_ID}")));
+    }
+
     /// A disk bypasses the host page cache only when every file of its chain can be read with
     /// O_DIRECT; anything unreadable that way (here: missing) falls back to writeback.
     #[test]
@@ -1379,7 +1483,18 @@ mod tests {
             vms: Mutex::new(BTreeMap::new()),
         };
 
-        let cmd = driver.qemu_command(&vm);
+        let secret = DiskSecret::new(vm.spec.disk_key.as_ref().unwrap()).unwrap();
+        let cmd = driver.qemu_command(&vm, &secret);
+        // The disk key is only on the command line encrypted, under the key on the pipe.
+        let line = describe(&cmd);
+        let passphrase = vm.spec.disk_key.as_ref().unwrap().passphrase();
+        assert!(!line.contains(passphrase.as_str()));
+        assert!(line.contains(&format!(
+            "secret,id={DISK_MASTER_ID},format=raw,file=/dev/fd/{SECRET_FD}"
+        )));
+        assert!(line.contains(&format!(
+            "secret,id={DISK_SECRET_ID},keyid={DISK_MASTER_ID},format=base64,iv="
+        )));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert_eq!(
             envs,

@@ -46,7 +46,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::hypervisor::{DiskKey, HypervisorError, VmId};
-use crate::qemu::{DISK_SECRET_ID, LUKS_ITER_TIME_MS, SECRET_FD, hand_secret};
+use crate::qemu::{DISK_SECRET_ID, DiskSecret, LUKS_ITER_TIME_MS};
 use crate::qmp::QmpClient;
 use crate::sandbox::VmSandbox;
 
@@ -57,10 +57,6 @@ const DISK_DRIVE: &str = "disk0";
 const SNAP_NODE: &str = "strata-snap";
 /// The longest a live copy may take.
 const LIVE_BACKUP_LIMIT: Duration = Duration::from_secs(3600);
-
-fn secret_object() -> String {
-    format!("secret,id={DISK_SECRET_ID},file=/dev/fd/{SECRET_FD}")
-}
 
 fn image_opts(image: &Path) -> String {
     // qemu's option syntax doubles commas inside values.
@@ -83,9 +79,10 @@ pub fn export_encrypted(overlay: &Path, out: &Path, key: &DiskKey) -> Result<(),
             out.display()
         )));
     }
+    let secret = DiskSecret::new(key)?;
     let mut cmd = Command::new(crate::binaries::qemu_img());
-    cmd.args(["convert", "-q", "--object"])
-        .arg(secret_object())
+    cmd.args(["convert", "-q"])
+        .args(secret.objects("--object"))
         .arg("--image-opts")
         .arg(image_opts(overlay))
         .args(["-O", "qcow2", "-o"])
@@ -93,7 +90,7 @@ pub fn export_encrypted(overlay: &Path, out: &Path, key: &DiskKey) -> Result<(),
             "encrypt.format=luks,encrypt.key-secret={DISK_SECRET_ID},encrypt.iter-time={LUKS_ITER_TIME_MS}"
         ))
         .arg(out);
-    hand_secret(&mut cmd, key.passphrase().as_bytes(), None)?;
+    secret.hand(&mut cmd, None)?;
     crate::cmd::run(&mut cmd)?;
     Ok(())
 }
@@ -102,13 +99,13 @@ pub fn export_encrypted(overlay: &Path, out: &Path, key: &DiskKey) -> Result<(),
 /// encrypted qcow2 opened with `key`; returns its output. For checks and tests: it proves an
 /// image opens with a key, and what it holds.
 pub fn qemu_io(image: &Path, key: &DiskKey, command: &str) -> Result<String, HypervisorError> {
+    let secret = DiskSecret::new(key)?;
     let mut cmd = Command::new(crate::binaries::qemu_io());
-    cmd.arg("--object")
-        .arg(secret_object())
+    cmd.args(secret.objects("--object"))
         .arg("--image-opts")
         .arg(image_opts(image))
         .args(["-c", command]);
-    hand_secret(&mut cmd, key.passphrase().as_bytes(), None)?;
+    secret.hand(&mut cmd, None)?;
     let out = crate::cmd::run(&mut cmd)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -120,16 +117,17 @@ pub fn create_encrypted_image(
     key: &DiskKey,
     size: u64,
 ) -> Result<(), HypervisorError> {
+    let secret = DiskSecret::new(key)?;
     let mut cmd = Command::new(crate::binaries::qemu_img());
-    cmd.args(["create", "-q", "-f", "qcow2", "--object"])
-        .arg(secret_object())
+    cmd.args(["create", "-q", "-f", "qcow2"])
+        .args(secret.objects("--object"))
         .arg("-o")
         .arg(format!(
             "encrypt.format=luks,encrypt.key-secret={DISK_SECRET_ID},encrypt.iter-time={LUKS_ITER_TIME_MS}"
         ))
         .arg(path)
         .arg(size.to_string());
-    hand_secret(&mut cmd, key.passphrase().as_bytes(), None)?;
+    secret.hand(&mut cmd, None)?;
     crate::cmd::run(&mut cmd)?;
     Ok(())
 }
@@ -230,9 +228,10 @@ pub(crate) fn copy_stopped(
     sandbox: &VmSandbox,
 ) -> Result<(), HypervisorError> {
     let partial = prepare_target(out, sandbox)?;
+    let secret = DiskSecret::new(key)?;
     let mut cmd = Command::new(crate::binaries::qemu_img());
-    cmd.args(["convert", "-q", "--object"])
-        .arg(secret_object())
+    cmd.args(["convert", "-q"])
+        .args(secret.objects("--object"))
         .arg("--image-opts")
         .arg(image_opts(disk))
         .args(["-O", "qcow2", "-o"])
@@ -241,7 +240,8 @@ pub(crate) fn copy_stopped(
         ))
         .arg(&partial);
     sandbox.drop_privileges(&mut cmd);
-    let ran = hand_secret(&mut cmd, key.passphrase().as_bytes(), Some(sandbox))
+    let ran = secret
+        .hand(&mut cmd, Some(sandbox))
         .and_then(|()| crate::cmd::run(&mut cmd).map_err(HypervisorError::from));
     if let Err(e) = ran {
         let _ = std::fs::remove_file(&partial);
