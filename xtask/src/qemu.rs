@@ -62,6 +62,7 @@ const BUILD_PACKAGES: &[&str] = &[
     "libpixman-1-dev",
     "libseccomp-dev",
     "libfdt-dev",
+    "zlib1g-dev",
 ];
 
 /// Everything off unless a Strata host uses it: no display, audio, USB, SPICE, VNC, slirp,

@@ -266,11 +266,14 @@ fn trusted_launch_boots_tiny_image() {
         "no PCR 7 line:\n{serial}"
     );
 
-    // The keys went to QEMU and swtpm through inherited pipes only: no key, in any encoding,
-    // in a VM process's command line or environment, or in any file of the VM.
+    // The keys went to QEMU and swtpm through inherited pipes only (for QEMU: the disk key
+    // as an encrypted secret object, its key on the pipe): no key, in any encoding, in a VM
+    // process's command line or environment, or in any file of the VM.
     let command_line = hv.command_line(&id).unwrap().unwrap();
     assert!(
-        command_line.contains("-object secret,id=disk0-key,file=/dev/fd/3")
+        command_line.contains("-object secret,id=disk0-master,format=raw,file=/dev/fd/3")
+            && command_line
+                .contains("-object secret,id=disk0-key,keyid=disk0-master,format=base64,iv=")
             && command_line.contains("encrypt.key-secret=disk0-key"),
         "{command_line}"
     );
