@@ -101,6 +101,10 @@ const PATCHES: &[(&str, &str)] = &[
         "0002-crypto-block-no-lock-around-stateless-ivgen.patch",
         include_str!("../qemu/patches/0002-crypto-block-no-lock-around-stateless-ivgen.patch"),
     ),
+    (
+        "0003-crypto-pbkdf-calibrate-on-100ms.patch",
+        include_str!("../qemu/patches/0003-crypto-pbkdf-calibrate-on-100ms.patch"),
+    ),
 ];
 
 /// What goes into the build, as text: equal manifests, equal builds.

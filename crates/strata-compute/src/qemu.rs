@@ -510,12 +510,13 @@ impl QemuDriver {
                 .args(["-device", "tpm-crb,tpmdev=tpm0"]);
         }
         // The disk key: encrypted secret objects, their key on the inherited pipe (`boot`).
-        let cache = disk_cache_mode(&[&f.disk, &s.image]);
+        // A restored disk is a standalone copy; any other is an overlay on the base image.
+        let cache = disk_cache_options(&f.disk, s.disk_source.is_none());
         tracing::info!(vm = %s.id, cache, "disk host cache mode");
         c.args(secret.objects("-object"))
             .arg("-drive")
             .arg(format!(
-                "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID},cache={}",
+                "if=none,id=disk0,format=qcow2,file={},encrypt.key-secret={DISK_SECRET_ID},{}",
                 f.disk.display(),
                 cache
             ))
@@ -905,18 +906,20 @@ fn start_swtpm(f: &VmFiles, sandbox: &VmSandbox, key: &VtpmKey) -> Result<Child,
     Ok(child)
 }
 
-/// The VM disk's host cache mode: `none` (O_DIRECT: guest I/O goes to the storage without
-/// passing through the host's page cache, as OpenStack and Proxmox give VM disks) when every
-/// file of the chain is on a filesystem that supports it, else `writeback`. Either way a guest
-/// flush reaches the storage (QEMU's `fdatasync`) before it completes. Bypassing the cache
-/// keeps host memory for guests and makes a disk's throughput the storage's: a warm page cache
-/// would serve a plaintext image's reads as a memory copy, an encrypted one's as a copy plus
-/// AES-XTS (docs/benchmarks.md, "Disk encryption").
-fn disk_cache_mode(files: &[&Path]) -> &'static str {
-    if files.iter().all(|f| direct_io_works(f)) {
-        "none"
-    } else {
-        "writeback"
+/// The `-drive` cache options of a VM disk. The VM's own file (its encrypted overlay, or a
+/// restored standalone disk) bypasses the host's page cache — `cache=none`, O_DIRECT, as
+/// OpenStack and Proxmox give VM disks — when its filesystem supports that, else `writeback`.
+/// Either way a guest flush reaches the storage (QEMU's `fdatasync`) before it completes.
+/// Bypassing the cache keeps host memory for guests and makes a disk's throughput the
+/// storage's: a warm page cache would serve a plaintext image's reads as a memory copy, an
+/// encrypted one's as a copy plus AES-XTS (docs/benchmarks.md, "Disk encryption"). A shared
+/// base image under an overlay (`has_backing`) stays in the page cache: it is read-only,
+/// plaintext and the same for every VM made from it, so one cached copy serves them all.
+fn disk_cache_options(disk: &Path, has_backing: bool) -> &'static str {
+    match (direct_io_works(disk), has_backing) {
+        (true, true) => "cache=none,backing.cache.direct=off",
+        (true, false) => "cache=none",
+        (false, _) => "cache=writeback",
     }
 }
 
@@ -1415,19 +1418,25 @@ mod tests {
     /// A disk bypasses the host page cache only when every file of its chain can be read with
     /// O_DIRECT; anything unreadable that way (here: missing) falls back to writeback.
     #[test]
-    fn disk_cache_mode_falls_back_when_a_file_cannot_be_opened_direct() {
+    fn disk_cache_options_fall_back_when_the_disk_cannot_be_opened_direct() {
         // Under target/: a real filesystem (the temp dir may be a tmpfs without O_DIRECT).
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
         fs::create_dir_all(&target).unwrap();
         let dir = tempfile::tempdir_in(&target).unwrap();
         let disk = dir.path().join("disk.qcow2");
         fs::write(&disk, vec![7u8; 65536]).unwrap();
-        let missing = dir.path().join("base.qcow2");
-        assert_eq!(disk_cache_mode(&[&disk, &missing]), "writeback");
-        if direct_io_works(&disk) {
-            assert_eq!(disk_cache_mode(&[&disk, &disk]), "none");
-        }
+        let missing = dir.path().join("gone.qcow2");
         assert!(!direct_io_works(&missing));
+        assert_eq!(disk_cache_options(&missing, true), "cache=writeback");
+        assert_eq!(disk_cache_options(&missing, false), "cache=writeback");
+        if direct_io_works(&disk) {
+            // The overlay bypasses the cache, the shared base under it does not.
+            assert_eq!(
+                disk_cache_options(&disk, true),
+                "cache=none,backing.cache.direct=off"
+            );
+            assert_eq!(disk_cache_options(&disk, false), "cache=none");
+        }
     }
 
     /// QEMU starts with the malloc settings that keep an encrypted disk's bounce buffers on the
