@@ -510,8 +510,9 @@ impl QemuDriver {
                 .args(["-device", "tpm-crb,tpmdev=tpm0"]);
         }
         // The disk key: encrypted secret objects, their key on the inherited pipe (`boot`).
-        // A restored disk is a standalone copy; any other is an overlay on the base image.
-        let cache = disk_cache_options(&f.disk, s.disk_source.is_none());
+        // An overlay names its base image; a restored disk is a standalone copy. Read from the
+        // disk itself: a VM adopted after an agent restart has no record of where it came from.
+        let cache = disk_cache_options(&f.disk, qcow2_has_backing(&f.disk));
         tracing::info!(vm = %s.id, cache, "disk host cache mode");
         c.args(secret.objects("-object"))
             .arg("-drive")
@@ -753,11 +754,14 @@ pub(crate) const DISK_MASTER_ID: &str = "disk0-master";
 /// passphrase encrypted with AES-256-CBC (as QEMU expects) under a random 32-byte key made for
 /// this one program start. That key reaches the program on its inherited pipe
 /// ([`hand_secret`]) as the `secret` object [`DISK_MASTER_ID`]; the command line carries only
-/// the ciphertext and its IV ([`DISK_SECRET_ID`], `keyid=` the master). The passphrase itself
-/// is never on a pipe, in argv or in a file; every start and every `qemu-img` run gets a new
-/// master key and IV.
+/// the ciphertext and its IV ([`DISK_SECRET_ID`], `keyid=` the master). The plaintext
+/// passphrase is never on a pipe, in argv, a log, the VM's record or a file; every start and
+/// every `qemu-img` run gets a new master key and IV. The boundary is unchanged: whoever can
+/// read the pipe (root, or the VM's uid at exec) and the command line can still recover the
+/// passphrase, as they could read it from the pipe before.
 pub(crate) struct DiskSecret {
-    master: zeroize::Zeroizing<[u8; 32]>,
+    /// Boxed, so moving the secret leaves no copy of the key behind; zeroed when dropped.
+    master: Box<zeroize::Zeroizing<[u8; 32]>>,
     /// `secret,id=disk0-key,keyid=disk0-master,format=base64,iv=…,data=…`
     encrypted: String,
 }
@@ -768,9 +772,9 @@ impl DiskSecret {
         use base64::Engine as _;
         use ring::rand::SecureRandom as _;
         let rng = ring::rand::SystemRandom::new();
-        let mut master = zeroize::Zeroizing::new([0u8; 32]);
+        let mut master = Box::new(zeroize::Zeroizing::new([0u8; 32]));
         let mut iv = [0u8; 16];
-        rng.fill(master.as_mut())
+        rng.fill(master.as_mut_slice())
             .and_then(|()| rng.fill(&mut iv))
             .map_err(|_| HypervisorError::Start("no randomness for the disk secret".into()))?;
         let passphrase = key.passphrase();
@@ -778,7 +782,13 @@ impl DiskSecret {
         // Room for the passphrase and a whole block of padding.
         let mut buf = zeroize::Zeroizing::new(vec![0u8; len + 16]);
         buf[..len].copy_from_slice(passphrase.as_bytes());
-        let ciphertext = cbc::Encryptor::<aes::Aes256>::new(&(*master).into(), &iv.into())
+        // By reference: no copy of the key; the cipher's key schedule is zeroed on drop (the
+        // `zeroize` features of `aes` and `cbc`).
+        let master_key: &aes::cipher::Key<aes::Aes256> = master
+            .as_slice()
+            .try_into()
+            .map_err(|_| HypervisorError::Start("the disk secret's key size".into()))?;
+        let ciphertext = cbc::Encryptor::<aes::Aes256>::new(master_key, &iv.into())
             .encrypt_padded::<Pkcs7>(&mut buf, len)
             .map_err(|_| HypervisorError::Start("cannot encrypt the disk secret".into()))?;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -807,7 +817,7 @@ impl DiskSecret {
         cmd: &mut Command,
         reopened_by: Option<&VmSandbox>,
     ) -> Result<(), HypervisorError> {
-        hand_secret(cmd, self.master.as_ref(), reopened_by)
+        hand_secret(cmd, self.master.as_slice(), reopened_by)
     }
 }
 
@@ -921,6 +931,21 @@ fn disk_cache_options(disk: &Path, has_backing: bool) -> &'static str {
         (true, false) => "cache=none",
         (false, _) => "cache=writeback",
     }
+}
+
+/// Whether the qcow2 image `file` names a backing file (its header's `backing_file_offset`,
+/// bytes 8..16 big-endian, is not zero). Unreadable or not a qcow2: `false`.
+fn qcow2_has_backing(file: &Path) -> bool {
+    let mut header = [0u8; 16];
+    File::open(file)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok_and(|()| {
+            header[..4] == *b"QFI\xfb"
+                && u64::from_be_bytes([
+                    header[8], header[9], header[10], header[11], header[12], header[13],
+                    header[14], header[15],
+                ]) != 0
+        })
 }
 
 /// Whether `file` can be opened and read with O_DIRECT (tmpfs before Linux 6.6 and some FUSE
@@ -1400,12 +1425,12 @@ mod tests {
         };
         let a = DiskSecret::new(&key).unwrap();
         let b = DiskSecret::new(&key).unwrap();
-        assert_ne!(*a.master, *b.master);
+        assert_ne!(**a.master, **b.master);
         assert_ne!(field(&a.encrypted, "iv"), field(&b.encrypted, "iv"));
         let iv: [u8; 16] = field(&a.encrypted, "iv").try_into().unwrap();
         let mut data = field(&a.encrypted, "data");
         assert_eq!(data.len() % 16, 0);
-        let plain = cbc::Decryptor::<aes::Aes256>::new(&(*a.master).into(), &iv.into())
+        let plain = cbc::Decryptor::<aes::Aes256>::new(&(**a.master).into(), &iv.into())
             .decrypt_padded::<Pkcs7>(&mut data)
             .unwrap();
         assert_eq!(plain, key.passphrase().as_bytes());
@@ -1429,6 +1454,18 @@ mod tests {
         assert!(!direct_io_works(&missing));
         assert_eq!(disk_cache_options(&missing, true), "cache=writeback");
         assert_eq!(disk_cache_options(&missing, false), "cache=writeback");
+        // What the header says, for the disk an adopted VM starts again with.
+        assert!(!qcow2_has_backing(&disk));
+        assert!(!qcow2_has_backing(&missing));
+        let mut overlay_header = b"QFI\xfb\0\0\0\x03".to_vec();
+        overlay_header.extend_from_slice(&0x1c8u64.to_be_bytes());
+        let overlay = dir.path().join("overlay.qcow2");
+        fs::write(&overlay, &overlay_header).unwrap();
+        assert!(qcow2_has_backing(&overlay));
+        let mut standalone_header = b"QFI\xfb\0\0\0\x03".to_vec();
+        standalone_header.extend_from_slice(&0u64.to_be_bytes());
+        fs::write(&overlay, &standalone_header).unwrap();
+        assert!(!qcow2_has_backing(&overlay));
         if direct_io_works(&disk) {
             // The overlay bypasses the cache, the shared base under it does not.
             assert_eq!(
