@@ -53,7 +53,8 @@ impl Driver {
         let missing = missing_for_qemu(vars_template);
         if !missing.is_empty() {
             return Err(HypervisorError::Start(format!(
-                "the QEMU driver needs {}: install the Debian packages {} and run the agent as root \
+                "the QEMU driver needs {}: build Strata's QEMU (`cargo xtask qemu`) or install \
+                 the Debian packages {}, and run the agent as root \
                  (or use --hypervisor sim, which runs no real VMs)",
                 missing.join(", "),
                 strata_compute::COMPUTE_PACKAGES.join(" ")

@@ -28,7 +28,8 @@ pub use hypervisor::{
 };
 
 /// Debian packages this crate runs on the host (QEMU itself must come from the same suite as
-/// `qemu-utils`: see xtask's `ensure_qemu`). `apt-get` and `dpkg-deb` are assumed present.
+/// `qemu-utils`: see xtask's `ensure_qemu`); Strata's own QEMU build, when installed, is used
+/// instead of the distribution's (`binaries`). `apt-get` and `dpkg-deb` are assumed present.
 pub const COMPUTE_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "qemu-utils",
