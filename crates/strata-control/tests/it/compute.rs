@@ -95,9 +95,7 @@ fn vms_land_only_on_trusted_hosts_and_follow_their_agents_reports() {
     } = TrustedFabric::start(|cfg| {
         cfg.fabric.attestation_interval_secs = 1;
     });
-    let rg = server.rg("apps");
-    let (s, v) = server.admin("PUT", &rg, Some(json!({ "location": "local" })));
-    assert_eq!(s, 201, "{v}");
+    let rg = server.made_rg("apps");
 
     // No host yet: the create is refused and nothing is created.
     let web = vm_path(&server, "apps", "web");

@@ -40,20 +40,8 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     });
     let (swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
 
-    let rg = server.rg("data");
-    assert_eq!(
-        server
-            .admin("PUT", &rg, Some(json!({ "location": "local" })))
-            .0,
-        201
-    );
-    let vault = format!("{rg}/providers/Strata.KeyVault/vaults/kv");
-    assert_eq!(
-        server
-            .admin("PUT", &vault, Some(json!({ "properties": {} })))
-            .0,
-        201
-    );
+    let rg = server.made_rg("data");
+    let vault = server.made_vault(&rg, "kv");
     let key = format!("{vault}/keys/disk-key");
     let (s, v) = server.admin("PUT", &key, Some(json!({ "properties": { "kty": "oct" } })));
     assert_eq!(s, 201, "{v}");
@@ -265,12 +253,7 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     // A snapshot of the VM's disk is locked by the same customer key (its own envelope of the
     // same data key, bound to the snapshot).
     let snap = format!("{rg}/providers/Strata.Compute/snapshots/secret-snap");
-    let (s, v) = as_operator(
-        "PUT",
-        &snap,
-        Some(json!({ "properties": { "creationData": {
-            "createOption": "Copy", "sourceResourceId": vm } } })),
-    );
+    let (s, v) = as_operator("PUT", &snap, Some(copy_of(&vm)));
     assert_eq!(s, 201, "{v}");
     let e = &v["properties"]["encryption"];
     assert_eq!(
@@ -284,8 +267,7 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     let (s, v) = as_operator(
         "PUT",
         &format!("{rg}/providers/Strata.Compute/snapshots/empty"),
-        Some(json!({ "properties": { "creationData": {
-            "createOption": "Copy", "sourceResourceId": disk("plain") } } })),
+        Some(copy_of(&disk("plain"))),
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),
@@ -351,12 +333,7 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
         .unwrap()
         .to_string();
     let snap2 = format!("{rg}/providers/Strata.Compute/snapshots/delivered");
-    let (s, v) = as_operator(
-        "PUT",
-        &snap2,
-        Some(json!({ "properties": { "creationData": {
-            "createOption": "Copy", "sourceResourceId": vm } } })),
-    );
+    let (s, v) = as_operator("PUT", &snap2, Some(copy_of(&vm)));
     assert_eq!(s, 201, "{v}");
     let token = assignment(&agent, &vm_id)["snapshots"]
         .as_array()
@@ -402,12 +379,7 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
         (400, Some("InvalidEncryption")),
         "{v}"
     );
-    let (s, v) = as_operator(
-        "PUT",
-        &restored,
-        Some(json!({ "properties": { "creationData": {
-            "createOption": "Copy", "sourceResourceId": snap2 } } })),
-    );
+    let (s, v) = as_operator("PUT", &restored, Some(copy_of(&snap2)));
     assert_eq!(s, 201, "{v}");
     let e = &v["properties"]["encryption"];
     assert_eq!(e["type"], "EncryptionAtRestWithCustomerKey", "{v}");
@@ -458,12 +430,7 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
     // Deleting the VM keeps its disk, Unattached; then the disk may go. A snapshot its host
     // never took fails with the reason.
     let snap = format!("{rg}/providers/Strata.Compute/snapshots/late");
-    let (s, v) = as_operator(
-        "PUT",
-        &snap,
-        Some(json!({ "properties": { "creationData": {
-            "createOption": "Copy", "sourceResourceId": vm } } })),
-    );
+    let (s, v) = as_operator("PUT", &snap, Some(copy_of(&vm)));
     assert_eq!(s, 201, "{v}");
     assert_eq!(server.admin("DELETE", &vm, None).0, 200);
     let (_, v) = server.admin("GET", &snap, None);
@@ -498,4 +465,9 @@ fn disks_are_encrypted_and_a_disabled_customer_key_locks_its_vms() {
         "rewrap is audited"
     );
     drop(swtpm);
+}
+
+/// The body of a snapshot or disk that copies `source`.
+fn copy_of(source: &str) -> Value {
+    json!({ "properties": { "creationData": { "createOption": "Copy", "sourceResourceId": source } } })
 }

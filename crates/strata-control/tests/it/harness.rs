@@ -230,6 +230,22 @@ impl Server {
         format!("/subscriptions/{}/resourceGroups/{name}", self.sub())
     }
 
+    /// Creates the resource group `name` (location `local`) as the administrator; its id.
+    pub fn made_rg(&self, name: &str) -> String {
+        let rg = self.rg(name);
+        let (s, v) = self.admin("PUT", &rg, Some(json!({ "location": "local" })));
+        assert_eq!(s, 201, "{v}");
+        rg
+    }
+
+    /// Creates the key vault `name` in the resource group `rg` as the administrator; its id.
+    pub fn made_vault(&self, rg: &str, name: &str) -> String {
+        let vault = format!("{rg}/providers/Strata.KeyVault/vaults/{name}");
+        let (s, v) = self.admin("PUT", &vault, Some(json!({ "properties": {} })));
+        assert_eq!(s, 201, "{v}");
+        vault
+    }
+
     pub fn audit_len(&self) -> u64 {
         self.running().app.store.audit_len().unwrap()
     }

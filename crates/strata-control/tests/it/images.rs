@@ -544,13 +544,7 @@ fn an_imported_image_boots_on_its_trusted_host() {
     });
     let (_swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
 
-    let rg = server.rg("apps");
-    assert_eq!(
-        server
-            .admin("PUT", &rg, Some(json!({ "location": "local" })))
-            .0,
-        201
-    );
+    let rg = server.made_rg("apps");
     let image = format!("{rg}/providers/Strata.Compute/images/tiny-copy");
     let (s, v) = declare(&server, &image, "raw", &raw, true);
     assert_eq!(s, 201, "{v}");

@@ -35,13 +35,7 @@ fn sweep_entries(server: &Server) -> Vec<strata_audit::AuditEntry> {
 fn the_key_sweep_rotates_due_keys_rewraps_their_disks_and_purges_expired_keys() {
     let server = Server::start();
     let app = || server.running().app.clone();
-    let rg = server.rg("sweep");
-    assert_eq!(
-        server
-            .admin("PUT", &rg, Some(json!({ "location": "local" })))
-            .0,
-        201
-    );
+    let rg = server.made_rg("sweep");
     let vault = format!("{rg}/providers/Strata.KeyVault/vaults/kv");
     let (s, v) = server.admin(
         "PUT",
@@ -282,20 +276,8 @@ fn the_key_sweep_rotates_due_keys_rewraps_their_disks_and_purges_expired_keys() 
 fn near_expiry_is_noticed_once_per_version() {
     let server = Server::start();
     let app = || server.running().app.clone();
-    let rg = server.rg("notice");
-    assert_eq!(
-        server
-            .admin("PUT", &rg, Some(json!({ "location": "local" })))
-            .0,
-        201
-    );
-    let vault = format!("{rg}/providers/Strata.KeyVault/vaults/kv");
-    assert_eq!(
-        server
-            .admin("PUT", &vault, Some(json!({ "properties": {} })))
-            .0,
-        201
-    );
+    let rg = server.made_rg("notice");
+    let vault = server.made_vault(&rg, "kv");
     let key = format!("{vault}/keys/expiring");
     let policy = json!({
         "lifetimeActions": [

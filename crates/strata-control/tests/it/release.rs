@@ -88,13 +88,7 @@ fn keys_reach_only_the_trusted_host_and_every_refusal_is_audited() {
 
     // One Trusted host; the VM lands there.
     let (_swtpm_a, mut a, _dir_a) = trusted_host(&ca, "host-a", &good, &server);
-    let rg = server.rg("rel");
-    assert_eq!(
-        server
-            .admin("PUT", &rg, Some(json!({ "location": "local" })))
-            .0,
-        201
-    );
+    let rg = server.made_rg("rel");
     let vm = format!("{rg}/providers/Strata.Compute/virtualMachines/vm1");
     let (s, v) = server.admin(
         "PUT",

@@ -60,13 +60,7 @@ fn snapshots_are_encrypted_exported_encrypted_and_restore_on_a_trusted_host() {
         cfg.fabric.attestation_interval_secs = 60;
     });
     let (_swtpm, agent, _dir) = trusted_host(&ca, "host-1", &good, &server);
-    let rg = server.rg("apps");
-    assert_eq!(
-        server
-            .admin("PUT", &rg, Some(json!({ "location": "local" })))
-            .0,
-        201
-    );
+    let rg = server.made_rg("apps");
 
     // The host: its VM loop on the QEMU driver, with the shared tiny image.
     let tmp = tempfile::tempdir().unwrap();
