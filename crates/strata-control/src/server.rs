@@ -176,6 +176,7 @@ async fn upload(
     let content_length = header_str(&parts.headers, header::CONTENT_LENGTH)
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|_| !parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let expects_continue = expects_continue(&parts.headers);
     let head = {
         let (s, parts, peer, rid) = (s.clone(), parts.clone(), peer.clone(), request_id.clone());
         tokio::task::spawn_blocking(move || {
@@ -193,20 +194,9 @@ async fn upload(
         })
         .await
     };
-    let ticket = match head {
-        Ok(Ok(t)) => t,
-        Ok(Err(reply)) => {
-            // Read (and drop) a little of the body first, so a client still sending a small
-            // refused upload reads the refusal rather than a reset; a large one is cut off.
-            let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
-            return reply_response(*reply, &request_id);
-        }
-        Err(_) => {
-            return reply_response(
-                Reply::error(&strata_types::ApiError::internal()),
-                &request_id,
-            );
-        }
+    let (ticket, body) = match admitted(head, body, expects_continue, &request_id).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let received = receive_body(body, ticket.path.clone(), ticket.length).await;
     let app = s.app.clone();
@@ -216,6 +206,37 @@ async fn upload(
     .await
     .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
     reply_response(reply, &request_id)
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body.
+fn expects_continue(headers: &axum::http::HeaderMap) -> bool {
+    header_str(headers, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// An upload's admission (run on a blocking thread): its ticket and the body to receive, or
+/// the response to send. A refused client that asked `Expect: 100-continue` has sent nothing
+/// yet and is answered at once (reading the body would invite it to send); from others a
+/// little is read (and dropped) first, so a client still sending a small refused upload reads
+/// the refusal rather than a reset, while a large one is cut off.
+async fn admitted<T>(
+    begun: Result<Result<T, Box<Reply>>, tokio::task::JoinError>,
+    body: Body,
+    expects_continue: bool,
+    request_id: &str,
+) -> Result<(T, Body), Response> {
+    match begun {
+        Ok(Ok(ticket)) => Ok((ticket, body)),
+        Ok(Err(reply)) => {
+            if !expects_continue {
+                let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
+            }
+            Err(reply_response(*reply, request_id))
+        }
+        Err(_) => Err(reply_response(
+            Reply::error(&strata_types::ApiError::internal()),
+            request_id,
+        )),
+    }
 }
 
 /// Streams a request body into a new 0600 file at `path` on a blocking thread (through a
@@ -319,8 +340,7 @@ async fn snapshot_upload(
         parts.uri.path().to_owned(),
         request_id.clone(),
     );
-    let expects_continue = header_str(&parts.headers, header::EXPECT)
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let expects_continue = expects_continue(&parts.headers);
     let begun = {
         let (s, method, path, rid, peer, cert) = (
             s.clone(),
@@ -345,22 +365,9 @@ async fn snapshot_upload(
         })
         .await
     };
-    let ticket = match begun {
-        Ok(Ok(t)) => t,
-        Ok(Err(reply)) => {
-            // A client that asked `Expect: 100-continue` has sent nothing yet: answer at once
-            // (reading the body would invite it to send). Others get a little read first.
-            if !expects_continue {
-                let _ = axum::body::to_bytes(body, BODY_DRAIN_BYTES).await;
-            }
-            return reply_response(*reply, &request_id);
-        }
-        Err(_) => {
-            return reply_response(
-                Reply::error(&strata_types::ApiError::internal()),
-                &request_id,
-            );
-        }
+    let (ticket, body) = match admitted(begun, body, expects_continue, &request_id).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let received = receive_body(body, ticket.path.clone(), ticket.limit).await;
     let reply = tokio::task::spawn_blocking(move || {
