@@ -114,7 +114,7 @@ pub fn missing_for_qemu(vars_template: &Path) -> Vec<String> {
         "swtpm_setup".into(),
     ]
     .into_iter()
-    .filter(|p| !runnable(p))
+    .filter(|p| strata_compute::binaries::locate(p).is_none())
     .map(|p| p.display().to_string())
     .collect();
     for f in [Path::new(qemu::OVMF_CODE_SECBOOT), vars_template] {
@@ -126,16 +126,6 @@ pub fn missing_for_qemu(vars_template: &Path) -> Vec<String> {
         missing.push("root (each VM runs as its own uid)".into());
     }
     missing
-}
-
-/// `program` (a path, or a name on PATH) is a file.
-fn runnable(program: &Path) -> bool {
-    if program.components().count() > 1 {
-        return program.is_file();
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 fn is_root() -> bool {

@@ -213,17 +213,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// `program` as PATH resolves it (a bare name), or itself; canonical.
-fn which(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return std::fs::canonicalize(program).ok();
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .and_then(|p| std::fs::canonicalize(p).ok())
-}
-
 fn main() {
     let mib: u64 = env_or("STRATA_DISK_BENCH_MIB", 1024);
     let rounds: usize = env_or("STRATA_DISK_BENCH_ROUNDS", 3);
@@ -231,7 +220,7 @@ fn main() {
         .map_or_else(strata_compute::binaries::qemu_img, PathBuf::from);
     let mut columns = vec![Column::Plain, Column::Encrypted];
     let distro = std::fs::canonicalize(DISTRO_QEMU_IMG).ok();
-    if distro.is_some() && which(&qemu_img) != distro {
+    if distro.is_some() && strata_compute::binaries::locate(&qemu_img) != distro {
         columns.push(Column::EncryptedDistro);
     }
     // Under target/: a real filesystem (O_DIRECT works; /tmp may be tmpfs).

@@ -179,18 +179,6 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Where `program` is (a path, or a name looked up on PATH), canonical (what `/proc/PID/exe`
-/// shows for it).
-pub(crate) fn program_path(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return fs::canonicalize(program).ok();
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .and_then(|p| fs::canonicalize(p).ok())
-}
-
 /// Opens a pidfd on `pid` and checks, after opening it, that the process is the one recorded:
 /// same start time, one of the expected executables (canonical paths), every uid `uid`.
 /// `None`: not that process (or gone).

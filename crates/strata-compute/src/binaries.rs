@@ -61,6 +61,18 @@ pub fn known_qemu_systems() -> Vec<PathBuf> {
     all
 }
 
+/// Where `program` is (a path, or a name looked up on `PATH`), canonical: what
+/// `/proc/PID/exe` shows for it. `None`: not there.
+pub fn locate(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return std::fs::canonicalize(program).ok();
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
 /// A short description of the QEMU in use, for logs and host inventories.
 pub fn describe() -> String {
     match choice() {

@@ -317,9 +317,9 @@ impl QemuDriver {
         // adopted, and runs the new one from its next start.
         let qemu_exes: Vec<PathBuf> = crate::binaries::known_qemu_systems()
             .iter()
-            .filter_map(|p| adopt::program_path(p))
+            .filter_map(|p| crate::binaries::locate(p))
             .collect();
-        let swtpm_exe: Vec<PathBuf> = adopt::program_path(Path::new("swtpm"))
+        let swtpm_exe: Vec<PathBuf> = crate::binaries::locate(Path::new("swtpm"))
             .into_iter()
             .collect();
         for record in adopt::load_all(root) {
