@@ -325,6 +325,28 @@ async fn snapshot_export(
     }
 }
 
+/// An agent's streamed upload, owned: what its admission and its finish both see.
+struct UploadCall {
+    method: String,
+    path: String,
+    cert: Option<Arc<Vec<u8>>>,
+    peer: String,
+    request_id: String,
+}
+
+impl UploadCall {
+    fn agent_call(&self) -> crate::fabric::door::AgentCall<'_> {
+        crate::fabric::door::AgentCall {
+            method: &self.method,
+            path: &self.path,
+            body: &[],
+            peer_certificate: self.cert.as_deref().map(Vec::as_slice),
+            client_ip: self.peer.clone(),
+            request_id: &self.request_id,
+        }
+    }
+}
+
 /// `PUT /fabric/v1/hosts/{host}/snapshots/{token}`: a snapshot's encrypted bytes from the host
 /// that took it, admitted (`fabric::door::snapshot_begin`) before the body is read.
 async fn snapshot_upload(
@@ -335,33 +357,18 @@ async fn snapshot_upload(
     peer: String,
     request_id: String,
 ) -> Response {
-    let (method, path, rid) = (
-        parts.method.as_str().to_owned(),
-        parts.uri.path().to_owned(),
-        request_id.clone(),
-    );
+    let call = Arc::new(UploadCall {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        cert,
+        peer,
+        request_id: request_id.clone(),
+    });
     let expects_continue = expects_continue(&parts.headers);
     let begun = {
-        let (s, method, path, rid, peer, cert) = (
-            s.clone(),
-            method.clone(),
-            path.clone(),
-            rid.clone(),
-            peer.clone(),
-            cert.clone(),
-        );
+        let (s, call) = (s.clone(), call.clone());
         tokio::task::spawn_blocking(move || {
-            crate::fabric::door::snapshot_begin(
-                &s.app,
-                crate::fabric::door::AgentCall {
-                    method: &method,
-                    path: &path,
-                    body: &[],
-                    peer_certificate: cert.as_deref().map(Vec::as_slice),
-                    client_ip: peer,
-                    request_id: &rid,
-                },
-            )
+            crate::fabric::door::snapshot_begin(&s.app, call.agent_call())
         })
         .await
     };
@@ -371,19 +378,7 @@ async fn snapshot_upload(
     };
     let received = receive_body(body, ticket.path.clone(), ticket.limit).await;
     let reply = tokio::task::spawn_blocking(move || {
-        crate::fabric::door::snapshot_finish(
-            &s.app,
-            crate::fabric::door::AgentCall {
-                method: &method,
-                path: &path,
-                body: &[],
-                peer_certificate: cert.as_deref().map(Vec::as_slice),
-                client_ip: peer,
-                request_id: &rid,
-            },
-            &ticket,
-            received,
-        )
+        crate::fabric::door::snapshot_finish(&s.app, call.agent_call(), &ticket, received)
     })
     .await
     .unwrap_or_else(|_| Reply::error(&strata_types::ApiError::internal()));
