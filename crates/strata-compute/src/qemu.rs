@@ -152,6 +152,20 @@ fn probe_kvm(device: &Path, timeout: Duration) -> Result<(), String> {
     stays_up(&accel, timeout)
 }
 
+/// The secure-boot firmware code `code` as read-only pflash that only SMM code may write
+/// through (the guest OS cannot enrol keys in the variable store).
+fn secure_firmware(code: &Path) -> [String; 4] {
+    [
+        "-global".to_owned(),
+        "driver=cfi.pflash01,property=secure,value=on".to_owned(),
+        "-drive".to_owned(),
+        format!(
+            "if=pflash,format=raw,unit=0,file={},readonly=on",
+            code.display()
+        ),
+    ]
+}
+
 /// Starts a paused QEMU with the VMs' machine type, firmware and accelerator `accel`: `Ok` if
 /// it is still alive after a moment, else why it exited.
 fn stays_up(accel: &str, timeout: Duration) -> Result<(), String> {
@@ -160,11 +174,7 @@ fn stays_up(accel: &str, timeout: Duration) -> Result<(), String> {
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         // The firmware VMs boot (without it QEMU looks for SeaBIOS, which Strata's QEMU does
         // not ship: every probe would fail as if KVM did not work).
-        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,file={OVMF_CODE_SECBOOT},readonly=on"
-        ))
+        .args(secure_firmware(Path::new(OVMF_CODE_SECBOOT)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -500,13 +510,7 @@ impl QemuDriver {
             .arg("-serial")
             .arg(format!("file:{}", f.serial.display()));
         if s.secure_boot {
-            // Only SMM code may write the variable store: the guest OS cannot enrol keys.
-            c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,file={},readonly=on",
-                    self.config.ovmf_code.display()
-                ));
+            c.args(secure_firmware(&self.config.ovmf_code));
         } else {
             c.arg("-drive").arg(format!(
                 "if=pflash,format=raw,unit=0,file={OVMF_CODE_PLAIN},readonly=on"
